@@ -1,0 +1,426 @@
+//! The command line: every setting is a typed clap argument with a flag, an
+//! environment variable and a default. These structs *are* the configuration.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Keep every image your cluster runs in your own registry (AWS ECR first),
+/// and keep ECR pull credentials fresh in clusters anywhere.
+#[derive(Debug, Parser)]
+#[command(
+    name = "privatize",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// HTTPS admission webhook: rewrite pod images, start copy Jobs, inject ECR credentials
+    Serve(ServeArgs),
+    /// Copy images (every platform, exact bytes) into the target registry
+    SyncImage(SyncImageArgs),
+    /// Refresh ECR credentials in managed Secrets that expire soon
+    RefreshSecrets(RefreshSecretsArgs),
+    /// Create the webhook's CA and serving certificate and patch the caBundle
+    GenCerts(GenCertsArgs),
+    /// Render and server-side apply every object privatize needs
+    Install(InstallArgs),
+    /// Remove privatize from a cluster, the webhook configuration first
+    Uninstall(UninstallArgs),
+    /// Write shell completions and man pages (for packagers and CI)
+    #[command(hide = true)]
+    Generate(GenerateArgs),
+}
+
+/// Logging, shared by every subcommand.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log line format: `text` for people, `json` for log collectors
+    #[arg(long, env = "PRIVATIZE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    /// Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)
+    #[arg(long, env = "PRIVATIZE_LOG", default_value = "info", global = true)]
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Which kind of registry the target is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TargetKind {
+    /// ECR when the host is an ECR host (`<account>.dkr.ecr.<region>.amazonaws.com`), a plain registry otherwise
+    Auto,
+    /// AWS ECR: repositories are created through the ECR API, login with GetAuthorizationToken
+    Ecr,
+    /// Any OCI registry: auth from a docker `config.json` or `--dest-creds`
+    Registry,
+}
+
+/// Registry transport and credentials.
+#[derive(Debug, Clone, Args)]
+pub struct TransportArgs {
+    /// Extra PEM file of CA certificates to trust, added to the OS trust store (repeatable)
+    #[arg(long = "ca-file", env = "PRIVATIZE_CA_FILE", value_delimiter = ',')]
+    pub ca_files: Vec<PathBuf>,
+
+    /// Registries (HOST[:PORT]) spoken to over plain HTTP; comma-separated. Everything else is HTTPS with verification
+    #[arg(
+        long = "plain-http",
+        env = "PRIVATIZE_PLAIN_HTTP",
+        value_delimiter = ','
+    )]
+    pub plain_http: Vec<String>,
+
+    /// Docker `config.json` with registry credentials [default: $DOCKER_CONFIG/config.json, then ~/.docker/config.json]
+    #[arg(long, env = "PRIVATIZE_AUTHFILE")]
+    pub authfile: Option<PathBuf>,
+
+    /// Source registry credentials as USER:PASSWORD (overrides the authfile)
+    #[arg(long, env = "PRIVATIZE_SRC_CREDS", hide_env_values = true)]
+    pub src_creds: Option<String>,
+
+    /// Target registry credentials as USER:PASSWORD (non-ECR targets; overrides the authfile)
+    #[arg(long, env = "PRIVATIZE_DEST_CREDS", hide_env_values = true)]
+    pub dest_creds: Option<String>,
+
+    /// Kind of the target registry
+    #[arg(long, env = "PRIVATIZE_TARGET_KIND", value_enum, default_value_t = TargetKind::Auto)]
+    pub target_kind: TargetKind,
+}
+
+/// How a missing ECR repository is created, and whether drift is repaired.
+#[derive(Debug, Clone, Args)]
+pub struct RepositoryArgs {
+    /// Scan images on push in new ECR repositories
+    #[arg(long, env = "PRIVATIZE_SCAN_ON_PUSH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub scan_on_push: bool,
+
+    /// Tag mutability of new ECR repositories
+    #[arg(long, env = "PRIVATIZE_TAG_MUTABILITY", value_enum, default_value_t = TagMutability::Mutable)]
+    pub tag_mutability: TagMutability,
+
+    /// KMS key (ARN or alias) to encrypt new repositories with; AES256 when unset
+    #[arg(long, env = "PRIVATIZE_KMS_KEY")]
+    pub kms_key: Option<String>,
+
+    /// Extra tag KEY=VALUE on new repositories (repeatable or comma-separated); `managed-by=privatize` is always set
+    #[arg(
+        long = "repository-tag",
+        env = "PRIVATIZE_REPOSITORY_TAGS",
+        value_delimiter = ','
+    )]
+    pub repository_tags: Vec<String>,
+
+    /// Repository policy (JSON text) applied to new repositories
+    #[arg(long, env = "ECR_REPOSITORY_POLICY_TEXT")]
+    pub repository_policy: Option<String>,
+
+    /// Lifecycle policy (JSON text) applied to new repositories
+    #[arg(long, env = "PRIVATIZE_LIFECYCLE_POLICY_TEXT")]
+    pub lifecycle_policy: Option<String>,
+
+    /// Also re-apply these settings to existing repositories that drifted
+    #[arg(long, env = "PRIVATIZE_RECONCILE_REPOSITORIES", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub reconcile_repositories: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TagMutability {
+    Mutable,
+    Immutable,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Progress {
+    /// Bars when stderr is a terminal, log lines otherwise
+    Auto,
+    /// Always draw bars
+    Always,
+    /// Never draw bars
+    Never,
+}
+
+/// `privatize sync-image SOURCE... [--to REGISTRY[/PREFIX] | --target REF]`
+#[derive(Debug, Clone, Args)]
+pub struct SyncImageArgs {
+    /// Source image references (`nginx`, `quay.io/org/app:1.2`, `ghcr.io/x/y@sha256:…`)
+    #[arg(required = true, value_name = "SOURCE")]
+    pub sources: Vec<String>,
+
+    /// Target registry with an optional path prefix: REGISTRY[/PREFIX]. Each source goes to `<REGISTRY>/<PREFIX>/<source-host>/<path>`
+    #[arg(
+        long,
+        env = "ECR_REGISTRY",
+        required_unless_present = "target",
+        conflicts_with = "target"
+    )]
+    pub to: Option<String>,
+
+    /// Exact target reference (one source only), instead of the naming rule
+    #[arg(long)]
+    pub target: Option<String>,
+
+    /// Blobs transferred at once
+    #[arg(long, env = "PRIVATIZE_JOBS", default_value_t = 6, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+
+    /// Attempts for each transfer on transient failures (connection reset, 429, 5xx)
+    #[arg(long, env = "PRIVATIZE_RETRIES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub retries: u32,
+
+    /// Copy only these platforms (OS/ARCH[/VARIANT], comma-separated); refused for digest-pinned sources
+    #[arg(long, env = "PRIVATIZE_PLATFORMS", value_delimiter = ',')]
+    pub platforms: Vec<String>,
+
+    /// Print the SOURCE -> TARGET mapping only: no network, no credentials
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Result format on stdout
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+
+    /// Progress bars
+    #[arg(long, env = "PRIVATIZE_PROGRESS", value_enum, default_value_t = Progress::Auto)]
+    pub progress: Progress,
+
+    #[command(flatten)]
+    pub transport: TransportArgs,
+
+    #[command(flatten)]
+    pub repository: RepositoryArgs,
+}
+
+/// TLS for the webhook server.
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
+    /// Serving certificate file (PEM); re-read when it changes
+    #[arg(
+        long,
+        env = "SERVER_TLS_CERT_PATH",
+        default_value = "/etc/privatize/tls/tls.crt"
+    )]
+    pub tls_cert_path: PathBuf,
+
+    /// Serving key file (PEM); re-read when it changes
+    #[arg(
+        long,
+        env = "SERVER_TLS_KEY_PATH",
+        default_value = "/etc/privatize/tls/tls.key"
+    )]
+    pub tls_key_path: PathBuf,
+
+    /// Serving certificate as PEM text (wins over --tls-cert-path)
+    #[arg(long, env = "SERVER_TLS_CERT", hide_env_values = true)]
+    pub tls_cert: Option<String>,
+
+    /// Serving key as PEM text (wins over --tls-key-path)
+    #[arg(long, env = "SERVER_TLS_KEY", hide_env_values = true)]
+    pub tls_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SwapPolicy {
+    /// Private image plus a scheduling gate until the copy lands
+    Gate,
+    /// Private image at once (a pull may fail until the copy lands)
+    Always,
+    /// Original image until the copy exists
+    Exists,
+}
+
+/// `privatize serve`
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// HTTPS port for admission reviews
+    #[arg(long, env = "SERVER_HTTPS_PORT", default_value_t = 8443)]
+    pub https_port: u16,
+
+    /// Plain-HTTP port for /healthz, /readyz and /metrics
+    #[arg(long, env = "SERVER_HTTP_PORT", default_value_t = 8080)]
+    pub http_port: u16,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
+
+    /// Target registry with an optional prefix: REGISTRY[/PREFIX]
+    #[arg(long = "target-registry", env = "ECR_REGISTRY")]
+    pub target_registry: Option<String>,
+
+    /// What a pod whose image is not mirrored yet gets
+    #[arg(long, env = "PRIVATIZE_SWAP_POLICY", value_enum, default_value_t = SwapPolicy::Gate)]
+    pub swap_policy: SwapPolicy,
+
+    /// Registries or image globs never rewritten (comma-separated); the target is always excluded
+    #[arg(long, env = "PRIVATIZE_EXCLUDE", value_delimiter = ',')]
+    pub exclude: Vec<String>,
+
+    /// Namespaces (globs) whose pods are never rewritten
+    #[arg(
+        long,
+        env = "PRIVATIZE_EXCLUDE_NAMESPACES",
+        value_delimiter = ',',
+        default_value = "kube-system,privatize"
+    )]
+    pub exclude_namespaces: Vec<String>,
+
+    /// Only rewrite images from these registries (comma-separated); all when empty
+    #[arg(long, env = "PRIVATIZE_INCLUDE_REGISTRIES", value_delimiter = ',')]
+    pub include_registries: Vec<String>,
+
+    /// Log and count what would change, change nothing
+    #[arg(long, env = "PRIVATIZE_DRY_RUN", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub dry_run: bool,
+
+    /// Namespace of the copy Jobs
+    #[arg(long, env = "COPY_JOB_NAMESPACE", default_value = "privatize")]
+    pub copy_job_namespace: String,
+
+    /// Image of the copy Jobs [default: the image `serve` runs, from the downward API]
+    #[arg(long, env = "COPY_JOB_IMAGE")]
+    pub copy_job_image: Option<String>,
+
+    /// Service account of the copy Jobs
+    #[arg(
+        long,
+        env = "COPY_JOB_SERVICE_ACCOUNT_NAME",
+        default_value = "privatize"
+    )]
+    pub copy_job_service_account_name: String,
+
+    /// backoffLimit of the copy Jobs
+    #[arg(long, env = "COPY_JOB_BACKOFF_LIMIT", default_value_t = 1)]
+    pub copy_job_backoff_limit: i32,
+
+    /// completions of the copy Jobs
+    #[arg(long, env = "COPY_JOB_COMPLETION", default_value_t = 1)]
+    pub copy_job_completion: i32,
+
+    /// Name of the managed pull Secret added to rewritten pods in ECR-enabled namespaces
+    #[arg(
+        long,
+        env = "PRIVATIZE_PULL_SECRET_NAME",
+        default_value = "privatize-ecr"
+    )]
+    pub pull_secret_name: String,
+
+    #[command(flatten)]
+    pub transport: TransportArgs,
+}
+
+/// `privatize refresh-secrets`
+#[derive(Debug, Clone, Args)]
+pub struct RefreshSecretsArgs {
+    /// Refresh credentials that expire within this duration (e.g. `6h`, `90m`)
+    #[arg(long, env = "PRIVATIZE_REFRESH_BEFORE", default_value = "6h")]
+    pub refresh_before: String,
+
+    /// Refresh every managed Secret, whatever its expiry
+    #[arg(long)]
+    pub force: bool,
+
+    /// First create the managed pull Secret in every enabled namespace that lacks one
+    #[arg(long, env = "PRIVATIZE_ENSURE", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub ensure: bool,
+
+    /// Name of the managed pull Secret created by --ensure
+    #[arg(
+        long,
+        env = "PRIVATIZE_PULL_SECRET_NAME",
+        default_value = "privatize-ecr"
+    )]
+    pub pull_secret_name: String,
+}
+
+/// `privatize gen-certs`
+#[derive(Debug, Clone, Args)]
+pub struct GenCertsArgs {
+    /// Service name the certificate is for
+    #[arg(long, env = "PRIVATIZE_SERVICE", default_value = "privatize")]
+    pub service: String,
+
+    /// Namespace of the service
+    #[arg(long, env = "PRIVATIZE_NAMESPACE", default_value = "privatize")]
+    pub namespace: String,
+
+    /// Extra subject alternative name (DNS name or IP; repeatable)
+    #[arg(long = "san")]
+    pub sans: Vec<String>,
+
+    /// Write ca.crt, tls.crt and tls.key into this directory
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+
+    /// Write a kubernetes.io/tls Secret of this name in --namespace
+    #[arg(long)]
+    pub secret: Option<String>,
+
+    /// Patch caBundle of every webhook in this MutatingWebhookConfiguration
+    #[arg(long)]
+    pub webhook_config: Option<String>,
+
+    /// Rotate even when the current certificate is still valid
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `privatize install`
+#[derive(Debug, Clone, Args)]
+pub struct InstallArgs {
+    /// Print the manifests as YAML instead of applying them
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Namespace to install into
+    #[arg(long, env = "PRIVATIZE_NAMESPACE", default_value = "privatize")]
+    pub namespace: String,
+
+    /// Container image for the server, the Jobs and the CronJob
+    #[arg(long, env = "PRIVATIZE_IMAGE", default_value = concat!("ghcr.io/privatize/privatize:", env!("CARGO_PKG_VERSION")))]
+    pub image: String,
+
+    /// Register this URL for the webhooks instead of the Service (out-of-cluster development)
+    #[arg(long)]
+    pub webhook_url: Option<String>,
+
+    /// Do not wait for the Deployment to become available
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+/// `privatize uninstall`
+#[derive(Debug, Clone, Args)]
+pub struct UninstallArgs {
+    /// Namespace privatize was installed into
+    #[arg(long, env = "PRIVATIZE_NAMESPACE", default_value = "privatize")]
+    pub namespace: String,
+}
+
+/// `privatize generate`
+#[derive(Debug, Clone, Args)]
+pub struct GenerateArgs {
+    /// Directory that receives `completions/` and `man/`
+    #[arg(long, default_value = ".")]
+    pub out_dir: PathBuf,
+}

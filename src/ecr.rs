@@ -1,0 +1,380 @@
+//! Edge: the AWS ECR API. Registry login tokens (GetAuthorizationToken) and
+//! repositories created with their settings, or reconciled when they drifted.
+
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Context, Result};
+use aws_sdk_ecr::error::DisplayErrorContext;
+use aws_sdk_ecr::types::{
+    EncryptionConfiguration, EncryptionType, ImageScanningConfiguration, ImageTagMutability,
+    Repository, Tag,
+};
+use aws_sdk_ecr::Client;
+use base64::Engine as _;
+
+/// The tag every repository privatize creates carries.
+pub const MANAGED_TAG: (&str, &str) = ("managed-by", "privatize");
+/// How long ECR tokens live when the API does not say (or says something already past).
+pub const TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+
+/// What an ECR host name says: `<account>.dkr.ecr[-fips].<region>.amazonaws.com[.cn]`
+/// or the dual-stack `<account>.dkr-ecr[-fips].<region>.on.aws`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EcrHost {
+    pub account: String,
+    pub region: String,
+}
+
+/// Reads account and region from an ECR registry host; `None` for other hosts.
+pub fn parse_ecr_host(host: &str) -> Option<EcrHost> {
+    let host = host.to_ascii_lowercase();
+    let labels: Vec<&str> = host.split('.').collect();
+    let account = *labels.first()?;
+    if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let region = match labels.as_slice() {
+        [_, "dkr", "ecr" | "ecr-fips", region, "amazonaws", "com"] => region,
+        [_, "dkr", "ecr" | "ecr-fips", region, "amazonaws", "com", "cn"] => region,
+        [_, "dkr-ecr" | "dkr-ecr-fips", region, "on", "aws"] => region,
+        _ => return None,
+    };
+    Some(EcrHost {
+        account: account.to_string(),
+        region: region.to_string(),
+    })
+}
+
+/// An ECR API client from the standard AWS chain, in `region` when given.
+pub async fn client(region: Option<&str>) -> Client {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(region) = region {
+        loader = loader.region(aws_config::Region::new(region.to_string()));
+    }
+    Client::new(&loader.load().await)
+}
+
+/// A registry login from GetAuthorizationToken. The password never reaches a log.
+#[derive(Clone)]
+pub struct Token {
+    pub username: String,
+    pub password: String,
+    /// The token's `expiresAt`, or fetch time + 12 h when the API gives none or a past one.
+    pub expires_at: SystemTime,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("username", &self.username)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Fetches a registry login token (valid for every registry the identity may use).
+pub async fn authorization_token(client: &Client) -> Result<Token> {
+    let fetched_at = SystemTime::now();
+    let out = client
+        .get_authorization_token()
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", DisplayErrorContext(e)))
+        .context("getting an ECR authorization token")?;
+    let data = out
+        .authorization_data()
+        .first()
+        .context("getting an ECR authorization token: the answer holds no token")?;
+    let encoded = data
+        .authorization_token()
+        .context("getting an ECR authorization token: the answer holds no token")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .context("decoding the ECR authorization token")?;
+    let text = String::from_utf8(decoded).context("decoding the ECR authorization token")?;
+    let (username, password) = text
+        .split_once(':')
+        .context("decoding the ECR authorization token: no `user:password` in it")?;
+    let reported = data
+        .expires_at()
+        .and_then(|t| SystemTime::try_from(*t).ok());
+    Ok(Token {
+        username: username.to_string(),
+        password: password.to_string(),
+        expires_at: token_expiry(fetched_at, reported),
+    })
+}
+
+/// The expiry to trust: the reported one when it is in the future, else fetch time + 12 h
+/// (emulators report a fixed past date; nothing may spin on it).
+pub fn token_expiry(fetched_at: SystemTime, reported: Option<SystemTime>) -> SystemTime {
+    match reported {
+        Some(at) if at > fetched_at => at,
+        _ => fetched_at + TOKEN_LIFETIME,
+    }
+}
+
+/// How new repositories are set up.
+#[derive(Debug, Clone)]
+pub struct RepositorySettings {
+    pub scan_on_push: bool,
+    pub immutable_tags: bool,
+    pub kms_key: Option<String>,
+    /// Tags besides `managed-by=privatize`.
+    pub tags: Vec<(String, String)>,
+    pub policy: Option<String>,
+    pub lifecycle_policy: Option<String>,
+    pub reconcile: bool,
+}
+
+/// What `ensure_repository` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ensured {
+    Created,
+    Existing,
+    /// Existing, and these settings were re-applied.
+    Reconciled(Vec<&'static str>),
+}
+
+/// Makes sure a repository exists with `settings` (and, with `reconcile`, still has them).
+pub async fn ensure_repository(
+    client: &Client,
+    name: &str,
+    settings: &RepositorySettings,
+) -> Result<Ensured> {
+    let described = client
+        .describe_repositories()
+        .repository_names(name)
+        .send()
+        .await;
+    let existing = match described {
+        Ok(out) => out.repositories().first().cloned(),
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_repository_not_found_exception()) =>
+        {
+            None
+        }
+        Err(err) => bail!(
+            "describing ECR repository {name}: {}",
+            DisplayErrorContext(err)
+        ),
+    };
+    match existing {
+        None => create_repository(client, name, settings).await,
+        Some(_) if !settings.reconcile => Ok(Ensured::Existing),
+        Some(repository) => reconcile_repository(client, name, &repository, settings).await,
+    }
+}
+
+async fn create_repository(
+    client: &Client,
+    name: &str,
+    settings: &RepositorySettings,
+) -> Result<Ensured> {
+    let encryption = match &settings.kms_key {
+        Some(key) => EncryptionConfiguration::builder()
+            .encryption_type(EncryptionType::Kms)
+            .kms_key(key)
+            .build(),
+        None => EncryptionConfiguration::builder()
+            .encryption_type(EncryptionType::Aes256)
+            .build(),
+    }
+    .context("building the encryption configuration")?;
+    let created = client
+        .create_repository()
+        .repository_name(name)
+        .image_scanning_configuration(
+            ImageScanningConfiguration::builder()
+                .scan_on_push(settings.scan_on_push)
+                .build(),
+        )
+        .image_tag_mutability(mutability(settings.immutable_tags))
+        .encryption_configuration(encryption)
+        .set_tags(Some(tags(settings)?))
+        .send()
+        .await;
+    match created {
+        Ok(_) => {}
+        // Another copy Job created it a moment ago: that is success.
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_repository_already_exists_exception()) =>
+        {
+            return Ok(Ensured::Existing)
+        }
+        Err(err) => bail!(
+            "creating ECR repository {name}: {}",
+            DisplayErrorContext(err)
+        ),
+    }
+    if let Some(policy) = &settings.policy {
+        set_policy(client, name, policy).await?;
+    }
+    if let Some(lifecycle) = &settings.lifecycle_policy {
+        set_lifecycle(client, name, lifecycle).await?;
+    }
+    tracing::info!(
+        repository = name,
+        scan_on_push = settings.scan_on_push,
+        "ECR repository created"
+    );
+    Ok(Ensured::Created)
+}
+
+async fn reconcile_repository(
+    client: &Client,
+    name: &str,
+    repository: &Repository,
+    settings: &RepositorySettings,
+) -> Result<Ensured> {
+    let mut fixed = Vec::new();
+    if repository
+        .image_scanning_configuration()
+        .map(|c| c.scan_on_push())
+        != Some(settings.scan_on_push)
+    {
+        client
+            .put_image_scanning_configuration()
+            .repository_name(name)
+            .image_scanning_configuration(
+                ImageScanningConfiguration::builder()
+                    .scan_on_push(settings.scan_on_push)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", DisplayErrorContext(e)))
+            .with_context(|| format!("setting scan on push of ECR repository {name}"))?;
+        fixed.push("scan-on-push");
+    }
+    if repository.image_tag_mutability() != Some(&mutability(settings.immutable_tags)) {
+        client
+            .put_image_tag_mutability()
+            .repository_name(name)
+            .image_tag_mutability(mutability(settings.immutable_tags))
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", DisplayErrorContext(e)))
+            .with_context(|| format!("setting tag mutability of ECR repository {name}"))?;
+        fixed.push("tag-mutability");
+    }
+    if let Some(wanted) = &settings.policy {
+        let current = client
+            .get_repository_policy()
+            .repository_name(name)
+            .send()
+            .await
+            .ok()
+            .and_then(|o| o.policy_text().map(str::to_string));
+        if !same_json(current.as_deref(), wanted) {
+            set_policy(client, name, wanted).await?;
+            fixed.push("repository-policy");
+        }
+    }
+    if let Some(wanted) = &settings.lifecycle_policy {
+        let current = client
+            .get_lifecycle_policy()
+            .repository_name(name)
+            .send()
+            .await
+            .ok()
+            .and_then(|o| o.lifecycle_policy_text().map(str::to_string));
+        if !same_json(current.as_deref(), wanted) {
+            set_lifecycle(client, name, wanted).await?;
+            fixed.push("lifecycle-policy");
+        }
+    }
+    if let Some(arn) = repository.repository_arn() {
+        let current = client
+            .list_tags_for_resource()
+            .resource_arn(arn)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", DisplayErrorContext(e)))
+            .with_context(|| format!("listing tags of ECR repository {name}"))?;
+        let wanted = tags(settings)?;
+        let missing: Vec<Tag> = wanted
+            .into_iter()
+            .filter(|w| {
+                !current
+                    .tags()
+                    .iter()
+                    .any(|c| c.key() == w.key() && c.value() == w.value())
+            })
+            .collect();
+        if !missing.is_empty() {
+            client
+                .tag_resource()
+                .resource_arn(arn)
+                .set_tags(Some(missing))
+                .send()
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", DisplayErrorContext(e)))
+                .with_context(|| format!("tagging ECR repository {name}"))?;
+            fixed.push("tags");
+        }
+    }
+    if fixed.is_empty() {
+        return Ok(Ensured::Existing);
+    }
+    tracing::info!(repository = name, fixed = ?fixed, "ECR repository settings reconciled");
+    Ok(Ensured::Reconciled(fixed))
+}
+
+async fn set_policy(client: &Client, name: &str, policy: &str) -> Result<()> {
+    client
+        .set_repository_policy()
+        .repository_name(name)
+        .policy_text(policy)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", DisplayErrorContext(e)))
+        .with_context(|| format!("setting the policy of ECR repository {name}"))?;
+    Ok(())
+}
+
+async fn set_lifecycle(client: &Client, name: &str, policy: &str) -> Result<()> {
+    client
+        .put_lifecycle_policy()
+        .repository_name(name)
+        .lifecycle_policy_text(policy)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", DisplayErrorContext(e)))
+        .with_context(|| format!("setting the lifecycle policy of ECR repository {name}"))?;
+    Ok(())
+}
+
+fn mutability(immutable: bool) -> ImageTagMutability {
+    if immutable {
+        ImageTagMutability::Immutable
+    } else {
+        ImageTagMutability::Mutable
+    }
+}
+
+fn tags(settings: &RepositorySettings) -> Result<Vec<Tag>> {
+    std::iter::once((MANAGED_TAG.0.to_string(), MANAGED_TAG.1.to_string()))
+        .chain(settings.tags.iter().cloned())
+        .map(|(key, value)| {
+            Tag::builder()
+                .key(key)
+                .value(value)
+                .build()
+                .context("building a repository tag")
+        })
+        .collect()
+}
+
+/// JSON documents compared by meaning, not by whitespace.
+fn same_json(current: Option<&str>, wanted: &str) -> bool {
+    let parse = |s: &str| serde_json::from_str::<serde_json::Value>(s).ok();
+    match (current.and_then(parse), parse(wanted)) {
+        (Some(a), Some(b)) => a == b,
+        _ => current == Some(wanted),
+    }
+}

@@ -1,0 +1,11 @@
+//! privatize: mirror every image a cluster runs into your own registry, and
+//! keep ECR pull credentials fresh anywhere. One module per room or edge.
+
+pub mod cli;
+pub mod ecr;
+pub mod generate;
+pub mod image;
+pub mod manifest;
+pub mod progress;
+pub mod registry;
+pub mod sync_image;

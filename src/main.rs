@@ -1,0 +1,60 @@
+//! privatize: parse the command line, set up crypto and logging, run one
+//! room, and print the error chain once.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Parser;
+use privatize::cli::{Cli, Command, LogArgs, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[tokio::main]
+async fn run(cli: Cli) -> Result<()> {
+    // Two rustls providers may be compiled in; pick one before any TLS client exists.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    match cli.command {
+        Command::SyncImage(args) => privatize::sync_image::run(args).await,
+        Command::Generate(args) => privatize::generate::run(&args),
+        Command::Serve(_) => not_yet("serve"),
+        Command::RefreshSecrets(_) => not_yet("refresh-secrets"),
+        Command::GenCerts(_) => not_yet("gen-certs"),
+        Command::Install(_) => not_yet("install"),
+        Command::Uninstall(_) => not_yet("uninstall"),
+    }
+}
+
+fn not_yet(name: &str) -> Result<()> {
+    anyhow::bail!("`privatize {name}` is not implemented yet in this version")
+}
+
+fn init_logging(args: &LogArgs) {
+    // Noisy dependencies stay at warn unless asked for by name.
+    let filter = format!("warn,privatize={}", args.log_level);
+    let filter = if args.log_level.contains('=') || args.log_level.contains(',') {
+        args.log_level.clone()
+    } else {
+        filter
+    };
+    let filter =
+        EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("warn,privatize=info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match args.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.compact().init(),
+    }
+}

@@ -1,0 +1,153 @@
+//! Pure manifest logic: what a manifest's bytes say (its media type, the
+//! manifests or blobs it references) and the platform filter. No I/O.
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+
+/// Every manifest type a copy accepts, for the `Accept` header.
+pub const ACCEPTED: [&str; 4] = [OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST];
+
+/// A content descriptor: what a manifest points at.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    #[serde(default)]
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+    #[serde(default)]
+    pub platform: Option<Platform>,
+    #[serde(default)]
+    pub urls: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    #[serde(default)]
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// `os/arch[/variant]`, as `--platforms` spells it.
+    pub fn spec(&self) -> String {
+        match &self.variant {
+            Some(v) => format!("{}/{}/{v}", self.os, self.architecture),
+            None => format!("{}/{}", self.os, self.architecture),
+        }
+    }
+}
+
+/// What a manifest references.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Manifest {
+    /// An OCI index or Docker manifest list: child manifests.
+    Index {
+        media_type: String,
+        manifests: Vec<Descriptor>,
+    },
+    /// A single image: its config and layers (blobs).
+    Image {
+        media_type: String,
+        blobs: Vec<Descriptor>,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Raw {
+    #[serde(default)]
+    schema_version: Option<u32>,
+    #[serde(default)]
+    media_type: Option<String>,
+    #[serde(default)]
+    manifests: Option<Vec<Descriptor>>,
+    #[serde(default)]
+    config: Option<Descriptor>,
+    #[serde(default)]
+    layers: Option<Vec<Descriptor>>,
+}
+
+impl Manifest {
+    /// Reads a manifest's bytes. The media type comes from the body's
+    /// `mediaType`, or is inferred (index when it lists manifests).
+    pub fn parse(bytes: &[u8]) -> Result<Self> {
+        let raw: Raw = serde_json::from_slice(bytes).context("parsing manifest JSON")?;
+        if raw.schema_version == Some(1) {
+            bail!("Docker schema 1 manifests are not supported (deprecated since 2017; re-push the image)");
+        }
+        let media_type = raw.media_type.clone();
+        match (raw.manifests, raw.config) {
+            (Some(manifests), None) => Ok(Self::Index { media_type: media_type.unwrap_or_else(|| OCI_INDEX.into()), manifests }),
+            (None, Some(config)) => {
+                let mut blobs = vec![config];
+                blobs.extend(raw.layers.unwrap_or_default());
+                Ok(Self::Image { media_type: media_type.unwrap_or_else(|| OCI_MANIFEST.into()), blobs })
+            }
+            _ => bail!("unrecognised manifest (media type {media_type:?}): neither an index nor an image manifest"),
+        }
+    }
+
+    /// The media type to send as `Content-Type` when pushing these bytes.
+    pub fn media_type(&self) -> &str {
+        match self {
+            Self::Index { media_type, .. } | Self::Image { media_type, .. } => media_type,
+        }
+    }
+}
+
+/// Whether a blob can be copied: foreign (non-distributable) layers with
+/// external URLs stay where they are, as registries expect.
+pub fn is_distributable(blob: &Descriptor) -> bool {
+    blob.urls.is_empty()
+        || !(blob.media_type.contains("foreign") || blob.media_type.contains("nondistributable"))
+}
+
+/// Keeps only the index entries whose platform is in `platforms` (attestation
+/// entries for kept images stay too) and re-serialises the index. The result
+/// has a new digest, which is why this is refused for digest-pinned sources.
+pub fn filter_platforms(bytes: &[u8], platforms: &[String]) -> Result<Vec<u8>> {
+    let mut doc: serde_json::Value = serde_json::from_slice(bytes).context("parsing index JSON")?;
+    let entries = doc
+        .get_mut("manifests")
+        .and_then(|m| m.as_array_mut())
+        .context("--platforms applies to multi-platform images only")?;
+    let platform_of = |e: &serde_json::Value| -> Option<String> {
+        serde_json::from_value::<Platform>(e.get("platform")?.clone())
+            .ok()
+            .map(|p| p.spec())
+    };
+    let kept: Vec<String> = entries
+        .iter()
+        .filter(|e| platform_of(e).is_some_and(|p| platforms.iter().any(|want| *want == p)))
+        .filter_map(|e| e.get("digest")?.as_str().map(str::to_string))
+        .collect();
+    if kept.is_empty() {
+        bail!("none of the platforms {platforms:?} is in the image");
+    }
+    entries.retain(|e| {
+        let digest = e.get("digest").and_then(|d| d.as_str()).unwrap_or_default();
+        let attests = e
+            .pointer("/annotations/vnd.docker.reference.digest")
+            .and_then(|d| d.as_str())
+            .is_some_and(|d| kept.iter().any(|k| k == d));
+        kept.iter().any(|k| k == digest) || attests
+    });
+    serde_json::to_vec(&doc).context("serialising the filtered index")
+}
+
+/// `sha256:<hex>` of some bytes.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    let hex: String = Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
+}

@@ -1,0 +1,421 @@
+//! The exact-bytes image copy: manifests travel as the bytes they came as,
+//! blobs stream from source to target (never buffered whole), in parallel,
+//! with retries. Tags are pushed last, so a failed copy tags nothing.
+
+use std::collections::{HashMap, HashSet};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use futures_util::{stream, Stream, StreamExt, TryStreamExt};
+use oci_client::errors::{DigestError, OciDistributionError};
+use oci_client::manifest::OciDescriptor;
+use oci_client::Client;
+use reqwest::header::HeaderValue;
+
+use super::retry::{with_retries, SourceFault};
+use super::{manifest_digest, pull_manifest};
+use crate::image::ImageRef;
+use crate::manifest::{filter_platforms, is_distributable, sha256_digest, Descriptor, Manifest};
+use crate::progress::{BlobProgress, ImageProgress};
+
+/// How a copy runs.
+#[derive(Debug, Clone)]
+pub struct CopyOptions {
+    /// Blob transfers at once.
+    pub jobs: usize,
+    /// Attempts per transfer.
+    pub retries: u32,
+    /// Platforms to keep (`os/arch[/variant]`); all when empty.
+    pub platforms: Vec<String>,
+}
+
+/// What a copy did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Copied {
+    /// Digest of the top manifest in the target.
+    pub digest: String,
+    /// The target already had it under every tag: nothing was done.
+    pub unchanged: bool,
+    pub blobs_copied: usize,
+    pub blobs_skipped: usize,
+    pub bytes_copied: u64,
+}
+
+/// Copies images between registries with one shared oci-client.
+#[derive(Clone)]
+pub struct Copier {
+    client: Client,
+    options: CopyOptions,
+    /// Blob digest → target repository that holds it, for cross-repository mounts.
+    holders: Arc<Mutex<HashMap<String, String>>>,
+}
+
+struct Collected {
+    /// Child manifests (digest, bytes, media type), pushed by digest before the top one.
+    children: Vec<(String, Bytes, String)>,
+    blobs: Vec<Descriptor>,
+}
+
+enum BlobOutcome {
+    Present,
+    Mounted,
+    Copied(u64),
+}
+
+impl Copier {
+    pub fn new(client: Client, options: CopyOptions) -> Self {
+        Self {
+            client,
+            options,
+            holders: Arc::default(),
+        }
+    }
+
+    /// The digest a source resolves to now (no network for a pinned digest).
+    pub async fn resolve(&self, source: &ImageRef) -> Result<String> {
+        if let Some(digest) = &source.digest {
+            return Ok(digest.clone());
+        }
+        with_retries(self.options.retries, "resolving source", || async {
+            manifest_digest(&self.client, source)
+                .await?
+                .with_context(|| format!("manifest {source} not found"))
+        })
+        .await
+    }
+
+    /// Whether the target already holds `digest` under every tag (then nothing is to be done).
+    pub async fn up_to_date(
+        &self,
+        target: &ImageRef,
+        tags: &[String],
+        digest: &str,
+    ) -> Result<bool> {
+        if !self.options.platforms.is_empty() {
+            return Ok(false);
+        }
+        for tag in tags {
+            let at = target.at_tag(tag);
+            let found = with_retries(self.options.retries, "checking target tag", || {
+                manifest_digest(&self.client, &at)
+            })
+            .await?;
+            if found.as_deref() != Some(digest) {
+                return Ok(false);
+            }
+        }
+        Ok(!tags.is_empty())
+    }
+
+    /// Copies the manifest `source_digest` of `source` to `target`, pushing the
+    /// top manifest under each of `tags` once everything it names has landed.
+    pub async fn copy(
+        &self,
+        source: &ImageRef,
+        source_digest: &str,
+        target: &ImageRef,
+        tags: &[String],
+        progress: &ImageProgress,
+    ) -> Result<Copied> {
+        let retries = self.options.retries;
+        let pinned = source.at_digest(source_digest);
+        let (mut top, _) = with_retries(retries, "pulling source manifest", || {
+            pull_manifest(&self.client, &pinned)
+        })
+        .await?;
+        if !self.options.platforms.is_empty() {
+            top = Bytes::from(filter_platforms(&top, &self.options.platforms)?);
+        }
+        let top_digest = sha256_digest(&top);
+        let top_manifest =
+            Manifest::parse(&top).with_context(|| format!("reading manifest of {source}"))?;
+        let collected = self.collect(source, &top_manifest).await?;
+
+        let total: u64 = collected.blobs.iter().map(|b| b.size).sum();
+        progress.set_total(total);
+        let outcomes: Vec<BlobOutcome> = stream::iter(collected.blobs.clone())
+            .map(|blob| {
+                let this = self.clone();
+                let (source, target) = (source.clone(), target.clone());
+                let image_progress = progress.clone();
+                tokio::spawn(async move {
+                    this.copy_blob(&source, &target, &blob, image_progress)
+                        .await
+                })
+            })
+            .buffer_unordered(self.options.jobs)
+            .map(|joined| joined.context("blob copy task failed")?)
+            .try_collect()
+            .await?;
+
+        for (digest, bytes, media_type) in &collected.children {
+            self.push_manifest(target, &target.at_digest(digest), digest, bytes, media_type)
+                .await?;
+        }
+        for tag in tags {
+            self.push_manifest(
+                target,
+                &target.at_tag(tag),
+                &top_digest,
+                &top,
+                top_manifest.media_type(),
+            )
+            .await?;
+        }
+
+        let mut copied = Copied {
+            digest: top_digest,
+            unchanged: false,
+            blobs_copied: 0,
+            blobs_skipped: 0,
+            bytes_copied: 0,
+        };
+        for outcome in outcomes {
+            match outcome {
+                BlobOutcome::Copied(bytes) => {
+                    copied.blobs_copied += 1;
+                    copied.bytes_copied += bytes;
+                }
+                BlobOutcome::Present | BlobOutcome::Mounted => copied.blobs_skipped += 1,
+            }
+        }
+        progress.finish(&target.to_string(), &copied.digest, false);
+        Ok(copied)
+    }
+
+    /// Walks the manifest tree: child manifests (exact bytes) and the unique blobs of all of them.
+    async fn collect(&self, source: &ImageRef, top: &Manifest) -> Result<Collected> {
+        let mut children = Vec::new();
+        let mut blobs = Vec::new();
+        let mut seen = HashSet::new();
+        let mut pending = vec![top.clone()];
+        while let Some(manifest) = pending.pop() {
+            match manifest {
+                Manifest::Image {
+                    blobs: image_blobs, ..
+                } => {
+                    for blob in image_blobs {
+                        if is_distributable(&blob) && seen.insert(blob.digest.clone()) {
+                            blobs.push(blob);
+                        }
+                    }
+                }
+                Manifest::Index { manifests, .. } => {
+                    let fetched: Vec<(String, Bytes)> = stream::iter(manifests)
+                        .map(|child| async move {
+                            let at = source.at_digest(&child.digest);
+                            let (bytes, _) = with_retries(
+                                self.options.retries,
+                                "pulling child manifest",
+                                || pull_manifest(&self.client, &at),
+                            )
+                            .await?;
+                            Ok::<_, anyhow::Error>((child.digest, bytes))
+                        })
+                        .buffered(self.options.jobs)
+                        .try_collect()
+                        .await?;
+                    for (digest, bytes) in fetched {
+                        let parsed = Manifest::parse(&bytes)
+                            .with_context(|| format!("reading manifest {digest} of {source}"))?;
+                        children.push((digest, bytes, parsed.media_type().to_string()));
+                        pending.push(parsed);
+                    }
+                }
+            }
+        }
+        // Innermost first, so an index is pushed only after everything it names.
+        children.reverse();
+        Ok(Collected { children, blobs })
+    }
+
+    async fn push_manifest(
+        &self,
+        target: &ImageRef,
+        at: &ImageRef,
+        digest: &str,
+        bytes: &Bytes,
+        media_type: &str,
+    ) -> Result<()> {
+        let content_type = HeaderValue::from_str(media_type)
+            .with_context(|| format!("invalid media type {media_type:?}"))?;
+        with_retries(self.options.retries, "pushing manifest", || async {
+            if at.digest.is_some() && manifest_digest(&self.client, at).await?.is_some() {
+                return Ok(());
+            }
+            self.client
+                .push_manifest_raw(&at.to_oci(), bytes.clone(), content_type.clone())
+                .await
+                .with_context(|| format!("pushing manifest {digest} to {target}"))?;
+            Ok(())
+        })
+        .await
+        .with_context(|| format!("pushing manifest {digest} to {}", at))
+    }
+
+    async fn copy_blob(
+        &self,
+        source: &ImageRef,
+        target: &ImageRef,
+        blob: &Descriptor,
+        image: ImageProgress,
+    ) -> Result<BlobOutcome> {
+        let progress = Arc::new(Mutex::new(image.blob(&blob.digest, blob.size)));
+        let what = format!("copying blob {}", blob.digest);
+        let outcome = with_retries(self.options.retries, &what, || {
+            self.copy_blob_once(source, target, blob, progress.clone())
+        })
+        .await
+        .with_context(|| format!("pushing blob {} to {}", blob.digest, target.name()))?;
+        self.holders
+            .lock()
+            .expect("holders lock")
+            .insert(blob.digest.clone(), target.repository.clone());
+        match outcome {
+            BlobOutcome::Copied(_) => {
+                if let Ok(progress) = Arc::try_unwrap(progress) {
+                    progress.into_inner().expect("progress lock").finish();
+                }
+            }
+            BlobOutcome::Present => image.blob_skipped(&blob.digest, blob.size, "present"),
+            BlobOutcome::Mounted => image.blob_skipped(&blob.digest, blob.size, "mounted"),
+        }
+        Ok(outcome)
+    }
+
+    async fn copy_blob_once(
+        &self,
+        source: &ImageRef,
+        target: &ImageRef,
+        blob: &Descriptor,
+        progress: Arc<Mutex<BlobProgress>>,
+    ) -> Result<BlobOutcome> {
+        let target_oci = target.to_oci();
+        if self
+            .client
+            .blob_exists(&target_oci, &blob.digest)
+            .await
+            .context("checking target blob")?
+        {
+            return Ok(BlobOutcome::Present);
+        }
+        let holder = self
+            .holders
+            .lock()
+            .expect("holders lock")
+            .get(&blob.digest)
+            .cloned();
+        if let Some(repository) = holder.filter(|r| *r != target.repository) {
+            let from = ImageRef {
+                repository,
+                ..target.clone()
+            }
+            .to_oci();
+            // A declined mount (202) comes back as an error: upload normally then.
+            if self
+                .client
+                .mount_blob(&target_oci, &from, &blob.digest)
+                .await
+                .is_ok()
+            {
+                return Ok(BlobOutcome::Mounted);
+            }
+        }
+        progress.lock().expect("progress lock").restart();
+        let descriptor = OciDescriptor {
+            media_type: blob.media_type.clone(),
+            digest: blob.digest.clone(),
+            size: blob.size as i64,
+            ..Default::default()
+        };
+        let pulled = self
+            .client
+            .pull_blob_stream(&source.to_oci(), &descriptor)
+            .await
+            .context("reading source blob")?;
+        let fault = Arc::new(Mutex::new(None));
+        let body = Counted {
+            inner: pulled.stream,
+            progress,
+            fault: fault.clone(),
+            sent: 0,
+            size: blob.size,
+        };
+        let pushed = self
+            .client
+            .push_blob_stream(&target_oci, body, &blob.digest, Some(blob.size))
+            .await;
+        if let Some(fault) = fault.lock().expect("fault lock").take() {
+            return Err(anyhow::Error::new(fault));
+        }
+        pushed.context("uploading to target")?;
+        Ok(BlobOutcome::Copied(blob.size))
+    }
+}
+
+/// The source stream on its way to the target: counts bytes for progress,
+/// and remembers *why* the source failed (digest mismatch or I/O), which the
+/// push side would otherwise only report as a broken body.
+struct Counted<S> {
+    inner: S,
+    progress: Arc<Mutex<BlobProgress>>,
+    fault: Arc<Mutex<Option<SourceFault>>>,
+    sent: u64,
+    size: u64,
+}
+
+impl<S> Stream for Counted<S>
+where
+    S: Stream<Item = std::io::Result<Bytes>> + Unpin,
+{
+    type Item = oci_client::errors::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        let polled = Pin::new(&mut self.inner).poll_next(cx);
+        match polled {
+            Poll::Ready(Some(Ok(chunk))) => {
+                self.sent += chunk.len() as u64;
+                if self.sent > self.size {
+                    let declared = self.size;
+                    return self.fail(SourceFault::Digest(format!(
+                        "source sent more than the {declared} bytes the manifest declares"
+                    )));
+                }
+                self.progress
+                    .lock()
+                    .expect("progress lock")
+                    .inc(chunk.len() as u64);
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(err))) => {
+                let fault = match err.get_ref().and_then(|e| e.downcast_ref::<DigestError>()) {
+                    Some(digest) => SourceFault::Digest(digest.to_string()),
+                    None => SourceFault::Io(err.to_string()),
+                };
+                self.fail(fault)
+            }
+            other => other.map(|o| o.map(|r| r.map_err(OciDistributionError::IoError))),
+        }
+    }
+}
+
+impl<S> Counted<S> {
+    fn fail(&mut self, fault: SourceFault) -> Poll<Option<oci_client::errors::Result<Bytes>>> {
+        let message = fault.to_string();
+        *self.fault.lock().expect("fault lock") = Some(fault);
+        Poll::Ready(Some(Err(OciDistributionError::IoError(
+            std::io::Error::other(message),
+        ))))
+    }
+}
+
+/// Refuses a platform filter that would change a pinned digest.
+pub fn check_platform_filter(source: &ImageRef, platforms: &[String]) -> Result<()> {
+    if !platforms.is_empty() && source.digest.is_some() {
+        bail!("--platforms cannot be used with the digest-pinned {source}: filtering would change its digest");
+    }
+    Ok(())
+}
