@@ -48,6 +48,9 @@ impl ImageRef {
         if host == DOCKER_HUB && !repository.contains('/') {
             repository = format!("library/{repository}");
         }
+        if repository.bytes().any(|b| b.is_ascii_uppercase()) {
+            bail!("invalid image reference {text:?}: repository name must be lower-case");
+        }
         if host.starts_with('[') {
             bail!("invalid image reference {text:?}: IPv6 registry hosts are not supported");
         }

@@ -1,0 +1,222 @@
+//! Test harness for the registry testbed (`testbed/up`): reads its env file,
+//! runs the real `privatize` binary against it, and reads results back with
+//! an independent client (curl), never through privatize's own code.
+#![allow(dead_code)]
+
+pub mod proxy;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+pub struct Testbed {
+    pub env: HashMap<String, String>,
+    pub images: Value,
+}
+
+/// The running testbed; panics with the command to start it when it is absent.
+pub fn testbed() -> &'static Testbed {
+    static TESTBED: OnceLock<Testbed> = OnceLock::new();
+    TESTBED.get_or_init(|| {
+        let path = std::env::var("PRIVATIZE_TESTBED_ENV")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/testbed/env")
+            });
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "testbed not running ({}: {e}); start it with `testbed/up`",
+                path.display()
+            )
+        });
+        let env: HashMap<String, String> = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let images =
+            serde_json::from_slice(&std::fs::read(&env["IMAGES_JSON"]).expect("images.json"))
+                .expect("images.json parses");
+        Testbed { env, images }
+    })
+}
+
+impl Testbed {
+    pub fn source(&self) -> &str {
+        &self.env["SOURCE_REGISTRY"]
+    }
+
+    pub fn target(&self) -> &str {
+        &self.env["TARGET_REGISTRY"]
+    }
+
+    /// `reference` and `digest` of a test image from images.json.
+    pub fn image(&self, name: &str) -> (String, String) {
+        let entry = &self.images[name];
+        assert!(
+            entry.is_object(),
+            "test image {name} missing from images.json (run `testbed/up --large` for large ones)"
+        );
+        (
+            entry["reference"].as_str().unwrap().to_string(),
+            entry["digest"].as_str().unwrap().to_string(),
+        )
+    }
+
+    pub fn has_image(&self, name: &str) -> bool {
+        self.images[name].is_object()
+    }
+
+    /// `privatize` with the testbed's ECR setup: moto as the ECR API, the
+    /// TLS target trusted through its CA, the source over plain HTTP.
+    pub fn privatize(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_privatize"));
+        for key in [
+            "PRIVATIZE_TARGET_KIND",
+            "ECR_REGISTRY",
+            "DOCKER_CONFIG",
+            "PRIVATIZE_CA_FILE",
+            "PRIVATIZE_PLAIN_HTTP",
+        ] {
+            cmd.env_remove(key);
+        }
+        cmd.env("AWS_ENDPOINT_URL", &self.env["MOTO_ENDPOINT"])
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", &self.env["AWS_REGION"])
+            .env("AWS_MAX_ATTEMPTS", "1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("PRIVATIZE_PROGRESS", "never")
+            .env("PRIVATIZE_CA_FILE", &self.env["TARGET_CA_FILE"])
+            .env("PRIVATIZE_PLAIN_HTTP", self.source())
+            .env("HOME", std::env::temp_dir());
+        cmd
+    }
+
+    /// `privatize sync-image` into the ECR stand-in, under a per-test prefix.
+    pub fn sync(&self, prefix: &str, args: &[&str]) -> Output {
+        let to = format!("{}/{prefix}", self.target());
+        let mut cmd = self.privatize();
+        cmd.args(["sync-image", "--target-kind", "ecr", "--to", &to])
+            .args(args);
+        cmd.output().expect("running privatize")
+    }
+
+    /// GET a manifest from the target with curl; returns (status, body).
+    pub fn target_manifest(&self, repository: &str, reference: &str) -> (u16, Vec<u8>) {
+        let url = format!(
+            "https://{}/v2/{repository}/manifests/{reference}",
+            self.target()
+        );
+        curl(&self.target_curl_args(), &url, "GET")
+    }
+
+    /// HEAD a blob in the target: its HTTP status.
+    pub fn target_blob_status(&self, repository: &str, digest: &str) -> u16 {
+        let url = format!("https://{}/v2/{repository}/blobs/{digest}", self.target());
+        curl(&self.target_curl_args(), &url, "HEAD").0
+    }
+
+    fn target_curl_args(&self) -> Vec<String> {
+        vec![
+            "--cacert".into(),
+            self.env["TARGET_CA_FILE"].clone(),
+            "-u".into(),
+            format!(
+                "{}:{}",
+                self.env["TARGET_USER"], self.env["TARGET_PASSWORD"]
+            ),
+        ]
+    }
+
+    /// GET a manifest from the source registry.
+    pub fn source_manifest(&self, repository: &str, reference: &str) -> (u16, Vec<u8>) {
+        curl(
+            &[],
+            &format!(
+                "http://{}/v2/{repository}/manifests/{reference}",
+                self.source()
+            ),
+            "GET",
+        )
+    }
+}
+
+const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+
+fn curl(extra: &[String], url: &str, method: &str) -> (u16, Vec<u8>) {
+    let body = std::env::temp_dir().join(format!(
+        "privatize-curl-{}-{}",
+        std::process::id(),
+        unique()
+    ));
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-o"])
+        .arg(&body)
+        .args(["-w", "%{http_code}", "-H", &format!("Accept: {ACCEPT}")])
+        .args(extra);
+    if method == "HEAD" {
+        cmd.arg("-I");
+    }
+    let out = cmd.arg(url).output().expect("running curl");
+    let status = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    let bytes = std::fs::read(&body).unwrap_or_default();
+    let _ = std::fs::remove_file(&body);
+    (status, bytes)
+}
+
+pub fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    nanos * 1000 + NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A fresh lower-case prefix so every test writes its own repositories.
+pub fn prefix(test: &str) -> String {
+    format!("t{}-{}", unique() % 1_000_000_007, test.replace('_', "-"))
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    format!(
+        "sha256:{}",
+        Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    )
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts success and shows stderr when not.
+pub fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "privatize failed ({}):\n{}",
+        out.status,
+        stderr(out)
+    );
+}
+
+/// The target repository for a source repository on the testbed's source registry.
+pub fn mirrored_repository(prefix: &str, source_repository: &str) -> String {
+    let host = testbed().source().replace(':', "-");
+    format!("{prefix}/{host}/{source_repository}")
+}
