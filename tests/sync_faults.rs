@@ -1,0 +1,241 @@
+//! `sync-image` when things go wrong: a source that resets mid-blob, a
+//! corrupted blob, unreachable or unauthorised registries, missing tags and
+//! bad references. Each ends in a correct copy or in a one-line error with
+//! nothing tagged.
+
+mod common;
+
+use common::proxy::Proxy;
+use common::{assert_ok, mirrored_repository, prefix, sha256, stderr, testbed, unique};
+
+#[test]
+fn connection_cut_mid_blob_still_ends_in_a_correct_copy() {
+    let tb = testbed();
+    let (reference, digest) = tb.image("oci-single");
+    let proxy = Proxy::cutting(tb.source(), 30_000, 2);
+    let via_proxy = reference.replacen(tb.source(), &proxy.addr.to_string(), 1);
+    let p = prefix("cut");
+    let mut cmd = tb.privatize();
+    cmd.env("PRIVATIZE_PLAIN_HTTP", proxy.addr.to_string())
+        .args([
+            "sync-image",
+            "--target-kind",
+            "ecr",
+            "--to",
+            &format!("{}/{p}", tb.target()),
+            &via_proxy,
+        ]);
+    let out = cmd.output().unwrap();
+    assert_ok(&out);
+    assert_eq!(
+        proxy.cuts_done(),
+        2,
+        "the proxy must really have cut two connections"
+    );
+    assert!(
+        stderr(&out).contains("transient failure, retrying"),
+        "{}",
+        stderr(&out)
+    );
+    let repo = format!(
+        "{p}/{}/test/oci-single",
+        proxy.addr.to_string().replace(':', "-")
+    );
+    let (status, bytes) = tb.target_manifest(&repo, "v1");
+    assert_eq!(status, 200);
+    assert_eq!(sha256(&bytes), digest);
+}
+
+#[test]
+fn corrupted_blob_is_an_error_and_nothing_is_tagged() {
+    let tb = testbed();
+    let repo = format!("corrupt{}", unique());
+    let layer_digest = push_unique_image(&repo);
+    // Flip one byte of the layer in the source registry's storage.
+    let hex = layer_digest.trim_start_matches("sha256:");
+    let data = format!(
+        "{}/source/storage/docker/registry/v2/blobs/sha256/{}/{hex}/data",
+        tb.env["TESTBED_DIR"],
+        &hex[..2]
+    );
+    let mut bytes = std::fs::read(&data).expect("layer in source storage");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&data, bytes).unwrap();
+
+    let p = prefix("corrupt");
+    let out = tb.sync(&p, &[&format!("{}/{repo}:v1", tb.source())]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: copying ")
+            && last.contains(&format!("pushing blob {layer_digest}")),
+        "{err}"
+    );
+    assert!(
+        last.contains("verification") || last.contains("Invalid digest"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("retrying"),
+        "a digest mismatch must not be retried:\n{err}"
+    );
+    let target_repo = mirrored_repository(&p, &repo);
+    assert_eq!(
+        tb.target_manifest(&target_repo, "v1").0,
+        404,
+        "nothing may be tagged"
+    );
+    assert_eq!(
+        tb.target_blob_status(&target_repo, &layer_digest),
+        404,
+        "the bad blob must not land"
+    );
+}
+
+#[test]
+fn unreachable_registry_is_a_one_line_error() {
+    let tb = testbed();
+    let out = tb.sync(
+        &prefix("unreachable"),
+        &["--retries", "1", "127.0.0.1:1/some/image:v1"],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: copying 127.0.0.1:1/some/image:v1 to "),
+        "{err}"
+    );
+    assert!(err.contains("resolving 127.0.0.1:1/some/image:v1"), "{err}");
+}
+
+#[test]
+fn missing_tag_says_not_found() {
+    let tb = testbed();
+    let out = tb.sync(
+        &prefix("missing"),
+        &[&format!("{}/test/tiny:does-not-exist", tb.source())],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("manifest") && err.contains("not found"),
+        "{err}"
+    );
+}
+
+#[test]
+fn wrong_target_credentials_are_a_clear_401() {
+    let tb = testbed();
+    let (reference, _) = tb.image("tiny");
+    let mut cmd = tb.privatize();
+    cmd.args([
+        "sync-image",
+        "--target-kind",
+        "registry",
+        "--dest-creds",
+        "AWS:wrong",
+        "--to",
+        tb.target(),
+        &reference,
+    ]);
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("Not authorized") || err.contains("401"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn bad_reference_fails_before_any_network() {
+    let tb = testbed();
+    let out = tb.sync(&prefix("bad"), &["Not//Valid"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out).trim(),
+        r#"error: invalid image reference "Not//Valid": invalid reference format"#
+    );
+}
+
+#[test]
+fn plain_registry_target_with_dest_creds_and_with_docker_config() {
+    let tb = testbed();
+    let (reference, digest) = tb.image("tiny");
+    let p = prefix("plainkind");
+    let creds = format!("{}:{}", tb.env["TARGET_USER"], tb.env["TARGET_PASSWORD"]);
+    let mut with_flag = tb.privatize();
+    with_flag.args([
+        "sync-image",
+        "--target-kind",
+        "registry",
+        "--dest-creds",
+        &creds,
+        "--to",
+        &format!("{}/{p}/flag", tb.target()),
+        &reference,
+    ]);
+    assert_ok(&with_flag.output().unwrap());
+    let mut with_config = tb.privatize();
+    with_config
+        .env("DOCKER_CONFIG", &tb.env["DOCKER_CONFIG"])
+        .args([
+            "sync-image",
+            "--target-kind",
+            "registry",
+            "--to",
+            &format!("{}/{p}/config", tb.target()),
+            &reference,
+        ]);
+    assert_ok(&with_config.output().unwrap());
+    for sub in ["flag", "config"] {
+        let (status, bytes) = tb.target_manifest(
+            &mirrored_repository(&format!("{p}/{sub}"), "test/tiny"),
+            "v1",
+        );
+        assert_eq!((status, sha256(&bytes)), (200, digest.clone()), "{sub}");
+    }
+}
+
+/// Pushes a one-layer OCI image with unique content to the source registry
+/// (plain HTTP calls, not privatize) and returns the layer digest.
+fn push_unique_image(repo: &str) -> String {
+    let tb = testbed();
+    let base = format!("http://{}/v2/{repo}", tb.source());
+    let layer: Vec<u8> = (0..40_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 ^ (unique() as u8))
+        .collect();
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
+            .to_vec();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let http = reqwest::Client::new();
+        for blob in [&layer, &config] {
+            let started = http.post(format!("{base}/blobs/uploads/")).send().await.unwrap();
+            let location = started.headers()["location"].to_str().unwrap().to_string();
+            let sep = if location.contains('?') { '&' } else { '?' };
+            let put = http.put(format!("{location}{sep}digest={}", sha256(blob))).body(blob.clone()).send().await.unwrap();
+            assert_eq!(put.status(), 201, "pushing test blob");
+        }
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha256(&layer), "size": layer.len()}]
+        });
+        let put = http
+            .put(format!("{base}/manifests/v1"))
+            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+            .body(serde_json::to_vec(&manifest).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), 201, "pushing test manifest");
+    });
+    sha256(&layer)
+}
