@@ -126,7 +126,7 @@ pub fn filter_platforms(bytes: &[u8], platforms: &[String]) -> Result<Vec<u8>> {
     };
     let kept: Vec<String> = entries
         .iter()
-        .filter(|e| platform_of(e).is_some_and(|p| platforms.iter().any(|want| *want == p)))
+        .filter(|e| platform_of(e).is_some_and(|p| platforms.contains(&p)))
         .filter_map(|e| e.get("digest")?.as_str().map(str::to_string))
         .collect();
     if kept.is_empty() {

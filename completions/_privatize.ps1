@@ -1,0 +1,205 @@
+
+using namespace System.Management.Automation
+using namespace System.Management.Automation.Language
+
+Register-ArgumentCompleter -Native -CommandName 'privatize' -ScriptBlock {
+    param($wordToComplete, $commandAst, $cursorPosition)
+
+    $commandElements = $commandAst.CommandElements
+    $command = @(
+        'privatize'
+        for ($i = 1; $i -lt $commandElements.Count; $i++) {
+            $element = $commandElements[$i]
+            if ($element -isnot [StringConstantExpressionAst] -or
+                $element.StringConstantType -ne [StringConstantType]::BareWord -or
+                $element.Value.StartsWith('-') -or
+                $element.Value -eq $wordToComplete) {
+                break
+        }
+        $element.Value
+    }) -join ';'
+
+    $completions = @(switch ($command) {
+        'privatize' {
+            [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log line format: `text` for people, `json` for log collectors')
+            [CompletionResult]::new('--log-level', '--log-level', [CompletionResultType]::ParameterName, 'Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'HTTPS admission webhook: rewrite pod images, start copy Jobs, inject ECR credentials')
+            [CompletionResult]::new('sync-image', 'sync-image', [CompletionResultType]::ParameterValue, 'Copy images (every platform, exact bytes) into the target registry')
+            [CompletionResult]::new('refresh-secrets', 'refresh-secrets', [CompletionResultType]::ParameterValue, 'Refresh ECR credentials in managed Secrets that expire soon')
+            [CompletionResult]::new('gen-certs', 'gen-certs', [CompletionResultType]::ParameterValue, 'Create the webhook''s CA and serving certificate and patch the caBundle')
+            [CompletionResult]::new('install', 'install', [CompletionResultType]::ParameterValue, 'Render and server-side apply every object privatize needs')
+            [CompletionResult]::new('uninstall', 'uninstall', [CompletionResultType]::ParameterValue, 'Remove privatize from a cluster, the webhook configuration first')
+            [CompletionResult]::new('generate', 'generate', [CompletionResultType]::ParameterValue, 'Write shell completions and man pages (for packagers and CI)')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'privatize;serve' {
+            [CompletionResult]::new('--https-port', '--https-port', [CompletionResultType]::ParameterName, 'HTTPS port for admission reviews')
+            [CompletionResult]::new('--http-port', '--http-port', [CompletionResultType]::ParameterName, 'Plain-HTTP port for /healthz, /readyz and /metrics')
+            [CompletionResult]::new('--tls-cert-path', '--tls-cert-path', [CompletionResultType]::ParameterName, 'Serving certificate file (PEM); re-read when it changes')
+            [CompletionResult]::new('--tls-key-path', '--tls-key-path', [CompletionResultType]::ParameterName, 'Serving key file (PEM); re-read when it changes')
+            [CompletionResult]::new('--tls-cert', '--tls-cert', [CompletionResultType]::ParameterName, 'Serving certificate as PEM text (wins over --tls-cert-path)')
+            [CompletionResult]::new('--tls-key', '--tls-key', [CompletionResultType]::ParameterName, 'Serving key as PEM text (wins over --tls-key-path)')
+            [CompletionResult]::new('--target-registry', '--target-registry', [CompletionResultType]::ParameterName, 'Target registry with an optional prefix: REGISTRY[/PREFIX]')
+            [CompletionResult]::new('--swap-policy', '--swap-policy', [CompletionResultType]::ParameterName, 'What a pod whose image is not mirrored yet gets')
+            [CompletionResult]::new('--exclude', '--exclude', [CompletionResultType]::ParameterName, 'Registries or image globs never rewritten (comma-separated); the target is always excluded')
+            [CompletionResult]::new('--exclude-namespaces', '--exclude-namespaces', [CompletionResultType]::ParameterName, 'Namespaces (globs) whose pods are never rewritten')
+            [CompletionResult]::new('--include-registries', '--include-registries', [CompletionResultType]::ParameterName, 'Only rewrite images from these registries (comma-separated); all when empty')
+            [CompletionResult]::new('--dry-run', '--dry-run', [CompletionResultType]::ParameterName, 'Log and count what would change, change nothing')
+            [CompletionResult]::new('--copy-job-namespace', '--copy-job-namespace', [CompletionResultType]::ParameterName, 'Namespace of the copy Jobs')
+            [CompletionResult]::new('--copy-job-image', '--copy-job-image', [CompletionResultType]::ParameterName, 'Image of the copy Jobs [default: the image `serve` runs, from the downward API]')
+            [CompletionResult]::new('--copy-job-service-account-name', '--copy-job-service-account-name', [CompletionResultType]::ParameterName, 'Service account of the copy Jobs')
+            [CompletionResult]::new('--copy-job-backoff-limit', '--copy-job-backoff-limit', [CompletionResultType]::ParameterName, 'backoffLimit of the copy Jobs')
+            [CompletionResult]::new('--copy-job-completion', '--copy-job-completion', [CompletionResultType]::ParameterName, 'completions of the copy Jobs')
+            [CompletionResult]::new('--pull-secret-name', '--pull-secret-name', [CompletionResultType]::ParameterName, 'Name of the managed pull Secret added to rewritten pods in ECR-enabled namespaces')
+            [CompletionResult]::new('--ca-file', '--ca-file', [CompletionResultType]::ParameterName, 'Extra PEM file of CA certificates to trust, added to the OS trust store (repeatable)')
+            [CompletionResult]::new('--plain-http', '--plain-http', [CompletionResultType]::ParameterName, 'Registries (HOST[:PORT]) spoken to over plain HTTP; comma-separated. Everything else is HTTPS with verification')
+            [CompletionResult]::new('--authfile', '--authfile', [CompletionResultType]::ParameterName, 'Docker `config.json` with registry credentials [default: $DOCKER_CONFIG/config.json, then ~/.docker/config.json]')
+            [CompletionResult]::new('--src-creds', '--src-creds', [CompletionResultType]::ParameterName, 'Source registry credentials as USER:PASSWORD (overrides the authfile)')
+            [CompletionResult]::new('--dest-creds', '--dest-creds', [CompletionResultType]::ParameterName, 'Target registry credentials as USER:PASSWORD (non-ECR targets; overrides the authfile)')
+            [CompletionResult]::new('--target-kind', '--target-kind', [CompletionResultType]::ParameterName, 'Kind of the target registry')
+            [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log line format: `text` for people, `json` for log collectors')
+            [CompletionResult]::new('--log-level', '--log-level', [CompletionResultType]::ParameterName, 'Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'privatize;sync-image' {
+            [CompletionResult]::new('--to', '--to', [CompletionResultType]::ParameterName, 'Target registry with an optional path prefix: REGISTRY[/PREFIX]. Each source goes to `<REGISTRY>/<PREFIX>/<source-host>/<path>`')
+            [CompletionResult]::new('--target', '--target', [CompletionResultType]::ParameterName, 'Exact target reference (one source only), instead of the naming rule')
+            [CompletionResult]::new('--jobs', '--jobs', [CompletionResultType]::ParameterName, 'Blobs transferred at once')
+            [CompletionResult]::new('--retries', '--retries', [CompletionResultType]::ParameterName, 'Attempts for each transfer on transient failures (connection reset, 429, 5xx)')
+            [CompletionResult]::new('--platforms', '--platforms', [CompletionResultType]::ParameterName, 'Copy only these platforms (OS/ARCH[/VARIANT], comma-separated); refused for digest-pinned sources')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Result format on stdout')
+            [CompletionResult]::new('--progress', '--progress', [CompletionResultType]::ParameterName, 'Progress bars')
+            [CompletionResult]::new('--ca-file', '--ca-file', [CompletionResultType]::ParameterName, 'Extra PEM file of CA certificates to trust, added to the OS trust store (repeatable)')
+            [CompletionResult]::new('--plain-http', '--plain-http', [CompletionResultType]::ParameterName, 'Registries (HOST[:PORT]) spoken to over plain HTTP; comma-separated. Everything else is HTTPS with verification')
+            [CompletionResult]::new('--authfile', '--authfile', [CompletionResultType]::ParameterName, 'Docker `config.json` with registry credentials [default: $DOCKER_CONFIG/config.json, then ~/.docker/config.json]')
+            [CompletionResult]::new('--src-creds', '--src-creds', [CompletionResultType]::ParameterName, 'Source registry credentials as USER:PASSWORD (overrides the authfile)')
+            [CompletionResult]::new('--dest-creds', '--dest-creds', [CompletionResultType]::ParameterName, 'Target registry credentials as USER:PASSWORD (non-ECR targets; overrides the authfile)')
+            [CompletionResult]::new('--target-kind', '--target-kind', [CompletionResultType]::ParameterName, 'Kind of the target registry')
+            [CompletionResult]::new('--scan-on-push', '--scan-on-push', [CompletionResultType]::ParameterName, 'Scan images on push in new ECR repositories')
+            [CompletionResult]::new('--tag-mutability', '--tag-mutability', [CompletionResultType]::ParameterName, 'Tag mutability of new ECR repositories')
+            [CompletionResult]::new('--kms-key', '--kms-key', [CompletionResultType]::ParameterName, 'KMS key (ARN or alias) to encrypt new repositories with; AES256 when unset')
+            [CompletionResult]::new('--repository-tag', '--repository-tag', [CompletionResultType]::ParameterName, 'Extra tag KEY=VALUE on new repositories (repeatable or comma-separated); `managed-by=privatize` is always set')
+            [CompletionResult]::new('--repository-policy', '--repository-policy', [CompletionResultType]::ParameterName, 'Repository policy (JSON text) applied to new repositories')
+            [CompletionResult]::new('--lifecycle-policy', '--lifecycle-policy', [CompletionResultType]::ParameterName, 'Lifecycle policy (JSON text) applied to new repositories')
+            [CompletionResult]::new('--reconcile-repositories', '--reconcile-repositories', [CompletionResultType]::ParameterName, 'Also re-apply these settings to existing repositories that drifted')
+            [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log line format: `text` for people, `json` for log collectors')
+            [CompletionResult]::new('--log-level', '--log-level', [CompletionResultType]::ParameterName, 'Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)')
+            [CompletionResult]::new('--dry-run', '--dry-run', [CompletionResultType]::ParameterName, 'Print the SOURCE -> TARGET mapping only: no network, no credentials')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'privatize;refresh-secrets' {
+            [CompletionResult]::new('--refresh-before', '--refresh-before', [CompletionResultType]::ParameterName, 'Refresh credentials that expire within this duration (e.g. `6h`, `90m`)')
+            [CompletionResult]::new('--ensure', '--ensure', [CompletionResultType]::ParameterName, 'First create the managed pull Secret in every enabled namespace that lacks one')
+            [CompletionResult]::new('--pull-secret-name', '--pull-secret-name', [CompletionResultType]::ParameterName, 'Name of the managed pull Secret created by --ensure')
+            [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log line format: `text` for people, `json` for log collectors')
+            [CompletionResult]::new('--log-level', '--log-level', [CompletionResultType]::ParameterName, 'Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)')
+            [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Refresh every managed Secret, whatever its expiry')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'privatize;gen-certs' {
+            [CompletionResult]::new('--service', '--service', [CompletionResultType]::ParameterName, 'Service name the certificate is for')
+            [CompletionResult]::new('--namespace', '--namespace', [CompletionResultType]::ParameterName, 'Namespace of the service')
+            [CompletionResult]::new('--san', '--san', [CompletionResultType]::ParameterName, 'Extra subject alternative name (DNS name or IP; repeatable)')
+            [CompletionResult]::new('--out-dir', '--out-dir', [CompletionResultType]::ParameterName, 'Write ca.crt, tls.crt and tls.key into this directory')
+            [CompletionResult]::new('--secret', '--secret', [CompletionResultType]::ParameterName, 'Write a kubernetes.io/tls Secret of this name in --namespace')
+            [CompletionResult]::new('--webhook-config', '--webhook-config', [CompletionResultType]::ParameterName, 'Patch caBundle of every webhook in this MutatingWebhookConfiguration')
+            [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log line format: `text` for people, `json` for log collectors')
+            [CompletionResult]::new('--log-level', '--log-level', [CompletionResultType]::ParameterName, 'Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)')
+            [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Rotate even when the current certificate is still valid')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'privatize;install' {
+            [CompletionResult]::new('--namespace', '--namespace', [CompletionResultType]::ParameterName, 'Namespace to install into')
+            [CompletionResult]::new('--image', '--image', [CompletionResultType]::ParameterName, 'Container image for the server, the Jobs and the CronJob')
+            [CompletionResult]::new('--webhook-url', '--webhook-url', [CompletionResultType]::ParameterName, 'Register this URL for the webhooks instead of the Service (out-of-cluster development)')
+            [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log line format: `text` for people, `json` for log collectors')
+            [CompletionResult]::new('--log-level', '--log-level', [CompletionResultType]::ParameterName, 'Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)')
+            [CompletionResult]::new('--dry-run', '--dry-run', [CompletionResultType]::ParameterName, 'Print the manifests as YAML instead of applying them')
+            [CompletionResult]::new('--no-wait', '--no-wait', [CompletionResultType]::ParameterName, 'Do not wait for the Deployment to become available')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'privatize;uninstall' {
+            [CompletionResult]::new('--namespace', '--namespace', [CompletionResultType]::ParameterName, 'Namespace privatize was installed into')
+            [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log line format: `text` for people, `json` for log collectors')
+            [CompletionResult]::new('--log-level', '--log-level', [CompletionResultType]::ParameterName, 'Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'privatize;generate' {
+            [CompletionResult]::new('--out-dir', '--out-dir', [CompletionResultType]::ParameterName, 'Directory that receives `completions/` and `man/`')
+            [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log line format: `text` for people, `json` for log collectors')
+            [CompletionResult]::new('--log-level', '--log-level', [CompletionResultType]::ParameterName, 'Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'privatize;help' {
+            [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'HTTPS admission webhook: rewrite pod images, start copy Jobs, inject ECR credentials')
+            [CompletionResult]::new('sync-image', 'sync-image', [CompletionResultType]::ParameterValue, 'Copy images (every platform, exact bytes) into the target registry')
+            [CompletionResult]::new('refresh-secrets', 'refresh-secrets', [CompletionResultType]::ParameterValue, 'Refresh ECR credentials in managed Secrets that expire soon')
+            [CompletionResult]::new('gen-certs', 'gen-certs', [CompletionResultType]::ParameterValue, 'Create the webhook''s CA and serving certificate and patch the caBundle')
+            [CompletionResult]::new('install', 'install', [CompletionResultType]::ParameterValue, 'Render and server-side apply every object privatize needs')
+            [CompletionResult]::new('uninstall', 'uninstall', [CompletionResultType]::ParameterValue, 'Remove privatize from a cluster, the webhook configuration first')
+            [CompletionResult]::new('generate', 'generate', [CompletionResultType]::ParameterValue, 'Write shell completions and man pages (for packagers and CI)')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'privatize;help;serve' {
+            break
+        }
+        'privatize;help;sync-image' {
+            break
+        }
+        'privatize;help;refresh-secrets' {
+            break
+        }
+        'privatize;help;gen-certs' {
+            break
+        }
+        'privatize;help;install' {
+            break
+        }
+        'privatize;help;uninstall' {
+            break
+        }
+        'privatize;help;generate' {
+            break
+        }
+        'privatize;help;help' {
+            break
+        }
+    })
+
+    $completions.Where{ $_.CompletionText -like "$wordToComplete*" } |
+        Sort-Object -Property ListItemText
+}

@@ -1,0 +1,183 @@
+
+use builtin;
+use str;
+
+set edit:completion:arg-completer[privatize] = {|@words|
+    fn spaces {|n|
+        builtin:repeat $n ' ' | str:join ''
+    }
+    fn cand {|text desc|
+        edit:complex-candidate $text &display=$text' '(spaces (- 14 (wcswidth $text)))$desc
+    }
+    var command = 'privatize'
+    for word $words[1..-1] {
+        if (str:has-prefix $word '-') {
+            break
+        }
+        set command = $command';'$word
+    }
+    var completions = [
+        &'privatize'= {
+            cand --log-format 'Log line format: `text` for people, `json` for log collectors'
+            cand --log-level 'Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand serve 'HTTPS admission webhook: rewrite pod images, start copy Jobs, inject ECR credentials'
+            cand sync-image 'Copy images (every platform, exact bytes) into the target registry'
+            cand refresh-secrets 'Refresh ECR credentials in managed Secrets that expire soon'
+            cand gen-certs 'Create the webhook''s CA and serving certificate and patch the caBundle'
+            cand install 'Render and server-side apply every object privatize needs'
+            cand uninstall 'Remove privatize from a cluster, the webhook configuration first'
+            cand generate 'Write shell completions and man pages (for packagers and CI)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'privatize;serve'= {
+            cand --https-port 'HTTPS port for admission reviews'
+            cand --http-port 'Plain-HTTP port for /healthz, /readyz and /metrics'
+            cand --tls-cert-path 'Serving certificate file (PEM); re-read when it changes'
+            cand --tls-key-path 'Serving key file (PEM); re-read when it changes'
+            cand --tls-cert 'Serving certificate as PEM text (wins over --tls-cert-path)'
+            cand --tls-key 'Serving key as PEM text (wins over --tls-key-path)'
+            cand --target-registry 'Target registry with an optional prefix: REGISTRY[/PREFIX]'
+            cand --swap-policy 'What a pod whose image is not mirrored yet gets'
+            cand --exclude 'Registries or image globs never rewritten (comma-separated); the target is always excluded'
+            cand --exclude-namespaces 'Namespaces (globs) whose pods are never rewritten'
+            cand --include-registries 'Only rewrite images from these registries (comma-separated); all when empty'
+            cand --dry-run 'Log and count what would change, change nothing'
+            cand --copy-job-namespace 'Namespace of the copy Jobs'
+            cand --copy-job-image 'Image of the copy Jobs [default: the image `serve` runs, from the downward API]'
+            cand --copy-job-service-account-name 'Service account of the copy Jobs'
+            cand --copy-job-backoff-limit 'backoffLimit of the copy Jobs'
+            cand --copy-job-completion 'completions of the copy Jobs'
+            cand --pull-secret-name 'Name of the managed pull Secret added to rewritten pods in ECR-enabled namespaces'
+            cand --ca-file 'Extra PEM file of CA certificates to trust, added to the OS trust store (repeatable)'
+            cand --plain-http 'Registries (HOST[:PORT]) spoken to over plain HTTP; comma-separated. Everything else is HTTPS with verification'
+            cand --authfile 'Docker `config.json` with registry credentials [default: $DOCKER_CONFIG/config.json, then ~/.docker/config.json]'
+            cand --src-creds 'Source registry credentials as USER:PASSWORD (overrides the authfile)'
+            cand --dest-creds 'Target registry credentials as USER:PASSWORD (non-ECR targets; overrides the authfile)'
+            cand --target-kind 'Kind of the target registry'
+            cand --log-format 'Log line format: `text` for people, `json` for log collectors'
+            cand --log-level 'Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'privatize;sync-image'= {
+            cand --to 'Target registry with an optional path prefix: REGISTRY[/PREFIX]. Each source goes to `<REGISTRY>/<PREFIX>/<source-host>/<path>`'
+            cand --target 'Exact target reference (one source only), instead of the naming rule'
+            cand --jobs 'Blobs transferred at once'
+            cand --retries 'Attempts for each transfer on transient failures (connection reset, 429, 5xx)'
+            cand --platforms 'Copy only these platforms (OS/ARCH[/VARIANT], comma-separated); refused for digest-pinned sources'
+            cand --output 'Result format on stdout'
+            cand --progress 'Progress bars'
+            cand --ca-file 'Extra PEM file of CA certificates to trust, added to the OS trust store (repeatable)'
+            cand --plain-http 'Registries (HOST[:PORT]) spoken to over plain HTTP; comma-separated. Everything else is HTTPS with verification'
+            cand --authfile 'Docker `config.json` with registry credentials [default: $DOCKER_CONFIG/config.json, then ~/.docker/config.json]'
+            cand --src-creds 'Source registry credentials as USER:PASSWORD (overrides the authfile)'
+            cand --dest-creds 'Target registry credentials as USER:PASSWORD (non-ECR targets; overrides the authfile)'
+            cand --target-kind 'Kind of the target registry'
+            cand --scan-on-push 'Scan images on push in new ECR repositories'
+            cand --tag-mutability 'Tag mutability of new ECR repositories'
+            cand --kms-key 'KMS key (ARN or alias) to encrypt new repositories with; AES256 when unset'
+            cand --repository-tag 'Extra tag KEY=VALUE on new repositories (repeatable or comma-separated); `managed-by=privatize` is always set'
+            cand --repository-policy 'Repository policy (JSON text) applied to new repositories'
+            cand --lifecycle-policy 'Lifecycle policy (JSON text) applied to new repositories'
+            cand --reconcile-repositories 'Also re-apply these settings to existing repositories that drifted'
+            cand --log-format 'Log line format: `text` for people, `json` for log collectors'
+            cand --log-level 'Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)'
+            cand --dry-run 'Print the SOURCE -> TARGET mapping only: no network, no credentials'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'privatize;refresh-secrets'= {
+            cand --refresh-before 'Refresh credentials that expire within this duration (e.g. `6h`, `90m`)'
+            cand --ensure 'First create the managed pull Secret in every enabled namespace that lacks one'
+            cand --pull-secret-name 'Name of the managed pull Secret created by --ensure'
+            cand --log-format 'Log line format: `text` for people, `json` for log collectors'
+            cand --log-level 'Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)'
+            cand --force 'Refresh every managed Secret, whatever its expiry'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'privatize;gen-certs'= {
+            cand --service 'Service name the certificate is for'
+            cand --namespace 'Namespace of the service'
+            cand --san 'Extra subject alternative name (DNS name or IP; repeatable)'
+            cand --out-dir 'Write ca.crt, tls.crt and tls.key into this directory'
+            cand --secret 'Write a kubernetes.io/tls Secret of this name in --namespace'
+            cand --webhook-config 'Patch caBundle of every webhook in this MutatingWebhookConfiguration'
+            cand --log-format 'Log line format: `text` for people, `json` for log collectors'
+            cand --log-level 'Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)'
+            cand --force 'Rotate even when the current certificate is still valid'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'privatize;install'= {
+            cand --namespace 'Namespace to install into'
+            cand --image 'Container image for the server, the Jobs and the CronJob'
+            cand --webhook-url 'Register this URL for the webhooks instead of the Service (out-of-cluster development)'
+            cand --log-format 'Log line format: `text` for people, `json` for log collectors'
+            cand --log-level 'Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)'
+            cand --dry-run 'Print the manifests as YAML instead of applying them'
+            cand --no-wait 'Do not wait for the Deployment to become available'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'privatize;uninstall'= {
+            cand --namespace 'Namespace privatize was installed into'
+            cand --log-format 'Log line format: `text` for people, `json` for log collectors'
+            cand --log-level 'Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'privatize;generate'= {
+            cand --out-dir 'Directory that receives `completions/` and `man/`'
+            cand --log-format 'Log line format: `text` for people, `json` for log collectors'
+            cand --log-level 'Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'privatize;help'= {
+            cand serve 'HTTPS admission webhook: rewrite pod images, start copy Jobs, inject ECR credentials'
+            cand sync-image 'Copy images (every platform, exact bytes) into the target registry'
+            cand refresh-secrets 'Refresh ECR credentials in managed Secrets that expire soon'
+            cand gen-certs 'Create the webhook''s CA and serving certificate and patch the caBundle'
+            cand install 'Render and server-side apply every object privatize needs'
+            cand uninstall 'Remove privatize from a cluster, the webhook configuration first'
+            cand generate 'Write shell completions and man pages (for packagers and CI)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'privatize;help;serve'= {
+        }
+        &'privatize;help;sync-image'= {
+        }
+        &'privatize;help;refresh-secrets'= {
+        }
+        &'privatize;help;gen-certs'= {
+        }
+        &'privatize;help;install'= {
+        }
+        &'privatize;help;uninstall'= {
+        }
+        &'privatize;help;generate'= {
+        }
+        &'privatize;help;help'= {
+        }
+    ]
+    $completions[$command]
+}

@@ -1,0 +1,159 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_privatize_global_optspecs
+    string join \n log-format= log-level= h/help V/version
+end
+
+function __fish_privatize_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_privatize_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_privatize_using_subcommand
+    set -l cmd (__fish_privatize_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c privatize -n "__fish_privatize_needs_command" -l log-format -d 'Log line format: `text` for people, `json` for log collectors' -r -f -a "text\t''
+json\t''"
+complete -c privatize -n "__fish_privatize_needs_command" -l log-level -d 'Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)' -r
+complete -c privatize -n "__fish_privatize_needs_command" -s h -l help -d 'Print help'
+complete -c privatize -n "__fish_privatize_needs_command" -s V -l version -d 'Print version'
+complete -c privatize -n "__fish_privatize_needs_command" -f -a "serve" -d 'HTTPS admission webhook: rewrite pod images, start copy Jobs, inject ECR credentials'
+complete -c privatize -n "__fish_privatize_needs_command" -f -a "sync-image" -d 'Copy images (every platform, exact bytes) into the target registry'
+complete -c privatize -n "__fish_privatize_needs_command" -f -a "refresh-secrets" -d 'Refresh ECR credentials in managed Secrets that expire soon'
+complete -c privatize -n "__fish_privatize_needs_command" -f -a "gen-certs" -d 'Create the webhook\'s CA and serving certificate and patch the caBundle'
+complete -c privatize -n "__fish_privatize_needs_command" -f -a "install" -d 'Render and server-side apply every object privatize needs'
+complete -c privatize -n "__fish_privatize_needs_command" -f -a "uninstall" -d 'Remove privatize from a cluster, the webhook configuration first'
+complete -c privatize -n "__fish_privatize_needs_command" -f -a "generate" -d 'Write shell completions and man pages (for packagers and CI)'
+complete -c privatize -n "__fish_privatize_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l https-port -d 'HTTPS port for admission reviews' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l http-port -d 'Plain-HTTP port for /healthz, /readyz and /metrics' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l tls-cert-path -d 'Serving certificate file (PEM); re-read when it changes' -r -F
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l tls-key-path -d 'Serving key file (PEM); re-read when it changes' -r -F
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l tls-cert -d 'Serving certificate as PEM text (wins over --tls-cert-path)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l tls-key -d 'Serving key as PEM text (wins over --tls-key-path)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l target-registry -d 'Target registry with an optional prefix: REGISTRY[/PREFIX]' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l swap-policy -d 'What a pod whose image is not mirrored yet gets' -r -f -a "gate\t'Private image plus a scheduling gate until the copy lands'
+always\t'Private image at once (a pull may fail until the copy lands)'
+exists\t'Original image until the copy exists'"
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l exclude -d 'Registries or image globs never rewritten (comma-separated); the target is always excluded' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l exclude-namespaces -d 'Namespaces (globs) whose pods are never rewritten' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l include-registries -d 'Only rewrite images from these registries (comma-separated); all when empty' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l dry-run -d 'Log and count what would change, change nothing' -r -f -a "true\t''
+false\t''"
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l copy-job-namespace -d 'Namespace of the copy Jobs' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l copy-job-image -d 'Image of the copy Jobs [default: the image `serve` runs, from the downward API]' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l copy-job-service-account-name -d 'Service account of the copy Jobs' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l copy-job-backoff-limit -d 'backoffLimit of the copy Jobs' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l copy-job-completion -d 'completions of the copy Jobs' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l pull-secret-name -d 'Name of the managed pull Secret added to rewritten pods in ECR-enabled namespaces' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l ca-file -d 'Extra PEM file of CA certificates to trust, added to the OS trust store (repeatable)' -r -F
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l plain-http -d 'Registries (HOST[:PORT]) spoken to over plain HTTP; comma-separated. Everything else is HTTPS with verification' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l authfile -d 'Docker `config.json` with registry credentials [default: $DOCKER_CONFIG/config.json, then ~/.docker/config.json]' -r -F
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l src-creds -d 'Source registry credentials as USER:PASSWORD (overrides the authfile)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l dest-creds -d 'Target registry credentials as USER:PASSWORD (non-ECR targets; overrides the authfile)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l target-kind -d 'Kind of the target registry' -r -f -a "auto\t'ECR when the host is an ECR host (`<account>.dkr.ecr.<region>.amazonaws.com`), a plain registry otherwise'
+ecr\t'AWS ECR: repositories are created through the ECR API, login with GetAuthorizationToken'
+registry\t'Any OCI registry: auth from a docker `config.json` or `--dest-creds`'"
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l log-format -d 'Log line format: `text` for people, `json` for log collectors' -r -f -a "text\t''
+json\t''"
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l log-level -d 'Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -s V -l version -d 'Print version'
+complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l to -d 'Target registry with an optional path prefix: REGISTRY[/PREFIX]. Each source goes to `<REGISTRY>/<PREFIX>/<source-host>/<path>`' -r
+complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l target -d 'Exact target reference (one source only), instead of the naming rule' -r
+complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l jobs -d 'Blobs transferred at once' -r
+complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l retries -d 'Attempts for each transfer on transient failures (connection reset, 429, 5xx)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l platforms -d 'Copy only these platforms (OS/ARCH[/VARIANT], comma-separated); refused for digest-pinned sources' -r
+complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l output -d 'Result format on stdout' -r -f -a "text\t''
+json\t''"
+complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l progress -d 'Progress bars' -r -f -a "auto\t'Bars when stderr is a terminal, log lines otherwise'
+always\t'Always draw bars'
+never\t'Never draw bars'"
+complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l ca-file -d 'Extra PEM file of CA certificates to trust, added to the OS trust store (repeatable)' -r -F
+complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l plain-http -d 'Registries (HOST[:PORT]) spoken to over plain HTTP; comma-separated. Everything else is HTTPS with verification' -r
+complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l authfile -d 'Docker `config.json` with registry credentials [default: $DOCKER_CONFIG/config.json, then ~/.docker/config.json]' -r -F
+complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l src-creds -d 'Source registry credentials as USER:PASSWORD (overrides the authfile)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l dest-creds -d 'Target registry credentials as USER:PASSWORD (non-ECR targets; overrides the authfile)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l target-kind -d 'Kind of the target registry' -r -f -a "auto\t'ECR when the host is an ECR host (`<account>.dkr.ecr.<region>.amazonaws.com`), a plain registry otherwise'
+ecr\t'AWS ECR: repositories are created through the ECR API, login with GetAuthorizationToken'
+registry\t'Any OCI registry: auth from a docker `config.json` or `--dest-creds`'"
+complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l scan-on-push -d 'Scan images on push in new ECR repositories' -r -f -a "true\t''
+false\t''"
+complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l tag-mutability -d 'Tag mutability of new ECR repositories' -r -f -a "MUTABLE\t''
+IMMUTABLE\t''"
+complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l kms-key -d 'KMS key (ARN or alias) to encrypt new repositories with; AES256 when unset' -r
+complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l repository-tag -d 'Extra tag KEY=VALUE on new repositories (repeatable or comma-separated); `managed-by=privatize` is always set' -r
+complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l repository-policy -d 'Repository policy (JSON text) applied to new repositories' -r
+complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l lifecycle-policy -d 'Lifecycle policy (JSON text) applied to new repositories' -r
+complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l reconcile-repositories -d 'Also re-apply these settings to existing repositories that drifted' -r -f -a "true\t''
+false\t''"
+complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l log-format -d 'Log line format: `text` for people, `json` for log collectors' -r -f -a "text\t''
+json\t''"
+complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l log-level -d 'Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l dry-run -d 'Print the SOURCE -> TARGET mapping only: no network, no credentials'
+complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -s V -l version -d 'Print version'
+complete -c privatize -n "__fish_privatize_using_subcommand refresh-secrets" -l refresh-before -d 'Refresh credentials that expire within this duration (e.g. `6h`, `90m`)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand refresh-secrets" -l ensure -d 'First create the managed pull Secret in every enabled namespace that lacks one' -r -f -a "true\t''
+false\t''"
+complete -c privatize -n "__fish_privatize_using_subcommand refresh-secrets" -l pull-secret-name -d 'Name of the managed pull Secret created by --ensure' -r
+complete -c privatize -n "__fish_privatize_using_subcommand refresh-secrets" -l log-format -d 'Log line format: `text` for people, `json` for log collectors' -r -f -a "text\t''
+json\t''"
+complete -c privatize -n "__fish_privatize_using_subcommand refresh-secrets" -l log-level -d 'Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand refresh-secrets" -l force -d 'Refresh every managed Secret, whatever its expiry'
+complete -c privatize -n "__fish_privatize_using_subcommand refresh-secrets" -s h -l help -d 'Print help'
+complete -c privatize -n "__fish_privatize_using_subcommand refresh-secrets" -s V -l version -d 'Print version'
+complete -c privatize -n "__fish_privatize_using_subcommand gen-certs" -l service -d 'Service name the certificate is for' -r
+complete -c privatize -n "__fish_privatize_using_subcommand gen-certs" -l namespace -d 'Namespace of the service' -r
+complete -c privatize -n "__fish_privatize_using_subcommand gen-certs" -l san -d 'Extra subject alternative name (DNS name or IP; repeatable)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand gen-certs" -l out-dir -d 'Write ca.crt, tls.crt and tls.key into this directory' -r -F
+complete -c privatize -n "__fish_privatize_using_subcommand gen-certs" -l secret -d 'Write a kubernetes.io/tls Secret of this name in --namespace' -r
+complete -c privatize -n "__fish_privatize_using_subcommand gen-certs" -l webhook-config -d 'Patch caBundle of every webhook in this MutatingWebhookConfiguration' -r
+complete -c privatize -n "__fish_privatize_using_subcommand gen-certs" -l log-format -d 'Log line format: `text` for people, `json` for log collectors' -r -f -a "text\t''
+json\t''"
+complete -c privatize -n "__fish_privatize_using_subcommand gen-certs" -l log-level -d 'Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand gen-certs" -l force -d 'Rotate even when the current certificate is still valid'
+complete -c privatize -n "__fish_privatize_using_subcommand gen-certs" -s h -l help -d 'Print help'
+complete -c privatize -n "__fish_privatize_using_subcommand gen-certs" -s V -l version -d 'Print version'
+complete -c privatize -n "__fish_privatize_using_subcommand install" -l namespace -d 'Namespace to install into' -r
+complete -c privatize -n "__fish_privatize_using_subcommand install" -l image -d 'Container image for the server, the Jobs and the CronJob' -r
+complete -c privatize -n "__fish_privatize_using_subcommand install" -l webhook-url -d 'Register this URL for the webhooks instead of the Service (out-of-cluster development)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand install" -l log-format -d 'Log line format: `text` for people, `json` for log collectors' -r -f -a "text\t''
+json\t''"
+complete -c privatize -n "__fish_privatize_using_subcommand install" -l log-level -d 'Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand install" -l dry-run -d 'Print the manifests as YAML instead of applying them'
+complete -c privatize -n "__fish_privatize_using_subcommand install" -l no-wait -d 'Do not wait for the Deployment to become available'
+complete -c privatize -n "__fish_privatize_using_subcommand install" -s h -l help -d 'Print help'
+complete -c privatize -n "__fish_privatize_using_subcommand install" -s V -l version -d 'Print version'
+complete -c privatize -n "__fish_privatize_using_subcommand uninstall" -l namespace -d 'Namespace privatize was installed into' -r
+complete -c privatize -n "__fish_privatize_using_subcommand uninstall" -l log-format -d 'Log line format: `text` for people, `json` for log collectors' -r -f -a "text\t''
+json\t''"
+complete -c privatize -n "__fish_privatize_using_subcommand uninstall" -l log-level -d 'Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand uninstall" -s h -l help -d 'Print help'
+complete -c privatize -n "__fish_privatize_using_subcommand uninstall" -s V -l version -d 'Print version'
+complete -c privatize -n "__fish_privatize_using_subcommand generate" -l out-dir -d 'Directory that receives `completions/` and `man/`' -r -F
+complete -c privatize -n "__fish_privatize_using_subcommand generate" -l log-format -d 'Log line format: `text` for people, `json` for log collectors' -r -f -a "text\t''
+json\t''"
+complete -c privatize -n "__fish_privatize_using_subcommand generate" -l log-level -d 'Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand generate" -s h -l help -d 'Print help'
+complete -c privatize -n "__fish_privatize_using_subcommand generate" -s V -l version -d 'Print version'
+complete -c privatize -n "__fish_privatize_using_subcommand help; and not __fish_seen_subcommand_from serve sync-image refresh-secrets gen-certs install uninstall generate help" -f -a "serve" -d 'HTTPS admission webhook: rewrite pod images, start copy Jobs, inject ECR credentials'
+complete -c privatize -n "__fish_privatize_using_subcommand help; and not __fish_seen_subcommand_from serve sync-image refresh-secrets gen-certs install uninstall generate help" -f -a "sync-image" -d 'Copy images (every platform, exact bytes) into the target registry'
+complete -c privatize -n "__fish_privatize_using_subcommand help; and not __fish_seen_subcommand_from serve sync-image refresh-secrets gen-certs install uninstall generate help" -f -a "refresh-secrets" -d 'Refresh ECR credentials in managed Secrets that expire soon'
+complete -c privatize -n "__fish_privatize_using_subcommand help; and not __fish_seen_subcommand_from serve sync-image refresh-secrets gen-certs install uninstall generate help" -f -a "gen-certs" -d 'Create the webhook\'s CA and serving certificate and patch the caBundle'
+complete -c privatize -n "__fish_privatize_using_subcommand help; and not __fish_seen_subcommand_from serve sync-image refresh-secrets gen-certs install uninstall generate help" -f -a "install" -d 'Render and server-side apply every object privatize needs'
+complete -c privatize -n "__fish_privatize_using_subcommand help; and not __fish_seen_subcommand_from serve sync-image refresh-secrets gen-certs install uninstall generate help" -f -a "uninstall" -d 'Remove privatize from a cluster, the webhook configuration first'
+complete -c privatize -n "__fish_privatize_using_subcommand help; and not __fish_seen_subcommand_from serve sync-image refresh-secrets gen-certs install uninstall generate help" -f -a "generate" -d 'Write shell completions and man pages (for packagers and CI)'
+complete -c privatize -n "__fish_privatize_using_subcommand help; and not __fish_seen_subcommand_from serve sync-image refresh-secrets gen-certs install uninstall generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
