@@ -32,7 +32,10 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     let mut command = Cli::command();
     command.build();
     write_page(&man, "privatize", command.clone())?;
-    for sub in command.get_subcommands().filter(|s| !s.is_hide_set() && s.get_name() != "help") {
+    for sub in command
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+    {
         let name = format!("privatize-{}", sub.get_name());
         let page = sub.clone().name(&name).display_name(&name);
         write_page(&man, &name, page)?;

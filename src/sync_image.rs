@@ -130,27 +130,26 @@ async fn sync_one(
     item: &Planned,
     reporter: &Reporter,
 ) -> Result<String> {
-    let progress = reporter.image(&item.source.to_string());
     let tags = item.target.tags_to_push();
-    let result = async {
-        let digest = copier.resolve(&item.source).await?;
-        if copier.up_to_date(&item.target, &tags, &digest).await? {
-            progress.finish(&item.target.to_string(), &digest, true);
-            return Ok(digest);
-        }
-        if let Some(ecr_client) = ecr_client {
-            ecr::ensure_repository(ecr_client, &item.target.repository, settings).await?;
-        }
-        let copied = copier
-            .copy(&item.source, &digest, &item.target, &tags, &progress)
-            .await?;
-        Ok(copied.digest)
+    let digest = copier.resolve(&item.source).await?;
+    if copier.up_to_date(&item.target, &tags, &digest).await? {
+        reporter
+            .image(&item.source.to_string())
+            .finish(&item.target.to_string(), &digest, true);
+        return Ok(digest);
     }
-    .await;
-    if result.is_err() {
+    if let Some(ecr_client) = ecr_client {
+        ecr::ensure_repository(ecr_client, &item.target.repository, settings).await?;
+    }
+    // The bar starts after the log lines above, so they do not tear it.
+    let progress = reporter.image(&item.source.to_string());
+    let copied = copier
+        .copy(&item.source, &digest, &item.target, &tags, &progress)
+        .await;
+    if copied.is_err() {
         progress.abandon();
     }
-    result
+    Ok(copied?.digest)
 }
 
 /// The source → target mapping for every argument (pure; no network).
