@@ -170,3 +170,34 @@ fn docker_config_credentials_are_found_by_host() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn resets_429_and_5xx_are_retried_but_4xx_and_digest_errors_are_not() {
+    use oci_client::errors::{DigestError, OciDistributionError};
+    use privatize::registry::retry::{is_digest_mismatch, is_transient, SourceFault};
+    let server = |code| {
+        anyhow::Error::new(OciDistributionError::ServerError {
+            code,
+            url: "u".into(),
+            message: String::new(),
+        })
+    };
+    for code in [408, 429, 500, 502, 503] {
+        assert!(is_transient(&server(code)), "{code}");
+    }
+    for code in [400, 401, 403, 404] {
+        assert!(!is_transient(&server(code)), "{code}");
+    }
+    assert!(is_transient(
+        &anyhow::Error::new(SourceFault::Io("connection reset".into())).context("pushing blob")
+    ));
+    let mismatch = anyhow::Error::new(SourceFault::Digest("expected a, got b".into()));
+    assert!(is_digest_mismatch(&mismatch) && !is_transient(&mismatch));
+    let oci = anyhow::Error::new(OciDistributionError::DigestError(
+        DigestError::VerificationError {
+            expected: "a".into(),
+            actual: "b".into(),
+        },
+    ));
+    assert!(!is_transient(&oci));
+}

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod token_gateway;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
