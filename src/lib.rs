@@ -3,9 +3,12 @@
 
 pub mod cli;
 pub mod ecr;
+pub mod gen_certs;
 pub mod generate;
 pub mod image;
+pub mod k8s;
 pub mod manifest;
 pub mod progress;
 pub mod registry;
 pub mod sync_image;
+pub mod tls;

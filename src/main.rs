@@ -29,7 +29,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Generate(args) => privatize::generate::run(&args),
         Command::Serve(_) => not_yet("serve"),
         Command::RefreshSecrets(_) => not_yet("refresh-secrets"),
-        Command::GenCerts(_) => not_yet("gen-certs"),
+        Command::GenCerts(args) => privatize::gen_certs::run(args).await,
         Command::Install(_) => not_yet("install"),
         Command::Uninstall(_) => not_yet("uninstall"),
     }

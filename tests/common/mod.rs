@@ -3,8 +3,10 @@
 //! an independent client (curl), never through privatize's own code.
 #![allow(dead_code)]
 
+pub mod kube;
 pub mod proxy;
 pub mod token_gateway;
+pub mod webhook;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

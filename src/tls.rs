@@ -1,0 +1,156 @@
+//! Certificates for the webhook: issuing a CA and a serving certificate,
+//! reading an existing one back (expiry, SANs), and deciding whether to keep it.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use time::OffsetDateTime;
+
+/// How long the CA lives.
+pub const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// How long a serving certificate lives.
+pub const SERVING_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+/// A serving certificate with less than this left is replaced.
+pub const RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// A CA and the serving certificate it signed, as PEM.
+#[derive(Clone)]
+pub struct Issued {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for Issued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issued")
+            .field("ca_pem", &self.ca_pem)
+            .field("cert_pem", &self.cert_pem)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The names a webhook Service is reached by, plus extras, without duplicates.
+pub fn service_sans(service: &str, namespace: &str, extra: &[String]) -> Vec<String> {
+    let mut sans = vec![
+        service.to_string(),
+        format!("{service}.{namespace}"),
+        format!("{service}.{namespace}.svc"),
+        format!("{service}.{namespace}.svc.cluster.local"),
+    ];
+    for san in extra {
+        if !sans.contains(san) {
+            sans.push(san.clone());
+        }
+    }
+    sans
+}
+
+/// Issues a fresh CA (10 years) and a serving certificate (1 year) for `sans`.
+pub fn issue(sans: &[String]) -> Result<Issued> {
+    let now = OffsetDateTime::now_utc();
+    let mut ca =
+        CertificateParams::new(Vec::<String>::new()).context("preparing the CA certificate")?;
+    ca.distinguished_name
+        .push(DnType::CommonName, "privatize webhook CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    ca.not_before = now - time::Duration::hours(1);
+    ca.not_after = now + CA_LIFETIME;
+    let ca_key = KeyPair::generate().context("generating the CA key")?;
+    let ca_cert = ca
+        .self_signed(&ca_key)
+        .context("signing the CA certificate")?;
+    let issuer = Issuer::new(ca, ca_key);
+
+    let mut leaf = CertificateParams::new(sans.to_vec())
+        .context("preparing the serving certificate (invalid SAN?)")?;
+    leaf.distinguished_name.push(
+        DnType::CommonName,
+        sans.first().cloned().unwrap_or_default(),
+    );
+    leaf.is_ca = IsCa::ExplicitNoCa;
+    leaf.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    leaf.use_authority_key_identifier_extension = true;
+    leaf.not_before = now - time::Duration::hours(1);
+    leaf.not_after = now + SERVING_LIFETIME;
+    let leaf_key = KeyPair::generate().context("generating the serving key")?;
+    let leaf_cert = leaf
+        .signed_by(&leaf_key, &issuer)
+        .context("signing the serving certificate")?;
+    Ok(Issued {
+        ca_pem: ca_cert.pem(),
+        cert_pem: leaf_cert.pem(),
+        key_pem: leaf_key.serialize_pem(),
+    })
+}
+
+/// What an existing serving certificate says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    pub not_after: SystemTime,
+    pub sans: BTreeSet<String>,
+}
+
+/// Reads expiry and SANs (DNS names and IPs) of the first certificate in a PEM bundle.
+pub fn inspect(cert_pem: &[u8]) -> Result<CertInfo> {
+    let der = CertificateDer::from_pem_slice(cert_pem).context("reading the certificate PEM")?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der.as_ref()).context("parsing the certificate")?;
+    let not_after = SystemTime::UNIX_EPOCH
+        + Duration::from_secs(cert.validity().not_after.timestamp().max(0) as u64);
+    let mut sans = BTreeSet::new();
+    if let Ok(Some(ext)) = cert.subject_alternative_name() {
+        for name in &ext.value.general_names {
+            match name {
+                x509_parser::extensions::GeneralName::DNSName(dns) => {
+                    sans.insert(dns.to_string());
+                }
+                x509_parser::extensions::GeneralName::IPAddress(bytes) => {
+                    if let Some(ip) = ip_from_bytes(bytes) {
+                        sans.insert(ip.to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(CertInfo { not_after, sans })
+}
+
+fn ip_from_bytes(bytes: &[u8]) -> Option<std::net::IpAddr> {
+    match bytes.len() {
+        4 => Some(std::net::IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?)),
+        16 => Some(std::net::IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?)),
+        _ => None,
+    }
+}
+
+/// Whether an existing certificate can stay: same SANs, and more than 30 days left.
+pub fn still_good(info: &CertInfo, wanted_sans: &[String], now: SystemTime) -> bool {
+    let wanted: BTreeSet<String> = wanted_sans.iter().cloned().collect();
+    info.sans == wanted && info.not_after > now + RENEW_BEFORE
+}
+
+/// Seconds until the certificate expires (negative when it already did), for metrics.
+pub fn seconds_left(info: &CertInfo, now: SystemTime) -> i64 {
+    match info.not_after.duration_since(now) {
+        Ok(left) => left.as_secs() as i64,
+        Err(past) => -(past.duration().as_secs() as i64),
+    }
+}

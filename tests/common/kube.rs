@@ -1,0 +1,87 @@
+//! Harness for the real kube-apiserver of the testbed (`testbed/kube/up`):
+//! a client from its kubeconfig, and a fresh namespace per test that is
+//! deleted afterwards, even when the test fails.
+
+use std::path::PathBuf;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+/// Path of the testbed's kubeconfig.
+pub fn kubeconfig_path() -> PathBuf {
+    std::env::var("PRIVATIZE_KUBECONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/kube/kubeconfig")
+        })
+}
+
+/// A client for the testbed's apiserver.
+pub async fn client() -> Client {
+    let path = kubeconfig_path();
+    let kubeconfig = Kubeconfig::read_from(&path).unwrap_or_else(|e| {
+        panic!(
+            "kube-apiserver testbed not running ({}: {e}); start it with `testbed/kube/up`",
+            path.display()
+        )
+    });
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig");
+    Client::try_from(config).expect("kube client")
+}
+
+/// A namespace of its own for one test; deleted on drop.
+pub struct TestNamespace {
+    pub name: String,
+    pub client: Client,
+}
+
+impl TestNamespace {
+    pub async fn new(test: &str) -> Self {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let client = client().await;
+        let name = format!(
+            "t-{}-{}",
+            test.replace('_', "-").chars().take(40).collect::<String>(),
+            super::unique() % 1_000_000
+        );
+        let namespace: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .expect("creating test namespace");
+        Self { name, client }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // A fresh runtime and client on another thread: Drop cannot await.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let client = client().await;
+                let _ = Api::<Namespace>::all(client)
+                    .delete(&name, &DeleteParams::background())
+                    .await;
+            });
+        })
+        .join();
+    }
+}
+
+/// `privatize` pointed at the testbed apiserver.
+pub fn privatize() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_privatize"));
+    cmd.env("KUBECONFIG", kubeconfig_path())
+        .env("PRIVATIZE_PROGRESS", "never");
+    cmd
+}

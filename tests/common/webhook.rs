@@ -1,0 +1,106 @@
+//! A tiny HTTPS admission webhook run by a test (not privatize's server):
+//! it answers every AdmissionReview with a fixed JSON Patch and counts calls,
+//! so a test can prove the apiserver really calls a URL webhook over TLS.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+pub struct TinyWebhook {
+    pub addr: SocketAddr,
+    pub ca_pem: String,
+    pub calls: Arc<AtomicUsize>,
+}
+
+impl TinyWebhook {
+    /// Serves on 127.0.0.1 with a certificate from privatize's own issuer; every
+    /// review gets `patch` (a JSON Patch array).
+    pub fn start(patch: serde_json::Value) -> Self {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let issued =
+            privatize::tls::issue(&["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+        let certs = CertificateDer::pem_slice_iter(issued.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap();
+        let mut config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        let patch = Arc::new(patch);
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                while let Ok((tcp, _)) = listener.accept().await {
+                    let (acceptor, counter, patch) = (acceptor.clone(), counter.clone(), patch.clone());
+                    tokio::spawn(async move {
+                        let Ok(tls) = acceptor.accept(tcp).await else { return };
+                        let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                            let (counter, patch) = (counter.clone(), patch.clone());
+                            async move { Ok::<_, hyper::Error>(answer(req, &counter, &patch).await) }
+                        });
+                        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(tls), service).await;
+                    });
+                }
+            });
+        });
+        Self {
+            addr,
+            ca_pem: issued.ca_pem,
+            calls,
+        }
+    }
+
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+async fn answer(
+    req: Request<hyper::body::Incoming>,
+    counter: &AtomicUsize,
+    patch: &serde_json::Value,
+) -> Response<Full<Bytes>> {
+    counter.fetch_add(1, Ordering::SeqCst);
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let review: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let answer = serde_json::json!({
+        "apiVersion": review["apiVersion"],
+        "kind": "AdmissionReview",
+        "response": {
+            "uid": review["request"]["uid"],
+            "allowed": true,
+            "patchType": "JSONPatch",
+            "patch": base64::engine::general_purpose::STANDARD.encode(patch.to_string()),
+        }
+    });
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(answer.to_string())))
+        .unwrap()
+}
