@@ -132,7 +132,10 @@ Register-ArgumentCompleter -Native -CommandName 'privatize' -ScriptBlock {
         'privatize;install' {
             [CompletionResult]::new('--namespace', '--namespace', [CompletionResultType]::ParameterName, 'Namespace to install into')
             [CompletionResult]::new('--image', '--image', [CompletionResultType]::ParameterName, 'Container image for the server, the Jobs and the CronJob')
-            [CompletionResult]::new('--webhook-url', '--webhook-url', [CompletionResultType]::ParameterName, 'Register this URL for the webhooks instead of the Service (out-of-cluster development)')
+            [CompletionResult]::new('--webhook-url', '--webhook-url', [CompletionResultType]::ParameterName, 'Register this base URL for the webhooks instead of the Service (out-of-cluster development); its host joins the certificate''s SANs')
+            [CompletionResult]::new('--target-registry', '--target-registry', [CompletionResultType]::ParameterName, 'Target registry the webhook mirrors into: REGISTRY[/PREFIX]')
+            [CompletionResult]::new('--service-account-annotation', '--service-account-annotation', [CompletionResultType]::ParameterName, 'Annotation KEY=VALUE on privatize''s ServiceAccounts, e.g. `eks.amazonaws.com/role-arn=arn:aws:iam::…:role/privatize` for IRSA (repeatable)')
+            [CompletionResult]::new('--wait-timeout', '--wait-timeout', [CompletionResultType]::ParameterName, 'Seconds to wait for the Deployment to become available')
             [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log line format: `text` for people, `json` for log collectors')
             [CompletionResult]::new('--log-level', '--log-level', [CompletionResultType]::ParameterName, 'Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)')
             [CompletionResult]::new('--dry-run', '--dry-run', [CompletionResultType]::ParameterName, 'Print the manifests as YAML instead of applying them')

@@ -291,7 +291,7 @@ _privatize() {
             return 0
             ;;
         privatize__subcmd__install)
-            opts="-h -V --dry-run --namespace --image --webhook-url --no-wait --log-format --log-level --help --version"
+            opts="-h -V --dry-run --namespace --image --webhook-url --target-registry --service-account-annotation --no-wait --wait-timeout --log-format --log-level --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -306,6 +306,18 @@ _privatize() {
                     return 0
                     ;;
                 --webhook-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --target-registry)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --service-account-annotation)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wait-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

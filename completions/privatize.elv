@@ -124,7 +124,10 @@ set edit:completion:arg-completer[privatize] = {|@words|
         &'privatize;install'= {
             cand --namespace 'Namespace to install into'
             cand --image 'Container image for the server, the Jobs and the CronJob'
-            cand --webhook-url 'Register this URL for the webhooks instead of the Service (out-of-cluster development)'
+            cand --webhook-url 'Register this base URL for the webhooks instead of the Service (out-of-cluster development); its host joins the certificate''s SANs'
+            cand --target-registry 'Target registry the webhook mirrors into: REGISTRY[/PREFIX]'
+            cand --service-account-annotation 'Annotation KEY=VALUE on privatize''s ServiceAccounts, e.g. `eks.amazonaws.com/role-arn=arn:aws:iam::…:role/privatize` for IRSA (repeatable)'
+            cand --wait-timeout 'Seconds to wait for the Deployment to become available'
             cand --log-format 'Log line format: `text` for people, `json` for log collectors'
             cand --log-level 'Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)'
             cand --dry-run 'Print the manifests as YAML instead of applying them'

@@ -129,7 +129,10 @@ complete -c privatize -n "__fish_privatize_using_subcommand gen-certs" -s h -l h
 complete -c privatize -n "__fish_privatize_using_subcommand gen-certs" -s V -l version -d 'Print version'
 complete -c privatize -n "__fish_privatize_using_subcommand install" -l namespace -d 'Namespace to install into' -r
 complete -c privatize -n "__fish_privatize_using_subcommand install" -l image -d 'Container image for the server, the Jobs and the CronJob' -r
-complete -c privatize -n "__fish_privatize_using_subcommand install" -l webhook-url -d 'Register this URL for the webhooks instead of the Service (out-of-cluster development)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand install" -l webhook-url -d 'Register this base URL for the webhooks instead of the Service (out-of-cluster development); its host joins the certificate\'s SANs' -r
+complete -c privatize -n "__fish_privatize_using_subcommand install" -l target-registry -d 'Target registry the webhook mirrors into: REGISTRY[/PREFIX]' -r
+complete -c privatize -n "__fish_privatize_using_subcommand install" -l service-account-annotation -d 'Annotation KEY=VALUE on privatize\'s ServiceAccounts, e.g. `eks.amazonaws.com/role-arn=arn:aws:iam::…:role/privatize` for IRSA (repeatable)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand install" -l wait-timeout -d 'Seconds to wait for the Deployment to become available' -r
 complete -c privatize -n "__fish_privatize_using_subcommand install" -l log-format -d 'Log line format: `text` for people, `json` for log collectors' -r -f -a "text\t''
 json\t''"
 complete -c privatize -n "__fish_privatize_using_subcommand install" -l log-level -d 'Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)' -r

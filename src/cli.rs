@@ -400,13 +400,25 @@ pub struct InstallArgs {
     #[arg(long, env = "PRIVATIZE_IMAGE", default_value = concat!("ghcr.io/privatize/privatize:", env!("CARGO_PKG_VERSION")))]
     pub image: String,
 
-    /// Register this URL for the webhooks instead of the Service (out-of-cluster development)
+    /// Register this base URL for the webhooks instead of the Service (out-of-cluster development); its host joins the certificate's SANs
     #[arg(long)]
     pub webhook_url: Option<String>,
+
+    /// Target registry the webhook mirrors into: REGISTRY[/PREFIX]
+    #[arg(long = "target-registry", env = "ECR_REGISTRY")]
+    pub target_registry: Option<String>,
+
+    /// Annotation KEY=VALUE on privatize's ServiceAccounts, e.g. `eks.amazonaws.com/role-arn=arn:aws:iam::…:role/privatize` for IRSA (repeatable)
+    #[arg(long = "service-account-annotation")]
+    pub service_account_annotations: Vec<String>,
 
     /// Do not wait for the Deployment to become available
     #[arg(long)]
     pub no_wait: bool,
+
+    /// Seconds to wait for the Deployment to become available
+    #[arg(long, default_value_t = 300)]
+    pub wait_timeout: u64,
 }
 
 /// `privatize uninstall`

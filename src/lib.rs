@@ -6,6 +6,7 @@ pub mod ecr;
 pub mod gen_certs;
 pub mod generate;
 pub mod image;
+pub mod install;
 pub mod k8s;
 pub mod manifest;
 pub mod progress;

@@ -30,8 +30,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Serve(_) => not_yet("serve"),
         Command::RefreshSecrets(_) => not_yet("refresh-secrets"),
         Command::GenCerts(args) => privatize::gen_certs::run(args).await,
-        Command::Install(_) => not_yet("install"),
-        Command::Uninstall(_) => not_yet("uninstall"),
+        Command::Install(args) => privatize::install::install(args).await,
+        Command::Uninstall(args) => privatize::install::uninstall(args).await,
     }
 }
 

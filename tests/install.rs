@@ -1,0 +1,452 @@
+//! `privatize install` / `uninstall` against the testbed's kube-apiserver.
+//! The objects are cluster-wide by name, so these tests run one at a time.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::kube::{client, privatize};
+use common::{stderr, unique};
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kube::api::{Api, ListParams, PostParams};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::Mutex;
+
+static SERIAL: Mutex<()> = Mutex::const_new(());
+const MANAGED: &str = "app.kubernetes.io/managed-by=privatize";
+const URL: &str = "https://127.0.0.1:9";
+
+fn install(namespace: &str, extra: &[&str]) -> std::process::Output {
+    let mut cmd = privatize();
+    cmd.args([
+        "install",
+        "--no-wait",
+        "--namespace",
+        namespace,
+        "--webhook-url",
+        URL,
+        "--image",
+        "registry.example/privatize:test",
+    ])
+    .args(extra);
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "install failed: {}", stderr(&out));
+    out
+}
+
+fn uninstall(namespace: &str) {
+    let out = privatize()
+        .args(["uninstall", "--namespace", namespace])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "uninstall failed: {}", stderr(&out));
+}
+
+/// name → resourceVersion of every privatize-managed object of one kind.
+async fn versions<K>(client: &Client, namespace: Option<&str>) -> BTreeMap<String, String>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    let api: Api<K> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let list = api
+        .list(&ListParams::default().labels(MANAGED))
+        .await
+        .unwrap();
+    list.items
+        .iter()
+        .map(|o| {
+            (
+                format!("{}/{}", K::kind(&()), o.name_any()),
+                o.resource_version().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+async fn cluster_versions<K>(client: &Client) -> BTreeMap<String, String>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<Scope = k8s_openapi::ClusterResourceScope>,
+{
+    let list = Api::<K>::all(client.clone())
+        .list(&ListParams::default().labels(MANAGED))
+        .await
+        .unwrap();
+    list.items
+        .iter()
+        .filter(|o| o.meta().deletion_timestamp.is_none())
+        .map(|o| {
+            (
+                format!("{}/{}", K::kind(&()), o.name_any()),
+                o.resource_version().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// Every privatize-managed object the install is made of.
+async fn everything(client: &Client, ns: &str) -> BTreeMap<String, String> {
+    let mut all = BTreeMap::new();
+    all.extend(versions::<ServiceAccount>(client, Some(ns)).await);
+    all.extend(versions::<Secret>(client, Some(ns)).await);
+    all.extend(versions::<Service>(client, Some(ns)).await);
+    all.extend(versions::<Deployment>(client, Some(ns)).await);
+    all.extend(versions::<PodDisruptionBudget>(client, Some(ns)).await);
+    all.extend(versions::<CronJob>(client, Some(ns)).await);
+    all.extend(versions::<Role>(client, Some(ns)).await);
+    all.extend(versions::<RoleBinding>(client, Some(ns)).await);
+    all.extend(
+        cluster_versions::<Namespace>(client)
+            .await
+            .into_iter()
+            .filter(|(k, _)| k.ends_with(&format!("/{ns}"))),
+    );
+    all.extend(cluster_versions::<ClusterRole>(client).await);
+    all.extend(cluster_versions::<ClusterRoleBinding>(client).await);
+    all.extend(cluster_versions::<MutatingWebhookConfiguration>(client).await);
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_creates_every_object_as_specified_and_twice_changes_nothing() {
+    let _serial = SERIAL.lock().await;
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let client = client().await;
+    let ns = format!("privatize-{}", unique() % 1_000_000);
+    install(
+        &ns,
+        &[
+            "--target-registry",
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+            "--service-account-annotation",
+            "eks.amazonaws.com/role-arn=arn:aws:iam::123456789012:role/privatize",
+        ],
+    );
+
+    let deployment = Api::<Deployment>::namespaced(client.clone(), &ns)
+        .get("privatize")
+        .await
+        .unwrap();
+    let spec = deployment.spec.unwrap();
+    assert_eq!(spec.replicas, Some(2));
+    let pod = spec.template.spec.unwrap();
+    assert_eq!(
+        pod.service_account_name.as_deref(),
+        Some("privatize-webhook")
+    );
+    assert_eq!(
+        pod.security_context
+            .as_ref()
+            .and_then(|s| s.run_as_non_root),
+        Some(true)
+    );
+    let container = &pod.containers[0];
+    assert_eq!(
+        container.image.as_deref(),
+        Some("registry.example/privatize:test")
+    );
+    assert_eq!(container.args.as_deref(), Some(&["serve".to_string()][..]));
+    let security = container.security_context.as_ref().unwrap();
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert!(container.readiness_probe.is_some() && container.liveness_probe.is_some());
+    let env: BTreeMap<_, _> = container
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.clone(), e.value.clone()))
+        .collect();
+    assert_eq!(env["COPY_JOB_NAMESPACE"].as_deref(), Some(ns.as_str()));
+    assert_eq!(
+        env["ECR_REGISTRY"].as_deref(),
+        Some("123456789012.dkr.ecr.eu-west-1.amazonaws.com")
+    );
+
+    let pdb = Api::<PodDisruptionBudget>::namespaced(client.clone(), &ns)
+        .get("privatize")
+        .await
+        .unwrap();
+    assert_eq!(
+        pdb.spec.unwrap().min_available,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+    );
+    let service = Api::<Service>::namespaced(client.clone(), &ns)
+        .get("privatize")
+        .await
+        .unwrap();
+    let https = service
+        .spec
+        .unwrap()
+        .ports
+        .unwrap()
+        .into_iter()
+        .find(|p| p.name.as_deref() == Some("https"))
+        .unwrap();
+    assert_eq!(https.port, 443);
+    let account = Api::<ServiceAccount>::namespaced(client.clone(), &ns)
+        .get("privatize")
+        .await
+        .unwrap();
+    assert_eq!(
+        account
+            .annotations()
+            .get("eks.amazonaws.com/role-arn")
+            .map(String::as_str),
+        Some("arn:aws:iam::123456789012:role/privatize")
+    );
+    let cron = Api::<CronJob>::namespaced(client.clone(), &ns)
+        .get("privatize-refresh-secrets")
+        .await
+        .unwrap();
+    let cron_spec = cron.spec.unwrap();
+    assert_eq!(cron_spec.schedule, "0 * * * *");
+    let cron_pod = cron_spec.job_template.spec.unwrap().template.spec.unwrap();
+    assert_eq!(
+        cron_pod.containers[0].args.as_deref().unwrap()[0],
+        "refresh-secrets"
+    );
+
+    let secret = Api::<Secret>::namespaced(client.clone(), &ns)
+        .get("privatize-tls")
+        .await
+        .unwrap();
+    let ca = secret.data.unwrap()["ca.crt"].0.clone();
+    let config = Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .get("privatize")
+        .await
+        .unwrap();
+    let hooks = config.webhooks.unwrap();
+    let names: Vec<&str> = hooks.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "pods.privatize.io",
+            "secrets.privatize.io",
+            "ecr-anywhere-secrets.privatize.io"
+        ]
+    );
+    for hook in &hooks {
+        assert_eq!(
+            hook.client_config.ca_bundle.as_ref().map(|b| &b.0),
+            Some(&ca),
+            "{}",
+            hook.name
+        );
+        assert_eq!(hook.admission_review_versions, ["v1", "v1beta1"]);
+        assert_eq!(hook.reinvocation_policy.as_deref(), Some("IfNeeded"));
+        assert!(hook.client_config.url.as_deref().unwrap().starts_with(URL));
+        let excluded = hook
+            .namespace_selector
+            .as_ref()
+            .unwrap()
+            .match_expressions
+            .as_ref()
+            .unwrap();
+        assert!(
+            excluded
+                .iter()
+                .any(|e| e.operator == "NotIn" && e.values.as_ref().unwrap().contains(&ns)),
+            "{} must skip {ns}",
+            hook.name
+        );
+    }
+    assert_eq!(hooks[0].failure_policy.as_deref(), Some("Ignore"));
+    assert_eq!(hooks[0].side_effects, "NoneOnDryRun");
+    assert_eq!(hooks[1].failure_policy.as_deref(), Some("Fail"));
+    assert_eq!(hooks[2].failure_policy.as_deref(), Some("Fail"));
+    let pod_ops: Vec<String> = hooks[0]
+        .rules
+        .iter()
+        .flatten()
+        .map(|r| format!("{:?} {:?}", r.operations, r.resources))
+        .collect();
+    assert_eq!(
+        pod_ops,
+        [
+            r#"Some(["CREATE"]) Some(["pods"])"#,
+            r#"Some(["UPDATE"]) Some(["pods/ephemeralcontainers"])"#
+        ]
+    );
+
+    let roles: BTreeMap<String, Vec<String>> = Api::<ClusterRole>::all(client.clone())
+        .list(&ListParams::default().labels(MANAGED))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|r| {
+            (
+                r.name_any(),
+                r.rules
+                    .unwrap_or_default()
+                    .iter()
+                    .flat_map(|rule| rule.verbs.clone())
+                    .collect(),
+            )
+        })
+        .collect();
+    assert!(
+        roles["privatize-webhook"]
+            .iter()
+            .all(|v| ["get", "list", "watch", "patch", "create"].contains(&v.as_str())),
+        "{roles:?}"
+    );
+    assert!(
+        !roles.values().flatten().any(|v| v == "*" || v == "delete"),
+        "no wildcard or delete verbs: {roles:?}"
+    );
+
+    // Running it again changes nothing at all.
+    let before = everything(&client, &ns).await;
+    assert!(before.len() >= 17, "{before:?}");
+    let again = install(
+        &ns,
+        &[
+            "--target-registry",
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+            "--service-account-annotation",
+            "eks.amazonaws.com/role-arn=arn:aws:iam::123456789012:role/privatize",
+        ],
+    );
+    assert!(
+        stderr(&again).contains("certificate kept"),
+        "{}",
+        stderr(&again)
+    );
+    assert!(
+        !stderr(&again).contains("configured") && !stderr(&again).contains("created"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(everything(&client, &ns).await, before);
+
+    uninstall(&ns);
+    let left = everything(&client, &ns).await;
+    assert!(left.is_empty(), "uninstall left: {left:?}");
+    uninstall(&ns); // and again: what is gone stays gone, without errors
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_over_a_previous_version_updates_objects_in_place() {
+    let _serial = SERIAL.lock().await;
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let client = client().await;
+    let ns = format!("privatize-{}", unique() % 1_000_000);
+    let namespace: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap();
+    let old: Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "privatize", "labels": {"app.kubernetes.io/managed-by": "privatize"}},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app.kubernetes.io/name": "privatize", "app.kubernetes.io/component": "webhook"}},
+            "template": {
+                "metadata": {"labels": {"app.kubernetes.io/name": "privatize", "app.kubernetes.io/component": "webhook"}},
+                "spec": {"containers": [{"name": "privatize", "image": "blackbirdcloud/privatize:0.0.1"}]}
+            }
+        }
+    }))
+    .unwrap();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let created = deployments
+        .create(
+            &PostParams {
+                field_manager: Some("helm".into()),
+                ..Default::default()
+            },
+            &old,
+        )
+        .await
+        .unwrap();
+
+    install(&ns, &[]);
+    let updated = deployments.get("privatize").await.unwrap();
+    assert_eq!(
+        updated.uid(),
+        created.uid(),
+        "updated in place, not recreated"
+    );
+    let spec = updated.spec.unwrap();
+    assert_eq!(spec.replicas, Some(2));
+    assert_eq!(
+        spec.template.spec.unwrap().containers[0].image.as_deref(),
+        Some("registry.example/privatize:test")
+    );
+    uninstall(&ns);
+}
+
+/// Server-side dry-run of every document in a rendered YAML stream: the
+/// apiserver validates each against its schema and admission, storing nothing.
+pub async fn server_side_dry_run(client: &Client, yaml: &str) -> Vec<String> {
+    use kube::api::{DynamicObject, Patch, PatchParams};
+    use kube::discovery::{pinned_kind, Scope};
+    use serde::Deserialize;
+    let mut applied = Vec::new();
+    for document in serde_yaml_ng::Deserializer::from_str(yaml) {
+        let value = serde_json::Value::deserialize(document).unwrap();
+        if value.is_null() {
+            continue;
+        }
+        let object: DynamicObject = serde_json::from_value(value).unwrap();
+        let types = object.types.clone().unwrap();
+        let (group, version) = types
+            .api_version
+            .rsplit_once('/')
+            .unwrap_or(("", &types.api_version));
+        let gvk = kube::core::GroupVersionKind::gvk(group, version, &types.kind);
+        let (resource, caps) = pinned_kind(client, &gvk).await.unwrap();
+        let api: Api<DynamicObject> = match caps.scope {
+            Scope::Namespaced => {
+                Api::namespaced_with(client.clone(), &object.namespace().unwrap(), &resource)
+            }
+            Scope::Cluster => Api::all_with(client.clone(), &resource),
+        };
+        let params = PatchParams::apply("privatize-validate").dry_run().force();
+        api.patch(&object.name_any(), &params, &Patch::Apply(&object))
+            .await
+            .unwrap_or_else(|e| panic!("{} {} rejected: {e}", types.kind, object.name_any()));
+        applied.push(format!("{}/{}", types.kind, object.name_any()));
+    }
+    applied
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checked_in_manifest_passes_the_apiservers_validation() {
+    let _serial = SERIAL.lock().await;
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let client = client().await;
+    // Namespaced documents are validated in their namespace, which must exist.
+    let namespace: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "privatize"}})).unwrap();
+    let _ = Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await;
+    let yaml = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/privatize.yaml"
+    ))
+    .unwrap();
+    let applied = server_side_dry_run(&client, &yaml).await;
+    assert_eq!(applied.len(), 17, "{applied:?}");
+    assert!(
+        Api::<Deployment>::namespaced(client.clone(), "privatize")
+            .get_opt("privatize")
+            .await
+            .unwrap()
+            .is_none(),
+        "dry-run must store nothing"
+    );
+}
