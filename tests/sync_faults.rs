@@ -239,3 +239,70 @@ fn push_unique_image(repo: &str) -> String {
     });
     sha256(&layer)
 }
+
+#[test]
+fn private_source_with_src_creds_or_authfile() {
+    let tb = testbed();
+    let (reference, digest) = tb.image("tiny");
+    let p = prefix("privsrc");
+    let creds = format!("{}:{}", tb.env["TARGET_USER"], tb.env["TARGET_PASSWORD"]);
+    // Put an image behind auth: the TLS target registry doubles as a private source.
+    let private = format!("{}/{p}/private/tiny:v1", tb.target());
+    let mut seed = tb.privatize();
+    seed.args([
+        "sync-image",
+        "--target-kind",
+        "registry",
+        "--dest-creds",
+        &creds,
+        "--target",
+        &private,
+        &reference,
+    ]);
+    assert_ok(&seed.output().unwrap());
+
+    let authfile = format!("{}/config.json", tb.env["DOCKER_CONFIG"]);
+    for (how, args) in [
+        (
+            "flag",
+            vec![
+                "--src-creds",
+                creds.as_str(),
+                "--dest-creds",
+                creds.as_str(),
+            ],
+        ),
+        ("authfile", vec!["--authfile", authfile.as_str()]),
+    ] {
+        let copy = format!("{}/{p}/copy-{how}/tiny:v1", tb.target());
+        let mut cmd = tb.privatize();
+        cmd.args(["sync-image", "--target-kind", "registry"])
+            .args(&args)
+            .args(["--target", &copy, &private]);
+        assert_ok(&cmd.output().unwrap());
+        let (status, bytes) = tb.target_manifest(&format!("{p}/copy-{how}/tiny"), "v1");
+        assert_eq!((status, sha256(&bytes)), (200, digest.clone()), "{how}");
+    }
+
+    let mut anonymous = tb.privatize();
+    // Into the open source registry, so no credentials are in play at all.
+    anonymous.args([
+        "sync-image",
+        "--target-kind",
+        "registry",
+        "--target",
+        &format!("{}/{p}/anon/tiny:v1", tb.source()),
+        &private,
+    ]);
+    let out = anonymous.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an anonymous read of a private source must fail"
+    );
+    assert!(
+        stderr(&out).contains(&format!("resolving {private}")),
+        "{}",
+        stderr(&out)
+    );
+}
