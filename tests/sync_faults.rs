@@ -13,19 +13,7 @@ fn connection_cut_mid_blob_still_ends_in_a_correct_copy() {
     let tb = testbed();
     let (reference, digest) = tb.image("oci-single");
     let proxy = Proxy::cutting(tb.source(), 30_000, 2);
-    let via_proxy = reference.replacen(tb.source(), &proxy.addr.to_string(), 1);
-    let p = prefix("cut");
-    let mut cmd = tb.privatize();
-    cmd.env("PRIVATIZE_PLAIN_HTTP", proxy.addr.to_string())
-        .args([
-            "sync-image",
-            "--target-kind",
-            "ecr",
-            "--to",
-            &format!("{}/{p}", tb.target()),
-            &via_proxy,
-        ]);
-    let out = cmd.output().unwrap();
+    let (out, repo) = tb.sync_via(proxy.addr, &reference, &prefix("cut"));
     assert_ok(&out);
     assert_eq!(
         proxy.cuts_done(),
@@ -36,10 +24,6 @@ fn connection_cut_mid_blob_still_ends_in_a_correct_copy() {
         stderr(&out).contains("transient failure, retrying"),
         "{}",
         stderr(&out)
-    );
-    let repo = format!(
-        "{p}/{}/test/oci-single",
-        proxy.addr.to_string().replace(':', "-")
     );
     let (status, bytes) = tb.target_manifest(&repo, "v1");
     assert_eq!(status, 200);

@@ -285,27 +285,12 @@ fn anonymous_token_flow_reaches_a_bearer_protected_source() {
     let tb = testbed();
     let (reference, digest) = tb.image("oci-index");
     let gateway = common::token_gateway::TokenGateway::start(tb.source());
-    let via_gateway = reference.replacen(tb.source(), &gateway.addr.to_string(), 1);
-    let p = prefix("token");
-    let mut cmd = tb.privatize();
-    cmd.env("PRIVATIZE_PLAIN_HTTP", gateway.addr.to_string())
-        .args([
-            "sync-image",
-            "--target-kind",
-            "ecr",
-            "--to",
-            &format!("{}/{p}", tb.target()),
-            &via_gateway,
-        ]);
-    assert_ok(&cmd.output().unwrap());
+    let (out, repo) = tb.sync_via(gateway.addr, &reference, &prefix("token"));
+    assert_ok(&out);
     let scopes = gateway.scopes.lock().unwrap().clone();
     assert!(
         scopes.iter().any(|s| s == "repository:test/oci-index:pull"),
         "token scopes asked: {scopes:?}"
-    );
-    let repo = format!(
-        "{p}/{}/test/oci-index",
-        gateway.addr.to_string().replace(':', "-")
     );
     let (status, bytes) = tb.target_manifest(&repo, "v1");
     assert_eq!((status, sha256(&bytes)), (200, digest));

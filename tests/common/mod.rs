@@ -109,6 +109,34 @@ impl Testbed {
         cmd.output().expect("running privatize")
     }
 
+    /// `sync-image` of a testbed source image reached through a front (proxy,
+    /// gateway) at `front` instead of the source registry. Returns the output
+    /// and the target repository it lands in.
+    pub fn sync_via(
+        &self,
+        front: std::net::SocketAddr,
+        reference: &str,
+        prefix: &str,
+    ) -> (Output, String) {
+        let via = reference.replacen(self.source(), &front.to_string(), 1);
+        let mut cmd = self.privatize();
+        cmd.env("PRIVATIZE_PLAIN_HTTP", front.to_string()).args([
+            "sync-image",
+            "--target-kind",
+            "ecr",
+            "--to",
+            &format!("{}/{prefix}", self.target()),
+            &via,
+        ]);
+        let host = front.to_string().replace(':', "-");
+        let path = via.split_once('/').map(|(_, p)| p).unwrap_or_default();
+        let path = path.rsplit_once(':').map(|(p, _)| p).unwrap_or(path);
+        (
+            cmd.output().expect("running privatize"),
+            format!("{prefix}/{host}/{path}"),
+        )
+    }
+
     /// GET a manifest from the target with curl; returns (status, body).
     pub fn target_manifest(&self, repository: &str, reference: &str) -> (u16, Vec<u8>) {
         let url = format!(
