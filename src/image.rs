@@ -3,7 +3,9 @@
 
 use std::fmt;
 
-use anyhow::{bail, Context, Result};
+mod grammar;
+
+use anyhow::{bail, Result};
 use sha2::{Digest as _, Sha256};
 
 /// Docker Hub's canonical host; its aliases are folded into it.
@@ -38,27 +40,28 @@ impl ImageRef {
     pub fn parse(text: &str) -> Result<Self> {
         let text = text.trim();
         let normalised = lower_case_host(text);
-        let parsed = oci_client::Reference::try_from(normalised.as_str())
-            .with_context(|| format!("invalid image reference {text:?}"))?;
-        let mut host = parsed.registry().to_string();
+        if normalised.starts_with('[') || normalised.contains("]:") {
+            bail!("invalid image reference {text:?}: IPv6 registry hosts are not supported");
+        }
+        let parts = grammar::split(&normalised)
+            .map_err(|why| anyhow::anyhow!("invalid image reference {text:?}: {why}"))?;
+        let mut host = parts.host.unwrap_or(DOCKER_HUB).to_string();
         if DOCKER_HUB_ALIASES.contains(&host.as_str()) {
             host = DOCKER_HUB.to_string();
         }
-        let mut repository = parsed.repository().to_string();
+        let mut repository = parts.path.to_string();
         if host == DOCKER_HUB && !repository.contains('/') {
             repository = format!("library/{repository}");
         }
-        if repository.bytes().any(|b| b.is_ascii_uppercase()) {
-            bail!("invalid image reference {text:?}: repository name must be lower-case");
-        }
-        if host.starts_with('[') {
-            bail!("invalid image reference {text:?}: IPv6 registry hosts are not supported");
-        }
+        let tag = match (parts.tag, parts.digest) {
+            (None, None) => Some("latest".to_string()),
+            (tag, _) => tag.map(str::to_string),
+        };
         Ok(Self {
             host,
             repository,
-            tag: parsed.tag().map(str::to_string),
-            digest: parsed.digest().map(str::to_string),
+            tag,
+            digest: parts.digest.map(str::to_string),
         })
     }
 

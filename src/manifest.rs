@@ -103,6 +103,11 @@ impl Manifest {
     }
 }
 
+/// Whether a media type is an index (OCI index or Docker manifest list).
+pub fn is_index(media_type: &str) -> bool {
+    media_type == OCI_INDEX || media_type == DOCKER_LIST
+}
+
 /// Whether a blob can be copied: foreign (non-distributable) layers with
 /// external URLs stay where they are, as registries expect.
 pub fn is_distributable(blob: &Descriptor) -> bool {

@@ -204,3 +204,38 @@ fn display_round_trips_through_parse() {
         assert_eq!(ImageRef::parse(&text).unwrap().to_string(), text);
     }
 }
+
+#[test]
+fn the_reference_grammar_matches_distributions() {
+    let d = digest('d');
+    for good in [
+        "a/b--c",
+        "a/b---c",
+        "a/b__c",
+        "a/b.c_d-e",
+        "registry.example:5000/a/b:V1.0_rc-1",
+        "localhost/a",
+        "x:tag",
+        &format!("a@{d}"),
+    ] {
+        assert!(ImageRef::parse(good).is_ok(), "{good} should parse");
+    }
+    let cases = [
+        ("a/b..c", "invalid reference format"),
+        ("a/b___c", "invalid reference format"),
+        ("a/-b", "invalid reference format"),
+        ("nginx:", "invalid tag format"),
+        ("nginx:-x", "invalid tag format"),
+        ("host:port/a", "invalid registry port"),
+        ("-bad.host/a", "invalid registry host"),
+        ("a@md5:00", "unsupported digest algorithm"),
+        ("a@sha256:zz", "invalid digest length or characters"),
+        ("[::1]:5000/a", "IPv6 registry hosts are not supported"),
+    ];
+    for (bad, why) in cases {
+        let err = format!("{:#}", ImageRef::parse(bad).unwrap_err());
+        assert!(err.ends_with(why), "{bad}: {err}");
+    }
+    let long = format!("quay.io/{}", "a".repeat(250));
+    assert!(format!("{:#}", ImageRef::parse(&long).unwrap_err()).contains("longer than 255"));
+}

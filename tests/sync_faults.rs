@@ -142,7 +142,7 @@ fn bad_reference_fails_before_any_network() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stderr(&out).trim(),
-        r#"error: invalid image reference "Not//Valid": invalid reference format"#
+        r#"error: invalid image reference "Not//Valid": repository name must be lower-case"#
     );
 }
 

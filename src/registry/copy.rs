@@ -19,7 +19,9 @@ use sha2::{Digest as _, Sha256};
 use super::retry::{with_retries, SourceFault};
 use super::{manifest_digest, pull_manifest};
 use crate::image::ImageRef;
-use crate::manifest::{filter_platforms, is_distributable, sha256_digest, Descriptor, Manifest};
+use crate::manifest::{
+    filter_platforms, is_distributable, is_index, sha256_digest, Descriptor, Manifest,
+};
 use crate::progress::{BlobProgress, ImageProgress};
 
 /// How a copy runs.
@@ -152,13 +154,26 @@ impl Copier {
             .try_collect()
             .await?;
 
-        for (digest, bytes, media_type) in &collected.children {
-            self.push_manifest(target, &target.at_digest(digest), digest, bytes, media_type)
+        // Image manifests name only blobs: push them all at once. Indexes name
+        // manifests, so they follow, innermost first.
+        let (indexes, images): (Vec<_>, Vec<_>) = collected
+            .children
+            .iter()
+            .partition(|(_, _, media_type)| is_index(media_type));
+        stream::iter(images)
+            .map(|(digest, bytes, media_type)| async move {
+                self.push_manifest(&target.at_digest(digest), digest, bytes, media_type)
+                    .await
+            })
+            .buffer_unordered(self.options.jobs)
+            .try_collect::<Vec<()>>()
+            .await?;
+        for (digest, bytes, media_type) in indexes {
+            self.push_manifest(&target.at_digest(digest), digest, bytes, media_type)
                 .await?;
         }
         for tag in tags {
             self.push_manifest(
-                target,
                 &target.at_tag(tag),
                 &top_digest,
                 &top,
@@ -233,9 +248,10 @@ impl Copier {
         Ok(Collected { children, blobs })
     }
 
+    /// PUTs a manifest's exact bytes. A PUT of a manifest that is already
+    /// there costs what a HEAD would, so none is asked first.
     async fn push_manifest(
         &self,
-        target: &ImageRef,
         at: &ImageRef,
         digest: &str,
         bytes: &Bytes,
@@ -244,17 +260,13 @@ impl Copier {
         let content_type = HeaderValue::from_str(media_type)
             .with_context(|| format!("invalid media type {media_type:?}"))?;
         with_retries(self.options.retries, "pushing manifest", || async {
-            if at.digest.is_some() && manifest_digest(&self.client, at).await?.is_some() {
-                return Ok(());
-            }
             self.client
                 .push_manifest_raw(&at.to_oci(), bytes.clone(), content_type.clone())
-                .await
-                .with_context(|| format!("pushing manifest {digest} to {target}"))?;
+                .await?;
             Ok(())
         })
         .await
-        .with_context(|| format!("pushing manifest {digest} to {}", at))
+        .with_context(|| format!("pushing manifest {digest} to {at}"))
     }
 
     async fn copy_blob(

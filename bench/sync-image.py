@@ -1,0 +1,663 @@
+#!/usr/bin/env python3
+"""Benchmark `privatize sync-image` against skopeo (and optionally crane, regctl).
+
+Usage: python3 bench/sync-image.py [--rounds N] [--go-peers] [--timeout S]
+
+Runs against the local testbed (testbed/up --large): a plain-HTTP source
+registry, a TLS + Basic-auth target registry and moto as the ECR API, all on
+127.0.0.1. Every tool copies the same images in the same run, in alternating
+order each round; wall time and peak RSS of every run are measured with
+os.wait4 on the child, and every copy's manifest digest is checked against the
+source. Prints a table and writes the raw numbers to target/bench/sync-image.json.
+See bench/README.md.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GO_BIN = Path.home() / ".cache" / "privatize" / "bin"
+GO_PEERS = {
+    "crane": "github.com/google/go-containerregistry/cmd/crane@latest",
+    "regctl": "github.com/regclient/regclient/cmd/regctl@latest",
+}
+ACCEPT = ", ".join([
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+])
+# case -> (images.json key, repository kind, "cold" | "warm")
+CASES = {
+    "cold-3layer": ("bench", "cold", "cold"),
+    "warm-3layer": ("bench", "cold", "warm"),
+    "cold-index": ("bench-index", "index", "cold"),
+    "warm-index": ("bench-index", "index", "warm"),
+    "rss-large": ("large", "large", "cold"),
+}
+GOALS = {"cold": 0.8, "warm": 0.5}  # privatize wall time <= factor * skopeo's
+
+# Why a launcher: a child forked from this Python process starts with Python's
+# resident pages in its accounting (Linux carries the pre-exec mm's high-water
+# mark into ru_maxrss at exec), so os.wait4 on a direct child never reports
+# less than Python's own RSS (~20 MiB: /bin/true "peaks" at 18 MiB). This tiny
+# launcher forks the measured tool from a ~1 MiB process, wait4s it and writes
+# the tool's ru_maxrss (KiB) to OUTFILE; its exit status is the tool's.
+RUSAGE_EXEC_C = r"""
+#include <errno.h>
+#include <stdio.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    if (argc < 3) { fprintf(stderr, "usage: rusage-exec OUTFILE CMD [ARG...]\n"); return 125; }
+    pid_t pid = fork();
+    if (pid < 0) { perror("fork"); return 125; }
+    if (pid == 0) { execvp(argv[2], argv + 2); perror(argv[2]); _exit(127); }
+    int status; struct rusage ru;
+    for (;;) {
+        pid_t r = wait4(pid, &status, 0, &ru);
+        if (r == pid) break;
+        if (r < 0 && errno != EINTR) { perror("wait4"); return 125; }
+    }
+    FILE *f = fopen(argv[1], "w");
+    if (!f || fprintf(f, "%ld %ld %ld\n", ru.ru_maxrss,
+                      (long)ru.ru_utime.tv_sec * 1000000L + (long)ru.ru_utime.tv_usec,
+                      (long)ru.ru_stime.tv_sec * 1000000L + (long)ru.ru_stime.tv_usec) < 0
+        || fclose(f) != 0) { perror(argv[1]); return 125; }
+    if (WIFEXITED(status)) return WEXITSTATUS(status);
+    if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+    return 125;
+}
+"""
+
+
+class BenchError(Exception):
+    pass
+
+
+def log(msg):
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def run_checked(argv, *, timeout, env=None, cwd=ROOT, input=None, what=None):
+    """Run a helper command (not measured); raise BenchError on failure."""
+    try:
+        p = subprocess.run(argv, cwd=cwd, env=env, input=input, capture_output=True,
+                           timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"{what or argv[0]}: timed out after {timeout} s")
+    if p.returncode != 0:
+        raise BenchError(f"{what or argv[0]}: exit {p.returncode}\n"
+                         f"{p.stderr.decode(errors='replace')[-4000:]}")
+    return p
+
+
+LAUNCHER = None  # path of the compiled rusage-exec, set in main()
+
+
+def build_launcher():
+    """Compile RUSAGE_EXEC_C into target/bench/ (cached by source hash); None without cc."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        return None
+    out_dir = ROOT / "target" / "bench"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tag = hashlib.sha256(RUSAGE_EXEC_C.encode()).hexdigest()[:12]
+    exe = out_dir / f"rusage-exec-{tag}"
+    for stale in out_dir.glob("rusage-exec-*"):
+        if not stale.name.startswith(exe.name):
+            stale.unlink(missing_ok=True)
+    if not exe.exists():
+        src = out_dir / f"rusage-exec-{tag}.c"
+        src.write_text(RUSAGE_EXEC_C)
+        run_checked([cc, "-O2", "-o", str(exe) + ".tmp", str(src)], timeout=120,
+                    what="cc rusage-exec.c")
+        os.replace(str(exe) + ".tmp", exe)
+    return str(exe)
+
+
+def measure(argv, env, timeout):
+    """Run argv; return (exit_code, wall_s, maxrss_kib, cpu_s, stdout, stderr).
+
+    Wall time is time.perf_counter around Popen .. os.wait4 of the child. Peak
+    RSS is the tool's ru_maxrss (KiB): reported by the launcher (see
+    RUSAGE_EXEC_C) or, without one, os.wait4's own (which then has Python's
+    RSS as a floor); cpu_s is the tool's user + system CPU time. A timer kills
+    the child's process group after timeout."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile(prefix="bench-rss-") as rss_file:
+        full = [LAUNCHER, rss_file.name] + list(argv) if LAUNCHER else list(argv)
+        timed_out = threading.Event()
+        reaped = threading.Event()
+        t0 = time.perf_counter()
+        p = subprocess.Popen(full, env=env, cwd=ROOT, stdin=subprocess.DEVNULL,
+                             stdout=out, stderr=err, start_new_session=True)
+
+        def kill():
+            if not reaped.is_set():
+                timed_out.set()
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+        timer = threading.Timer(timeout, kill)
+        timer.start()
+        try:
+            _, status, ru = os.wait4(p.pid, 0)
+        finally:
+            reaped.set()
+            timer.cancel()
+        wall = time.perf_counter() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)  # reaped: keep Popen from waiting
+        maxrss, cpu = ru.ru_maxrss, ru.ru_utime + ru.ru_stime
+        if LAUNCHER:
+            fields = Path(rss_file.name).read_text().split()
+            if len(fields) == 3 and all(f.isdigit() for f in fields):
+                maxrss, cpu = int(fields[0]), (int(fields[1]) + int(fields[2])) / 1e6
+            else:
+                maxrss = None
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode(errors="replace")
+        stderr = err.read().decode(errors="replace")
+    if timed_out.is_set():
+        stderr += f"\n[bench] killed after the {timeout} s timeout"
+    elif p.returncode == 0 and maxrss is None:
+        p.returncode, stderr = 125, stderr + "\n[bench] the launcher reported no ru_maxrss"
+    return p.returncode, wall, maxrss, cpu, stdout, stderr
+
+
+def read_env_file(path):
+    env = {}
+    for line in Path(path).read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            k, v = line.split("=", 1)
+            env[k.strip()] = v.strip()
+    return env
+
+
+def base_env():
+    env = dict(os.environ)
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    for k in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        env.pop(k, None)
+    return env
+
+
+class Testbed:
+    def __init__(self, env):
+        self.env = env
+        self.source = env["SOURCE_REGISTRY"]
+        self.target = env["TARGET_REGISTRY"]
+        self.ca = env["TARGET_CA_FILE"]
+        self.user = env["TARGET_USER"]
+        self.password = env["TARGET_PASSWORD"]
+        for addr in (self.source, self.target, env["MOTO_ENDPOINT"].split("://", 1)[-1]):
+            if not addr.startswith("127.0.0.1:"):
+                raise BenchError(f"refusing a non-loopback testbed address: {addr}")
+
+    def target_digest(self, repo, tag):
+        """sha256 of the exact manifest bytes the target serves for repo:tag."""
+        url = f"https://{self.target}/v2/{repo}/manifests/{tag}"
+        with tempfile.NamedTemporaryFile() as body:
+            run_checked(["curl", "-sS", "--fail", "--max-time", "60", "--cacert", self.ca,
+                         "-u", f"{self.user}:{self.password}", "-H", f"Accept: {ACCEPT}",
+                         "-o", body.name, url], timeout=90, what=f"curl {url}")
+            return "sha256:" + hashlib.sha256(Path(body.name).read_bytes()).hexdigest()
+
+
+# ------------------------------------------------------------------ tools
+class Tool:
+    name = "?"
+
+    def __init__(self, tb):
+        self.tb = tb
+
+    def prepare_run(self):
+        """Per-run setup outside the timed region; returns (argv_builder_state)."""
+        return None
+
+    def finish_run(self, state):
+        pass
+
+    def command(self, src, dst, state):
+        raise NotImplementedError
+
+    def version(self):
+        return "?"
+
+    def close(self):
+        pass
+
+
+class Privatize(Tool):
+    name = "privatize"
+
+    def __init__(self, tb, log_level="warn"):
+        super().__init__(tb)
+        self.bin = str(ROOT / "target" / "release" / "privatize")
+        self.log_level = log_level
+        self.env = base_env()
+        self.env.update({
+            "AWS_ENDPOINT_URL": tb.env["MOTO_ENDPOINT"],
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": tb.env["AWS_REGION"],
+            "AWS_MAX_ATTEMPTS": "1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_CONFIG_FILE": "/dev/null",
+            "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+        })
+        for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
+                  "PRIVATIZE_LOG", "PRIVATIZE_JOBS", "ECR_REGISTRY"):
+            self.env.pop(k, None)
+
+    def command(self, src, dst, state):
+        return [self.bin, "sync-image", "--progress", "never", "--log-level", self.log_level,
+                "--target-kind", "ecr", "--ca-file", self.tb.ca,
+                "--plain-http", self.tb.source, "--target", dst, src], self.env
+
+    def version(self):
+        return run_checked([self.bin, "--version"], timeout=30).stdout.decode().strip()
+
+
+class Skopeo(Tool):
+    """skopeo copy --all --preserve-digests, with a fresh blob-info cache per run.
+
+    --preserve-digests: without it skopeo gzip-compresses the bench images'
+    uncompressed layers on push, so the target image gets other digests.
+    Fresh cache: skopeo remembers where it has pushed blobs (a BoltDB under
+    /var/lib/containers/cache for root) and turns the next "cold" copy into
+    cross-repository mounts; a one-shot copy job has no such cache. Its
+    location only follows XDG_DATA_HOME for non-root users, so for root we set
+    _CONTAINERS_ROOTLESS_UID (read by containers/image) as well."""
+    name = "skopeo"
+
+    def __init__(self, tb):
+        super().__init__(tb)
+        self.env = base_env()
+
+    def prepare_run(self):
+        return tempfile.mkdtemp(prefix="bench-skopeo-")
+
+    def finish_run(self, state):
+        shutil.rmtree(state, ignore_errors=True)
+
+    def command(self, src, dst, state):
+        env = dict(self.env)
+        env["XDG_DATA_HOME"] = state
+        if os.geteuid() == 0:
+            env["_CONTAINERS_ROOTLESS_UID"] = "65534"
+        return ["skopeo", "copy", "-q", "--all", "--preserve-digests", "--src-tls-verify=false",
+                "--dest-cert-dir", self.tb.env["TARGET_CERT_DIR"],
+                "--dest-creds", f"{self.tb.user}:{self.tb.password}",
+                f"docker://{src}", f"docker://{dst}"], env
+
+    def version(self):
+        return run_checked(["skopeo", "--version"], timeout=30).stdout.decode().strip()
+
+
+class Crane(Tool):
+    """crane copy: whole index by default. go-containerregistry speaks plain
+    HTTP to loopback registries on its own (after an HTTPS attempt), so no
+    --insecure is needed and the target's TLS stays verified against the test
+    CA (SSL_CERT_FILE); creds come from the testbed's DOCKER_CONFIG."""
+    name = "crane"
+
+    def __init__(self, tb, binary):
+        super().__init__(tb)
+        self.bin = str(binary)
+        self.env = base_env()
+        self.env["SSL_CERT_FILE"] = tb.ca
+        self.env.pop("SSL_CERT_DIR", None)
+        self.env["DOCKER_CONFIG"] = tb.env["DOCKER_CONFIG"]
+
+    def command(self, src, dst, state):
+        return [self.bin, "copy", src, dst], self.env
+
+    def version(self):
+        return "crane " + (go_module_version(self.bin) or "?")
+
+
+class Regctl(Tool):
+    """regctl image copy, with its own HOME / config dir (removed at the end):
+    source set to --tls disabled, target trusts the test CA (--cacert) and is
+    logged in with the testbed creds."""
+    name = "regctl"
+
+    def __init__(self, tb, binary):
+        super().__init__(tb)
+        self.bin = str(binary)
+        self.home = tempfile.mkdtemp(prefix="bench-regctl-")
+        self.env = base_env()
+        self.env["HOME"] = self.home
+        self.env["REGCTL_CONFIG"] = os.path.join(self.home, ".regctl", "config.json")
+        self.env["DOCKER_CONFIG"] = os.path.join(self.home, ".docker")
+        self.env["XDG_CONFIG_HOME"] = os.path.join(self.home, ".config")
+        try:
+            ca = Path(tb.ca).read_text()
+            run_checked([self.bin, "registry", "set", "--tls", "disabled", tb.source],
+                        timeout=30, env=self.env, what="regctl registry set (source)")
+            # --skip-check: its connectivity ping would fail before the login below
+            run_checked([self.bin, "registry", "set", "--skip-check", "--tls", "enabled",
+                         "--cacert", ca, tb.target],
+                        timeout=30, env=self.env, what="regctl registry set (target)")
+            run_checked([self.bin, "registry", "login", "-u", tb.user, "--pass-stdin", tb.target],
+                        timeout=60, env=self.env, input=tb.password.encode(),
+                        what="regctl registry login")
+        except BaseException:
+            self.close()
+            raise
+
+    def command(self, src, dst, state):
+        return [self.bin, "image", "copy", src, dst], self.env
+
+    def version(self):
+        return "regctl " + (go_module_version(self.bin) or "?")
+
+    def close(self):
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ setup steps
+def build_go_peer(name, timeout):
+    env = base_env()
+    env["GOBIN"] = str(GO_BIN)
+    GO_BIN.mkdir(parents=True, exist_ok=True)
+    if not shutil.which("go"):
+        raise BenchError("go is not installed")
+    log(f"building {name}: GOBIN={GO_BIN} go install {GO_PEERS[name]}")
+    t0 = time.perf_counter()
+    run_checked(["go", "install", GO_PEERS[name]], timeout=timeout, env=env,
+                what=f"go install {GO_PEERS[name]}")
+    secs = time.perf_counter() - t0
+    log(f"built {name} in {secs:.1f} s")
+    return secs
+
+
+def go_module_version(binary):
+    try:
+        out = subprocess.run(["go", "version", "-m", str(binary)], capture_output=True,
+                             timeout=30).stdout.decode()
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in out.splitlines():
+        f = line.split()
+        if len(f) >= 3 and f[0] == "mod":
+            return f"{f[1]} {f[2]}"
+    return None
+
+
+def median(xs):
+    return statistics.median(xs) if xs else None
+
+
+def fmt(x, nd=2):
+    return "-" if x is None else f"{x:.{nd}f}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=5, help="rounds per case (default 5)")
+    ap.add_argument("--go-peers", action="store_true",
+                    help=f"build crane/regctl into {GO_BIN} if missing and measure them")
+    ap.add_argument("--timeout", type=int, default=300, help="timeout per measured command (s)")
+    ap.add_argument("--cases", default=",".join(CASES),
+                    help="comma-separated subset of: " + ", ".join(CASES))
+    ap.add_argument("--privatize-log-level", default="warn",
+                    help="--log-level passed to privatize (default warn)")
+    ap.add_argument("--no-setup", action="store_true",
+                    help="skip testbed/up and cargo build (for iterating on this script)")
+    ap.add_argument("--json", default=str(ROOT / "target" / "bench" / "sync-image.json"),
+                    help="where to write the raw numbers (default target/bench/sync-image.json)")
+    args = ap.parse_args()
+    if not 1 <= args.rounds <= 50:
+        ap.error("--rounds must be 1..50")
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    for c in cases:
+        if c not in CASES:
+            ap.error(f"unknown case {c!r}")
+    for c in cases:  # a warm case needs its cold case in the same run
+        if CASES[c][2] == "warm":
+            cold = next(k for k, v in CASES.items() if v[1] == CASES[c][1] and v[2] == "cold")
+            if cold not in cases:
+                cases.insert(cases.index(c), cold)
+
+    result = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "host": {"nproc": os.cpu_count(), "machine": platform.machine(),
+                 "kernel": platform.release(), "loadavg_start": os.getloadavg()},
+        "rounds": args.rounds, "timeout_s": args.timeout, "cases": cases,
+        "setup": {}, "peers": {}, "tools": {}, "runs": [], "summary": {}, "goals": [],
+    }
+    json_path = Path(args.json)
+
+    def write_json():
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=2) + "\n")
+
+    tools = []
+    try:
+        # 1. testbed + release build
+        if not args.no_setup:
+            log("testbed/up --large")
+            t0 = time.perf_counter()
+            run_checked([str(ROOT / "testbed" / "up"), "--large"], timeout=1800, what="testbed/up --large")
+            result["setup"]["testbed_up_s"] = round(time.perf_counter() - t0, 2)
+            log("cargo build --release --locked")
+            t0 = time.perf_counter()
+            run_checked(["cargo", "build", "--release", "--locked"], timeout=3600,
+                        what="cargo build --release --locked")
+            result["setup"]["cargo_build_s"] = round(time.perf_counter() - t0, 2)
+        state_dir = Path(os.environ.get("PRIVATIZE_TESTBED_DIR", ROOT / "target" / "testbed"))
+        tenv = read_env_file(state_dir / "env")
+        images = json.loads(Path(tenv["IMAGES_JSON"]).read_text())
+        for key in {CASES[c][0] for c in cases} | {"tiny"}:
+            if key not in images:
+                raise BenchError(f"images.json has no {key!r}: run testbed/up --large")
+        tb = Testbed(tenv)
+
+        # 2. tools
+        tools = [Privatize(tb, args.privatize_log_level), Skopeo(tb)]
+        for name, cls in (("crane", Crane), ("regctl", Regctl)):
+            binary = GO_BIN / name
+            info = {"package": GO_PEERS[name]}
+            result["peers"][name] = info
+            if not binary.exists():
+                if not args.go_peers:
+                    info["status"] = "skipped (not built; pass --go-peers)"
+                    continue
+                try:
+                    info["build_s"] = round(build_go_peer(name, timeout=1800), 1)
+                except BenchError as e:
+                    info["status"] = f"build failed: {e}"
+                    log(info["status"])
+                    continue
+            info["module"] = go_module_version(binary)
+            try:
+                tools.append(cls(tb, binary))
+                info["status"] = "ok"
+            except BenchError as e:
+                info["status"] = f"setup failed: {e}"
+                log(f"{name}: {info['status']}")
+
+        global LAUNCHER
+        try:
+            LAUNCHER = build_launcher()
+        except BenchError as e:
+            log(f"could not build the rusage launcher: {e}")
+        if LAUNCHER:
+            _, _, floor, _, _, _ = measure(["true"], base_env(), 30)
+            result["rss_method"] = (f"ru_maxrss of the tool forked by {Path(LAUNCHER).name} "
+                                    f"(floor: /bin/true reads {floor} KiB)")
+        else:
+            _, _, floor, _, _, _ = measure(["true"], base_env(), 30)
+            result["rss_method"] = (f"os.wait4 ru_maxrss of a direct child, no launcher: "
+                                    f"floor = this Python's RSS ({floor} KiB)")
+            log("WARNING: no launcher (no C compiler?); peak RSS has Python's RSS as a floor")
+        log("peak RSS: " + result["rss_method"])
+
+        # 3. smoke test each tool on the tiny image (peers that fail are dropped)
+        sess = secrets.token_hex(3)
+        tiny = images["tiny"]
+        for tool in list(tools):
+            repo = f"bench/{tool.name}/smoke-{sess}"
+            state = tool.prepare_run()
+            try:
+                argv, env = tool.command(tiny["reference"], f"{tb.target}/{repo}:v1", state)
+                code, wall, rss, cpu, out, err = measure(argv, env, args.timeout)
+            finally:
+                tool.finish_run(state)
+            problem = None
+            if code != 0:
+                problem = f"exit {code}: {err.strip()[-2000:]}"
+            else:
+                try:
+                    got = tb.target_digest(repo, "v1")
+                    if got != tiny["digest"]:
+                        problem = f"digest {got} != source {tiny['digest']}"
+                except BenchError as e:
+                    problem = f"reading back the copy: {e}"
+            if problem:
+                if tool.name in ("privatize", "skopeo"):
+                    raise BenchError(f"{tool.name} smoke copy of tiny failed: {problem}\n"
+                                     f"command: {' '.join(argv)}")
+                log(f"{tool.name}: smoke copy failed, leaving it out: {problem}")
+                result["peers"][tool.name]["status"] = f"smoke copy failed: {problem}"
+                tool.close()
+                tools.remove(tool)
+        for tool in tools:
+            result["tools"][tool.name] = {"version": tool.version()}
+        names = [t.name for t in tools]
+        peers = names[2:]
+        log("tools: " + ", ".join(f"{t.name} ({result['tools'][t.name]['version']})" for t in tools))
+
+        # 4. the rounds
+        by_name = {t.name: t for t in tools}
+        for rnd in range(args.rounds):
+            order = (["privatize", "skopeo"] + peers) if rnd % 2 == 0 \
+                else (["skopeo", "privatize"] + peers[::-1])
+            repos = {}  # (tool, repo kind) -> repository filled by this round's cold case
+            for case in cases:
+                key, kind, temp = CASES[case]
+                img = images[key]
+                for pos, name in enumerate(order):
+                    tool = by_name[name]
+                    if temp == "cold":
+                        repo = f"bench/{name}/{kind}-{rnd}-{sess}"
+                        repos[(name, kind)] = repo
+                    else:
+                        repo = repos[(name, kind)]
+                    dst = f"{tb.target}/{repo}:v1"
+                    state = tool.prepare_run()
+                    try:
+                        argv, env = tool.command(img["reference"], dst, state)
+                        code, wall, rss, cpu, out, err = measure(argv, env, args.timeout)
+                    finally:
+                        tool.finish_run(state)
+                    if code != 0:
+                        raise BenchError(f"{case} round {rnd}: {name} failed (exit {code})\n"
+                                         f"command: {' '.join(argv)}\n{err.strip()[-4000:]}")
+                    got = tb.target_digest(repo, "v1")
+                    if got != img["digest"]:
+                        raise BenchError(f"{case} round {rnd}: {name} copied {dst} with digest "
+                                         f"{got}, source has {img['digest']}")
+                    result["runs"].append({"case": case, "round": rnd, "tool": name, "position": pos,
+                                           "wall_s": round(wall, 4), "maxrss_kib": rss, "cpu_s": round(cpu, 4),
+                                           "target": dst, "digest_ok": True})
+                    log(f"round {rnd} {case:<12} {name:<9} {wall:7.3f} s {rss / 1024:7.1f} MiB "
+                        f"{cpu:6.3f} s cpu")
+        result["loadavg_end"] = os.getloadavg()
+    except BenchError as e:
+        result["error"] = str(e)
+        write_json()
+        print(f"bench: ABORTED: {e}", file=sys.stderr)
+        return 1
+    finally:
+        for t in tools:
+            t.close()
+
+    # 5. summary
+    summary = result["summary"]
+    for case in cases:
+        s = summary[case] = {}
+        for name in names:
+            runs = [r for r in result["runs"] if r["case"] == case and r["tool"] == name]
+            s[name] = {"wall_s_median": round(median([r["wall_s"] for r in runs]), 4),
+                       "wall_s_min": min(r["wall_s"] for r in runs),
+                       "wall_s_max": max(r["wall_s"] for r in runs),
+                       "rss_mib_median": round(median([r["maxrss_kib"] for r in runs]) / 1024, 1),
+                       "cpu_s_median": round(median([r["cpu_s"] for r in runs]), 4),
+                       "rss_mib_max": round(max(r["maxrss_kib"] for r in runs) / 1024, 1)}
+        for peer in names[1:]:
+            s[f"privatize/{peer}"] = {
+                "wall": round(s["privatize"]["wall_s_median"] / s[peer]["wall_s_median"], 3),
+                "rss": round(s["privatize"]["rss_mib_median"] / s[peer]["rss_mib_median"], 3),
+                "cpu": round(s["privatize"]["cpu_s_median"] / s[peer]["cpu_s_median"], 3)}
+
+    n = args.rounds
+    w = 13
+    print(f"\nsync-image benchmark: medians of {n} round{'s' if n > 1 else ''} "
+          f"(host: {os.cpu_count()} cores; {', '.join(names)})\n")
+    for title, field, nd in (("wall time (s)", "wall_s_median", 3), ("peak RSS (MiB)", "rss_mib_median", 1),
+                             ("CPU user+sys", "cpu_s_median", 3)):
+        head = f"{title:<{w}}" + "".join(f"{x:>11}" for x in names) + \
+            "".join(f"{'p/' + x:>11}" for x in names[1:])
+        print(head)
+        print("-" * len(head))
+        for case in cases:
+            s = summary[case]
+            rk = field.split("_")[0]
+            print(f"{case:<{w}}" + "".join(f"{fmt(s[x][field], nd):>11}" for x in names) +
+                  "".join(f"{fmt(s['privatize/' + x][rk], 2):>11}" for x in names[1:]))
+        print()
+
+    print("goals (privatize vs skopeo):")
+    for case in cases:
+        s = summary[case]
+        temp = CASES[case][2]
+        if case != "rss-large":
+            ratio, lim = s["privatize/skopeo"]["wall"], GOALS[temp]
+            ok = ratio <= lim
+            result["goals"].append({"case": case, "goal": f"wall <= {lim} x skopeo",
+                                    "ratio": ratio, "pass": ok})
+            print(f"  {case:<12} wall <= {lim}x skopeo: {ratio:.2f}x  {'PASS' if ok else 'MISS'}")
+    for case in cases:
+        s = summary[case]
+        p, k = s["privatize"]["rss_mib_median"], s["skopeo"]["rss_mib_median"]
+        ok = p <= k
+        result["goals"].append({"case": case, "goal": "peak RSS <= skopeo", "privatize_mib": p,
+                                "skopeo_mib": k, "pass": ok})
+        if case == "rss-large":
+            print(f"  {case:<12} peak RSS <= skopeo: {p:.1f} vs {k:.1f} MiB  {'PASS' if ok else 'MISS'}")
+    other = [g for g in result["goals"] if g["goal"] == "peak RSS <= skopeo" and g["case"] != "rss-large"]
+    if other:
+        print("  (peak RSS <= skopeo on the other cases: " +
+              ", ".join(f"{g['case']} {g['privatize_mib']:.1f}/{g['skopeo_mib']:.1f} "
+                        f"{'PASS' if g['pass'] else 'MISS'}" for g in other) + ")")
+    peer_notes = [f"{k}: {v.get('status')}" + (f", built in {v['build_s']} s" if "build_s" in v else "")
+                  for k, v in result["peers"].items()]
+    if peer_notes:
+        print("peers: " + "; ".join(peer_notes))
+    write_json()
+    print(f"raw numbers: {json_path.relative_to(ROOT) if json_path.is_relative_to(ROOT) else json_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
