@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Check that the chart renders the same objects as `privatize install --dry-run`.
+
+    charts/privatize/ci/compare.py [--helm HELM] [--privatize CMD | --reference FILE] [--namespace NS]
+                                    [--image IMG] [--target-registry REG] [--webhook-url URL]
+                                    [--sa-annotation K=V ...]
+
+Renders both sides with equivalent settings (helm values derived from the install flags),
+then compares every object semantically (parsed YAML, not text). Expected differences are
+dropped before comparing: install renders a Namespace, the chart does not by default
+(namespace.create=true is passed when comparing it); the chart renders the TLS Secret and
+the webhooks' caBundle, which install only creates at apply time. Exits 1 on any other
+difference and prints a unified diff per differing object.
+"""
+import argparse
+import difflib
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+import yaml
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+CHART = os.path.join(REPO, "charts", "privatize")
+
+
+def load(text):
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def key(obj):
+    meta = obj.get("metadata", {})
+    return (obj.get("kind"), meta.get("namespace", ""), meta.get("name"))
+
+
+def normalize(obj):
+    """Drops what install adds only at apply time (caBundle); nothing else."""
+    obj = json.loads(json.dumps(obj))
+    if obj.get("kind") == "MutatingWebhookConfiguration":
+        for hook in obj.get("webhooks", []):
+            hook.get("clientConfig", {}).pop("caBundle", None)
+    return obj
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--helm", default=None, help="helm binary (default: testbed/helm/build --print-path)")
+    ap.add_argument("--privatize", default="cargo run -q --", help="how to run privatize")
+    ap.add_argument("--reference", default=None,
+                    help="compare with this YAML (e.g. deploy/privatize.yaml) instead of running install")
+    ap.add_argument("--namespace", default="privatize")
+    ap.add_argument("--image", default=None)
+    ap.add_argument("--target-registry", default=None)
+    ap.add_argument("--webhook-url", default=None)
+    ap.add_argument("--sa-annotation", action="append", default=[])
+    args = ap.parse_args()
+
+    helm = args.helm or subprocess.run(
+        [os.path.join(REPO, "testbed", "helm", "build"), "--print-path"],
+        check=True, capture_output=True, text=True).stdout.strip()
+
+    install = shlex.split(args.privatize) + ["install", "--dry-run", "--namespace", args.namespace]
+    values = {"namespace": {"create": True}}
+    if args.image:
+        install += ["--image", args.image]
+        repo, _, tag = args.image.rpartition(":")
+        if not repo or "/" in tag:  # a registry port or a bare name, no tag
+            ap.error("--image needs a tag (the chart always renders repository:tag)")
+        values["image"] = {"repository": repo, "tag": tag}
+    if args.target_registry:
+        install += ["--target-registry", args.target_registry]
+        values["targetRegistry"] = args.target_registry
+    if args.webhook_url:
+        install += ["--webhook-url", args.webhook_url]
+        values["webhookUrl"] = args.webhook_url
+    if args.sa_annotation:
+        annotations = {}
+        for a in args.sa_annotation:
+            install += ["--service-account-annotation", a]
+            k, _, v = a.partition("=")
+            annotations[k] = v
+        values["serviceAccount"] = {"annotations": annotations}
+
+    env = dict(os.environ)
+    for var in ("PRIVATIZE_NAMESPACE", "PRIVATIZE_IMAGE", "ECR_REGISTRY"):
+        env.pop(var, None)  # the flags above are the whole configuration
+    if args.reference:
+        with open(args.reference) as f:
+            ref = load(f.read())
+    else:
+        run = subprocess.run(install, cwd=REPO, env=env, capture_output=True, text=True)
+        if run.returncode != 0:
+            sys.exit("%s failed:\n%s" % (" ".join(install), run.stderr))
+        ref = load(run.stdout)
+    chart = load(subprocess.run(
+        [helm, "template", "privatize", CHART, "--namespace", args.namespace,
+         "--values", "-"], input=json.dumps(values), check=True,
+        capture_output=True, text=True).stdout)
+
+    ref_by = {key(o): normalize(o) for o in ref}
+    chart_by = {key(o): normalize(o) for o in chart}
+    # The chart's TLS Secret is what install's gen-certs step creates at apply time.
+    tls = ("Secret", args.namespace, "privatize-tls")
+    chart_by.pop(tls, None)
+
+    failed = False
+    for k in sorted(set(ref_by) | set(chart_by), key=lambda k: tuple(map(str, k))):
+        name = "%s %s/%s" % k
+        if k not in chart_by:
+            print("only in install: " + name)
+            failed = True
+        elif k not in ref_by:
+            print("only in chart:   " + name)
+            failed = True
+        elif ref_by[k] != chart_by[k]:
+            failed = True
+            a = yaml.safe_dump(ref_by[k], sort_keys=True).splitlines()
+            b = yaml.safe_dump(chart_by[k], sort_keys=True).splitlines()
+            print("differs: " + name)
+            print("\n".join(difflib.unified_diff(a, b, "install", "chart", lineterm="")))
+    print("%d objects compared: %s" % (len(ref_by), "DIFFERENT" if failed else "identical"))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
