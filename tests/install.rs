@@ -388,41 +388,6 @@ async fn install_over_a_previous_version_updates_objects_in_place() {
     uninstall(&ns);
 }
 
-/// Server-side dry-run of every document in a rendered YAML stream: the
-/// apiserver validates each against its schema and admission, storing nothing.
-pub async fn server_side_dry_run(client: &Client, yaml: &str) -> Vec<String> {
-    use kube::api::{DynamicObject, Patch, PatchParams};
-    use kube::discovery::{pinned_kind, Scope};
-    use serde::Deserialize;
-    let mut applied = Vec::new();
-    for document in serde_yaml_ng::Deserializer::from_str(yaml) {
-        let value = serde_json::Value::deserialize(document).unwrap();
-        if value.is_null() {
-            continue;
-        }
-        let object: DynamicObject = serde_json::from_value(value).unwrap();
-        let types = object.types.clone().unwrap();
-        let (group, version) = types
-            .api_version
-            .rsplit_once('/')
-            .unwrap_or(("", &types.api_version));
-        let gvk = kube::core::GroupVersionKind::gvk(group, version, &types.kind);
-        let (resource, caps) = pinned_kind(client, &gvk).await.unwrap();
-        let api: Api<DynamicObject> = match caps.scope {
-            Scope::Namespaced => {
-                Api::namespaced_with(client.clone(), &object.namespace().unwrap(), &resource)
-            }
-            Scope::Cluster => Api::all_with(client.clone(), &resource),
-        };
-        let params = PatchParams::apply("privatize-validate").dry_run().force();
-        api.patch(&object.name_any(), &params, &Patch::Apply(&object))
-            .await
-            .unwrap_or_else(|e| panic!("{} {} rejected: {e}", types.kind, object.name_any()));
-        applied.push(format!("{}/{}", types.kind, object.name_any()));
-    }
-    applied
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checked_in_manifest_passes_the_apiservers_validation() {
     let _serial = SERIAL.lock().await;
@@ -439,7 +404,7 @@ async fn checked_in_manifest_passes_the_apiservers_validation() {
         "/deploy/privatize.yaml"
     ))
     .unwrap();
-    let applied = server_side_dry_run(&client, &yaml).await;
+    let applied = common::kube::server_side_dry_run(&client, &yaml).await;
     assert_eq!(applied.len(), 17, "{applied:?}");
     assert!(
         Api::<Deployment>::namespaced(client.clone(), "privatize")

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
+use kube::{Client, Config, ResourceExt};
 
 /// Path of the testbed's kubeconfig.
 pub fn kubeconfig_path() -> PathBuf {
@@ -84,4 +84,39 @@ pub fn privatize() -> std::process::Command {
     cmd.env("KUBECONFIG", kubeconfig_path())
         .env("PRIVATIZE_PROGRESS", "never");
     cmd
+}
+
+/// Server-side dry-run of every document in a rendered YAML stream: the
+/// apiserver validates each against its schema and admission, storing nothing.
+pub async fn server_side_dry_run(client: &Client, yaml: &str) -> Vec<String> {
+    use kube::api::{DynamicObject, Patch, PatchParams};
+    use kube::discovery::{pinned_kind, Scope};
+    use serde::Deserialize;
+    let mut applied = Vec::new();
+    for document in serde_yaml_ng::Deserializer::from_str(yaml) {
+        let value = serde_json::Value::deserialize(document).unwrap();
+        if value.is_null() {
+            continue;
+        }
+        let object: DynamicObject = serde_json::from_value(value).unwrap();
+        let types = object.types.clone().unwrap();
+        let (group, version) = types
+            .api_version
+            .rsplit_once('/')
+            .unwrap_or(("", &types.api_version));
+        let gvk = kube::core::GroupVersionKind::gvk(group, version, &types.kind);
+        let (resource, caps) = pinned_kind(client, &gvk).await.unwrap();
+        let api: Api<DynamicObject> = match caps.scope {
+            Scope::Namespaced => {
+                Api::namespaced_with(client.clone(), &object.namespace().unwrap(), &resource)
+            }
+            Scope::Cluster => Api::all_with(client.clone(), &resource),
+        };
+        let params = PatchParams::apply("privatize-validate").dry_run().force();
+        api.patch(&object.name_any(), &params, &Patch::Apply(&object))
+            .await
+            .unwrap_or_else(|e| panic!("{} {} rejected: {e}", types.kind, object.name_any()));
+        applied.push(format!("{}/{}", types.kind, object.name_any()));
+    }
+    applied
 }

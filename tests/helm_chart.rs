@@ -1,0 +1,228 @@
+//! The Helm chart renders the same objects as `privatize install --dry-run`,
+//! and the apiserver accepts what it renders (server-side dry-run).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The helm binary: `$HELM`, else the one `testbed/helm/build` caches.
+fn helm() -> String {
+    if let Ok(path) = std::env::var("HELM") {
+        return path;
+    }
+    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/testbed/helm/build"))
+        .arg("--print-path")
+        .output()
+        .expect("testbed/helm/build");
+    assert!(
+        out.status.success(),
+        "building helm failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn helm_template(namespace: &str, extra: &[&str]) -> String {
+    run(Command::new(helm())
+        .args([
+            "template",
+            "privatize",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/charts/privatize"),
+            "--namespace",
+            namespace,
+        ])
+        .args(extra))
+}
+
+fn install_dry_run(namespace: &str, extra: &[&str]) -> String {
+    run(Command::new(env!("CARGO_BIN_EXE_privatize"))
+        .args(["install", "--dry-run", "--namespace", namespace])
+        .args(extra))
+}
+
+/// `Kind/namespace/name` → object, without what only one side has: the TLS
+/// Secret and caBundle (install adds them at apply time) and the Namespace.
+fn objects(yaml: &str) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    for document in serde_yaml_ng::Deserializer::from_str(yaml) {
+        let mut value = Value::deserialize(document).unwrap();
+        if value.is_null() {
+            continue;
+        }
+        let kind = value["kind"].as_str().unwrap().to_string();
+        if kind == "Namespace" || kind == "Secret" {
+            continue;
+        }
+        for hook in value["webhooks"].as_array_mut().into_iter().flatten() {
+            hook["clientConfig"]
+                .as_object_mut()
+                .unwrap()
+                .remove("caBundle");
+        }
+        let key = format!(
+            "{kind}/{}/{}",
+            value["metadata"]["namespace"].as_str().unwrap_or(""),
+            value["metadata"]["name"].as_str().unwrap()
+        );
+        out.insert(key, value);
+    }
+    out
+}
+
+fn assert_same(chart: &str, install: &str) {
+    let (chart, install) = (objects(chart), objects(install));
+    assert_eq!(
+        chart.keys().collect::<Vec<_>>(),
+        install.keys().collect::<Vec<_>>(),
+        "kinds and names differ"
+    );
+    for (key, expected) in &install {
+        assert_eq!(
+            &chart[key], expected,
+            "{key} differs between the chart and install"
+        );
+    }
+}
+
+#[test]
+fn chart_defaults_render_what_install_renders() {
+    assert_same(
+        &helm_template("privatize", &[]),
+        &install_dry_run("privatize", &[]),
+    );
+}
+
+#[test]
+fn chart_values_mirror_install_flags() {
+    let chart = helm_template(
+        "team-mirror",
+        &[
+            "--set", "image.repository=registry.example/privatize", "--set", "image.tag=v9",
+            "--set", "targetRegistry=123456789012.dkr.ecr.eu-west-1.amazonaws.com/mirror",
+            "--set", "webhookUrl=https://10.0.0.5:9443",
+            "--set", "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::123456789012:role/privatize",
+        ],
+    );
+    let install = install_dry_run(
+        "team-mirror",
+        &[
+            "--image",
+            "registry.example/privatize:v9",
+            "--target-registry",
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com/mirror",
+            "--webhook-url",
+            "https://10.0.0.5:9443",
+            "--service-account-annotation",
+            "eks.amazonaws.com/role-arn=arn:aws:iam::123456789012:role/privatize",
+        ],
+    );
+    assert_same(&chart, &install);
+}
+
+#[test]
+fn chart_wires_a_projected_web_identity_token_for_clusters_outside_aws() {
+    let chart = objects(&helm_template(
+        "privatize",
+        &[
+            "--set",
+            "aws.webIdentity.enabled=true",
+            "--set",
+            "aws.webIdentity.roleArn=arn:aws:iam::123456789012:role/privatize",
+            "--set",
+            "aws.region=eu-west-1",
+        ],
+    ));
+    for key in [
+        "Deployment/privatize/privatize",
+        "CronJob/privatize/privatize-refresh-secrets",
+    ] {
+        let object = &chart[key];
+        let pod = if key.starts_with("CronJob") {
+            &object["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        } else {
+            &object["spec"]["template"]["spec"]
+        };
+        let env: BTreeMap<&str, &str> = pod["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| Some((e["name"].as_str()?, e["value"].as_str()?)))
+            .collect();
+        assert_eq!(
+            env.get("AWS_ROLE_ARN"),
+            Some(&"arn:aws:iam::123456789012:role/privatize"),
+            "{key}"
+        );
+        assert_eq!(env.get("AWS_REGION"), Some(&"eu-west-1"), "{key}");
+        let token_file = env["AWS_WEB_IDENTITY_TOKEN_FILE"];
+        let projected = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["projected"].is_object())
+            .expect("a projected volume");
+        assert_eq!(
+            projected["projected"]["sources"][0]["serviceAccountToken"]["audience"],
+            "sts.amazonaws.com",
+            "{key}"
+        );
+        let mount = pod["containers"][0]["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == projected["name"])
+            .unwrap();
+        assert!(
+            token_file.starts_with(mount["mountPath"].as_str().unwrap()),
+            "{key}: {token_file} not under the mount"
+        );
+    }
+}
+
+#[test]
+fn helm_lint_passes() {
+    run(Command::new(helm()).args([
+        "lint",
+        "--strict",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/charts/privatize"),
+    ]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apiserver_accepts_the_charts_objects() {
+    let ns = common::kube::TestNamespace::new("helm").await;
+    let yaml = helm_template(
+        &ns.name,
+        &[
+            "--set",
+            "aws.webIdentity.enabled=true",
+            "--set",
+            "aws.webIdentity.roleArn=arn:aws:iam::1:role/x",
+        ],
+    );
+    let applied = common::kube::server_side_dry_run(&ns.client, &yaml).await;
+    assert!(
+        applied
+            .iter()
+            .any(|a| a == "MutatingWebhookConfiguration/privatize"),
+        "{applied:?}"
+    );
+    assert!(
+        applied.iter().any(|a| a == "Secret/privatize-tls"),
+        "{applied:?}"
+    );
+}
