@@ -415,3 +415,34 @@ async fn checked_in_manifest_passes_the_apiservers_validation() {
         "dry-run must store nothing"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_waits_for_the_deployment_and_says_why_it_gave_up() {
+    let _serial = SERIAL.lock().await;
+    let ns = format!("privatize-{}", unique() % 1_000_000);
+    // No kubelet runs in the testbed, so the Deployment never becomes available.
+    let out = privatize()
+        .args([
+            "install",
+            "--namespace",
+            &ns,
+            "--webhook-url",
+            URL,
+            "--image",
+            "registry.example/privatize:test",
+            "--wait-timeout",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(&format!(
+            "error: waiting for Deployment privatize in {ns}: 0/2 available after 2s"
+        )),
+        "{err}"
+    );
+    uninstall(&ns);
+}
