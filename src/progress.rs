@@ -5,6 +5,8 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::registry::copy::Copied;
+
 /// Where progress goes: bars, or log lines.
 #[derive(Clone)]
 pub struct Reporter {
@@ -92,19 +94,27 @@ impl ImageProgress {
         }
     }
 
-    /// The image is done.
-    pub fn finish(&self, target: &str, digest: &str, unchanged: bool) {
+    /// The image is done: `copied` says what moved, `None` means it was already there.
+    pub fn finish(&self, target: &str, digest: &str, copied: Option<&Copied>) {
         match &self.bar {
             Some(bar) => {
                 bar.set_message(format!(
                     "{} {}",
                     self.source,
-                    if unchanged { "(up to date)" } else { "done" }
+                    if copied.is_none() {
+                        "(up to date)"
+                    } else {
+                        "done"
+                    }
                 ));
                 bar.finish();
             }
             None => tracing::info!(
-                image = %self.source, target, digest, unchanged,
+                image = %self.source, target, digest,
+                unchanged = copied.is_none(),
+                blobs_copied = copied.map_or(0, |c| c.blobs_copied),
+                blobs_skipped = copied.map_or(0, |c| c.blobs_skipped),
+                bytes_copied = copied.map_or(0, |c| c.bytes_copied),
                 elapsed_ms = self.started.elapsed().as_millis() as u64,
                 "image mirrored"
             ),

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod copy;
 pub mod retry;
+pub mod verify;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -135,7 +135,7 @@ async fn sync_one(
     if copier.up_to_date(&item.target, &tags, &digest).await? {
         reporter
             .image(&item.source.to_string())
-            .finish(&item.target.to_string(), &digest, true);
+            .finish(&item.target.to_string(), &digest, None);
         return Ok(digest);
     }
     if let Some(ecr_client) = ecr_client {

@@ -290,3 +290,47 @@ fn private_source_with_src_creds_or_authfile() {
         stderr(&out)
     );
 }
+
+#[test]
+fn an_untrusted_certificate_is_refused_not_skipped() {
+    let tb = testbed();
+    let (reference, _) = tb.image("tiny");
+    let mut cmd = tb.privatize();
+    cmd.env_remove("PRIVATIZE_CA_FILE").args([
+        "sync-image",
+        "--target-kind",
+        "ecr",
+        "--to",
+        &format!("{}/{}", tb.target(), prefix("untrusted")),
+        &reference,
+    ]);
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{err}"
+    );
+    assert!(
+        err.to_lowercase().contains("certificate") || err.contains("UnknownIssuer"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("retrying"),
+        "a refused certificate is not transient:\n{err}"
+    );
+
+    let mut bad_ca = tb.privatize();
+    bad_ca.env("PRIVATIZE_CA_FILE", "/etc/hostname").args([
+        "sync-image",
+        "--to",
+        tb.target(),
+        &reference,
+    ]);
+    let out = bad_ca.output().unwrap();
+    assert_eq!(
+        stderr(&out).trim(),
+        "error: reading CA file /etc/hostname: no PEM certificate in it"
+    );
+}

@@ -36,7 +36,7 @@ where
 /// Whether an error is worth another attempt. A digest mismatch never is:
 /// it means the bytes are wrong, and retrying could hide a tampering source.
 pub fn is_transient(err: &anyhow::Error) -> bool {
-    if is_digest_mismatch(err) {
+    if is_digest_mismatch(err) || is_tls_rejection(err) {
         return false;
     }
     for cause in err.chain() {
@@ -74,6 +74,27 @@ fn is_transient_reqwest(e: &reqwest::Error) -> bool {
         Some(status) => is_transient_status(status.as_u16()),
         None => e.is_connect() || e.is_timeout() || e.is_body() || e.is_request() || e.is_decode(),
     }
+}
+
+/// Whether a TLS handshake was refused (untrusted or wrong certificate):
+/// asking again gets the same answer.
+fn is_tls_rejection(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        // hyper-util nests the rustls error in io::Errors, whose `source()` skips them.
+        let mut current: &(dyn std::error::Error + 'static) = cause;
+        loop {
+            if current.downcast_ref::<rustls::Error>().is_some() {
+                return true;
+            }
+            match current
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+            {
+                Some(inner) => current = inner,
+                None => return false,
+            }
+        }
+    })
 }
 
 /// Whether the error chain holds a digest verification failure.
