@@ -31,6 +31,35 @@ fn connection_cut_mid_blob_still_ends_in_a_correct_copy() {
 }
 
 #[test]
+fn blob_corrupted_in_transit_is_an_error_and_nothing_is_tagged() {
+    let tb = testbed();
+    let (reference, _) = tb.image("oci-single");
+    // One flipped byte, 30 000 bytes into a connection: inside the 49 KB layer.
+    let proxy = Proxy::corrupting(tb.source(), 30_000, 1);
+    let (out, repo) = tb.sync_via(proxy.addr, &reference, &prefix("flip"));
+    assert_eq!(
+        proxy.cuts_done(),
+        1,
+        "the proxy must really have flipped a byte"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.lines()
+            .last()
+            .unwrap_or_default()
+            .contains("source blob failed verification"),
+        "{err}"
+    );
+    assert!(!err.contains("retrying"), "{err}");
+    assert_eq!(
+        tb.target_manifest(&repo, "v1").0,
+        404,
+        "nothing may be tagged"
+    );
+}
+
+#[test]
 fn corrupted_blob_is_an_error_and_nothing_is_tagged() {
     let tb = testbed();
     let repo = format!("corrupt{}", unique());
