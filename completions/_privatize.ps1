@@ -150,6 +150,7 @@ Register-ArgumentCompleter -Native -CommandName 'privatize' -ScriptBlock {
             [CompletionResult]::new('--namespace', '--namespace', [CompletionResultType]::ParameterName, 'Namespace privatize was installed into')
             [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log line format: `text` for people, `json` for log collectors')
             [CompletionResult]::new('--log-level', '--log-level', [CompletionResultType]::ParameterName, 'Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)')
+            [CompletionResult]::new('--webhook-only', '--webhook-only', [CompletionResultType]::ParameterName, 'Delete only the MutatingWebhookConfiguration (what the Helm chart''s pre-delete hook runs)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')

@@ -591,7 +591,7 @@ _privatize() {
             return 0
             ;;
         privatize__subcmd__uninstall)
-            opts="-h -V --namespace --log-format --log-level --help --version"
+            opts="-h -V --namespace --webhook-only --log-format --log-level --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

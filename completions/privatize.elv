@@ -141,6 +141,7 @@ set edit:completion:arg-completer[privatize] = {|@words|
             cand --namespace 'Namespace privatize was installed into'
             cand --log-format 'Log line format: `text` for people, `json` for log collectors'
             cand --log-level 'Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)'
+            cand --webhook-only 'Delete only the MutatingWebhookConfiguration (what the Helm chart''s pre-delete hook runs)'
             cand -h 'Print help'
             cand --help 'Print help'
             cand -V 'Print version'

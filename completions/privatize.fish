@@ -144,6 +144,7 @@ complete -c privatize -n "__fish_privatize_using_subcommand uninstall" -l namesp
 complete -c privatize -n "__fish_privatize_using_subcommand uninstall" -l log-format -d 'Log line format: `text` for people, `json` for log collectors' -r -f -a "text\t''
 json\t''"
 complete -c privatize -n "__fish_privatize_using_subcommand uninstall" -l log-level -d 'Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand uninstall" -l webhook-only -d 'Delete only the MutatingWebhookConfiguration (what the Helm chart\'s pre-delete hook runs)'
 complete -c privatize -n "__fish_privatize_using_subcommand uninstall" -s h -l help -d 'Print help'
 complete -c privatize -n "__fish_privatize_using_subcommand uninstall" -s V -l version -d 'Print version'
 complete -c privatize -n "__fish_privatize_using_subcommand generate" -l out-dir -d 'Directory that receives `completions/` and `man/`' -r -F

@@ -427,6 +427,10 @@ pub struct UninstallArgs {
     /// Namespace privatize was installed into
     #[arg(long, env = "PRIVATIZE_NAMESPACE", default_value = "privatize")]
     pub namespace: String,
+
+    /// Delete only the MutatingWebhookConfiguration (what the Helm chart's pre-delete hook runs)
+    #[arg(long)]
+    pub webhook_only: bool,
 }
 
 /// `privatize generate`

@@ -92,7 +92,11 @@ pub async fn uninstall(args: UninstallArgs) -> Result<()> {
     let namespace = rendered
         .pop()
         .context("the manifest list holds the namespace")?;
-    for object in rendered.iter().chain(std::iter::once(&namespace)) {
+    if args.webhook_only {
+        rendered.truncate(1);
+    }
+    let namespace = (!args.webhook_only).then_some(namespace);
+    for object in rendered.iter().chain(namespace.as_ref()) {
         let state = if k8s::delete(&client, object).await? {
             "deleted"
         } else {

@@ -55,7 +55,8 @@ fn install_dry_run(namespace: &str, extra: &[&str]) -> String {
 }
 
 /// `Kind/namespace/name` → object, without what only one side has: the TLS
-/// Secret and caBundle (install adds them at apply time) and the Namespace.
+/// Secret and caBundle (install adds them at apply time), the Namespace, and
+/// Helm hooks (what `privatize uninstall` does itself).
 fn objects(yaml: &str) -> BTreeMap<String, Value> {
     let mut out = BTreeMap::new();
     for document in serde_yaml_ng::Deserializer::from_str(yaml) {
@@ -64,7 +65,8 @@ fn objects(yaml: &str) -> BTreeMap<String, Value> {
             continue;
         }
         let kind = value["kind"].as_str().unwrap().to_string();
-        if kind == "Namespace" || kind == "Secret" {
+        let hook = value["metadata"]["annotations"]["helm.sh/hook"].is_string();
+        if kind == "Namespace" || kind == "Secret" || hook {
             continue;
         }
         for hook in value["webhooks"].as_array_mut().into_iter().flatten() {
@@ -224,5 +226,36 @@ async fn the_apiserver_accepts_the_charts_objects() {
     assert!(
         applied.iter().any(|a| a == "Secret/privatize-tls"),
         "{applied:?}"
+    );
+}
+
+#[test]
+fn helm_uninstall_deletes_the_webhook_configuration_first_through_a_hook() {
+    let yaml = helm_template("privatize", &[]);
+    let hooks: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&yaml)
+        .map(|d| Value::deserialize(d).unwrap())
+        .filter(|v| v["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete")
+        .collect();
+    let job = hooks
+        .iter()
+        .find(|h| h["kind"] == "Job")
+        .expect("a pre-delete Job");
+    let container = &job["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        container["args"],
+        serde_json::json!(["uninstall", "--webhook-only", "--namespace", "privatize"])
+    );
+    let role = hooks
+        .iter()
+        .find(|h| h["kind"] == "ClusterRole")
+        .expect("its ClusterRole");
+    assert_eq!(
+        role["rules"],
+        serde_json::json!([{"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"], "resourceNames": ["privatize"], "verbs": ["get", "delete"]}])
+    );
+    assert!(
+        helm_template("privatize", &["--set", "uninstallHook.enabled=false"])
+            .find("pre-delete")
+            .is_none()
     );
 }

@@ -330,6 +330,26 @@ async fn install_creates_every_object_as_specified_and_twice_changes_nothing() {
     );
     assert_eq!(everything(&client, &ns).await, before);
 
+    // The Helm hook's path: only the webhook configuration goes.
+    let out = privatize()
+        .args(["uninstall", "--webhook-only", "--namespace", &ns])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .get_opt("privatize")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(
+        Api::<Deployment>::namespaced(client.clone(), &ns)
+            .get_opt("privatize")
+            .await
+            .unwrap()
+            .is_some(),
+        "--webhook-only keeps the rest"
+    );
+
     uninstall(&ns);
     let left = everything(&client, &ns).await;
     assert!(left.is_empty(), "uninstall left: {left:?}");

@@ -100,7 +100,9 @@ def main():
         capture_output=True, text=True).stdout)
 
     ref_by = {key(o): normalize(o) for o in ref}
-    chart_by = {key(o): normalize(o) for o in chart}
+    # Helm hooks (the pre-delete Job) do what `privatize uninstall` does itself.
+    chart_by = {key(o): normalize(o) for o in chart
+                if "helm.sh/hook" not in (o.get("metadata", {}).get("annotations") or {})}
     # The chart's TLS Secret is what install's gen-certs step creates at apply time.
     tls = ("Secret", args.namespace, "privatize-tls")
     chart_by.pop(tls, None)
