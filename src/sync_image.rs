@@ -42,6 +42,7 @@ pub async fn run(args: SyncImageArgs) -> Result<()> {
     for item in &plan {
         check_platform_filter(&item.source, &args.platforms)?;
     }
+    let settings = repository_settings(&args)?;
     let client = registry::client(&Transport {
         ca_files: args.transport.ca_files.clone(),
         plain_http: args.transport.plain_http.clone(),
@@ -100,7 +101,6 @@ pub async fn run(args: SyncImageArgs) -> Result<()> {
         Progress::Auto => std::io::stderr().is_terminal(),
     };
     let reporter = Reporter::new(bars);
-    let settings = repository_settings(&args)?;
     let mut failures = Vec::new();
     for item in &plan {
         let result = sync_one(&copier, ecr_client.as_ref(), &settings, item, &reporter).await;
