@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use aws_sdk_ecr::error::DisplayErrorContext;
 use aws_sdk_ecr::types::{
     EncryptionConfiguration, EncryptionType, ImageScanningConfiguration, ImageTagMutability,
@@ -79,7 +79,7 @@ pub async fn authorization_token(client: &Client) -> Result<Token> {
         .get_authorization_token()
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!("{}", DisplayErrorContext(e)))
+        .map_err(sdk_error)
         .context("getting an ECR authorization token")?;
     let data = out
         .authorization_data()
@@ -156,10 +156,9 @@ pub async fn ensure_repository(
         {
             None
         }
-        Err(err) => bail!(
-            "describing ECR repository {name}: {}",
-            DisplayErrorContext(err)
-        ),
+        Err(err) => {
+            return Err(sdk_error(err)).with_context(|| format!("describing ECR repository {name}"))
+        }
     };
     match existing {
         None => create_repository(client, name, settings).await,
@@ -206,10 +205,9 @@ async fn create_repository(
         {
             return Ok(Ensured::Existing)
         }
-        Err(err) => bail!(
-            "creating ECR repository {name}: {}",
-            DisplayErrorContext(err)
-        ),
+        Err(err) => {
+            return Err(sdk_error(err)).with_context(|| format!("creating ECR repository {name}"))
+        }
     }
     if let Some(policy) = &settings.policy {
         set_policy(client, name, policy).await?;
@@ -247,7 +245,7 @@ async fn reconcile_repository(
             )
             .send()
             .await
-            .map_err(|e| anyhow::anyhow!("{}", DisplayErrorContext(e)))
+            .map_err(sdk_error)
             .with_context(|| format!("setting scan on push of ECR repository {name}"))?;
         fixed.push("scan-on-push");
     }
@@ -258,31 +256,56 @@ async fn reconcile_repository(
             .image_tag_mutability(mutability(settings.immutable_tags))
             .send()
             .await
-            .map_err(|e| anyhow::anyhow!("{}", DisplayErrorContext(e)))
+            .map_err(sdk_error)
             .with_context(|| format!("setting tag mutability of ECR repository {name}"))?;
         fixed.push("tag-mutability");
     }
     if let Some(wanted) = &settings.policy {
-        let current = client
+        let current = match client
             .get_repository_policy()
             .repository_name(name)
             .send()
             .await
-            .ok()
-            .and_then(|o| o.policy_text().map(str::to_string));
+        {
+            Ok(out) => out.policy_text().map(str::to_string),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_repository_policy_not_found_exception()) =>
+            {
+                None
+            }
+            Err(err) => {
+                return Err(sdk_error(err))
+                    .with_context(|| format!("reading the policy of ECR repository {name}"))
+            }
+        };
         if !same_json(current.as_deref(), wanted) {
             set_policy(client, name, wanted).await?;
             fixed.push("repository-policy");
         }
     }
     if let Some(wanted) = &settings.lifecycle_policy {
-        let current = client
+        let current = match client
             .get_lifecycle_policy()
             .repository_name(name)
             .send()
             .await
-            .ok()
-            .and_then(|o| o.lifecycle_policy_text().map(str::to_string));
+        {
+            Ok(out) => out.lifecycle_policy_text().map(str::to_string),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_lifecycle_policy_not_found_exception()) =>
+            {
+                None
+            }
+            Err(err) => {
+                return Err(sdk_error(err)).with_context(|| {
+                    format!("reading the lifecycle policy of ECR repository {name}")
+                })
+            }
+        };
         if !same_json(current.as_deref(), wanted) {
             set_lifecycle(client, name, wanted).await?;
             fixed.push("lifecycle-policy");
@@ -294,7 +317,7 @@ async fn reconcile_repository(
             .resource_arn(arn)
             .send()
             .await
-            .map_err(|e| anyhow::anyhow!("{}", DisplayErrorContext(e)))
+            .map_err(sdk_error)
             .with_context(|| format!("listing tags of ECR repository {name}"))?;
         let wanted = tags(settings)?;
         let missing: Vec<Tag> = wanted
@@ -313,7 +336,7 @@ async fn reconcile_repository(
                 .set_tags(Some(missing))
                 .send()
                 .await
-                .map_err(|e| anyhow::anyhow!("{}", DisplayErrorContext(e)))
+                .map_err(sdk_error)
                 .with_context(|| format!("tagging ECR repository {name}"))?;
             fixed.push("tags");
         }
@@ -332,7 +355,7 @@ async fn set_policy(client: &Client, name: &str, policy: &str) -> Result<()> {
         .policy_text(policy)
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!("{}", DisplayErrorContext(e)))
+        .map_err(sdk_error)
         .with_context(|| format!("setting the policy of ECR repository {name}"))?;
     Ok(())
 }
@@ -344,9 +367,14 @@ async fn set_lifecycle(client: &Client, name: &str, policy: &str) -> Result<()> 
         .lifecycle_policy_text(policy)
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!("{}", DisplayErrorContext(e)))
+        .map_err(sdk_error)
         .with_context(|| format!("setting the lifecycle policy of ECR repository {name}"))?;
     Ok(())
+}
+
+/// An SDK error with its whole cause chain (the SDK's own Display says only "service error").
+fn sdk_error(err: impl std::error::Error) -> anyhow::Error {
+    anyhow::anyhow!("{}", DisplayErrorContext(err))
 }
 
 fn mutability(immutable: bool) -> ImageTagMutability {

@@ -140,6 +140,7 @@ fn existing_repository_is_used_and_drift_is_repaired_only_when_asked() {
     let mut cmd = tb.privatize();
     cmd.env("PRIVATIZE_RECONCILE_REPOSITORIES", "true")
         .env("ECR_REPOSITORY_POLICY_TEXT", POLICY)
+        .env("PRIVATIZE_LIFECYCLE_POLICY_TEXT", LIFECYCLE)
         .args([
             "sync-image",
             "--target-kind",
@@ -156,6 +157,13 @@ fn existing_repository_is_used_and_drift_is_repaired_only_when_asked() {
         .block_on(ecr.get_repository_policy().repository_name(&name).send())
         .unwrap();
     assert_eq!(json(policy.policy_text().unwrap()), json(POLICY));
+    let lifecycle = rt
+        .block_on(ecr.get_lifecycle_policy().repository_name(&name).send())
+        .unwrap();
+    assert_eq!(
+        json(lifecycle.lifecycle_policy_text().unwrap()),
+        json(LIFECYCLE)
+    );
 }
 
 #[test]
