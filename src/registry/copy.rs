@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use futures_util::{stream, StreamExt, TryStreamExt};
+use oci_client::client::{BlobResponse, SizedStream};
 use oci_client::manifest::OciDescriptor;
 use oci_client::Client;
 use reqwest::header::HeaderValue;
@@ -293,6 +294,30 @@ impl Copier {
         Ok(outcome)
     }
 
+    /// The source blob as a stream. For sha256 blobs it asks for `bytes=0-`:
+    /// a 206 answer comes unverified by oci-client, so the bytes are hashed
+    /// once, by `Counted`, instead of twice. Other digests (and registries
+    /// that answer 200) keep oci-client's own verification.
+    async fn pull_blob(
+        &self,
+        source: &ImageRef,
+        descriptor: &OciDescriptor,
+    ) -> oci_client::errors::Result<SizedStream> {
+        if !descriptor.digest.starts_with("sha256:") {
+            return self
+                .client
+                .pull_blob_stream(&source.to_oci(), descriptor)
+                .await;
+        }
+        match self
+            .client
+            .pull_blob_stream_partial(&source.to_oci(), descriptor, 0, None)
+            .await?
+        {
+            BlobResponse::Full(stream) | BlobResponse::Partial(stream) => Ok(stream),
+        }
+    }
+
     async fn copy_blob_once(
         &self,
         source: &ImageRef,
@@ -339,8 +364,7 @@ impl Copier {
             ..Default::default()
         };
         let pulled = self
-            .client
-            .pull_blob_stream(&source.to_oci(), &descriptor)
+            .pull_blob(source, &descriptor)
             .await
             .context("reading source blob")?;
         let fault = Arc::new(Mutex::new(None));
