@@ -5,8 +5,8 @@ use std::fmt;
 
 mod grammar;
 
+use crate::manifest::sha256_digest;
 use anyhow::{bail, Result};
-use sha2::{Digest as _, Sha256};
 
 /// Docker Hub's canonical host; its aliases are folded into it.
 pub const DOCKER_HUB: &str = "docker.io";
@@ -202,7 +202,8 @@ impl TargetRegistry {
             return joined;
         }
         // Escaped or shortened: a hash of the exact source keeps distinct sources apart.
-        let hash = hex_sha256(source.name().as_bytes());
+        let digest = sha256_digest(source.name().as_bytes());
+        let hash = digest.trim_start_matches("sha256:");
         let sanitized = sanitize_repository_name(&joined);
         let keep = limit.saturating_sub(HASH_SUFFIX_HEX + 1);
         let mut head: String = sanitized.chars().take(keep).collect();
@@ -264,11 +265,4 @@ fn sanitize_repository_name(name: &str) -> String {
         .filter(|part| !part.is_empty())
         .collect::<Vec<_>>()
         .join("/")
-}
-
-fn hex_sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }

@@ -150,7 +150,13 @@ pub fn filter_platforms(bytes: &[u8], platforms: &[String]) -> Result<Vec<u8>> {
 
 /// `sha256:<hex>` of some bytes.
 pub fn sha256_digest(bytes: &[u8]) -> String {
-    let hex: String = Sha256::digest(bytes)
+    finish_digest(Sha256::new_with_prefix(bytes))
+}
+
+/// `sha256:<hex>` of what a hasher has seen (for streamed bytes).
+pub fn finish_digest(hasher: Sha256) -> String {
+    let hex: String = hasher
+        .finalize()
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();

@@ -11,7 +11,7 @@ use oci_client::errors::{DigestError, OciDistributionError};
 use sha2::{Digest as _, Sha256};
 
 use super::retry::SourceFault;
-use crate::manifest::Descriptor;
+use crate::manifest::{finish_digest, Descriptor};
 use crate::progress::BlobProgress;
 
 /// The source stream on its way to the target: counts bytes for progress,
@@ -69,7 +69,7 @@ impl<S> Counted<S> {
         if let Some(hasher) = self.hasher.as_mut() {
             hasher.update(chunk);
             if self.sent == self.size {
-                let actual = sha256_hex(self.hasher.take().expect("hasher present"));
+                let actual = finish_digest(self.hasher.take().expect("hasher present"));
                 if actual != self.expected {
                     return Err(SourceFault::Digest(format!(
                         "expected {}, got {actual}",
@@ -117,13 +117,4 @@ where
             Poll::Pending => Poll::Pending,
         }
     }
-}
-
-fn sha256_hex(hasher: Sha256) -> String {
-    let hex: String = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("sha256:{hex}")
 }
