@@ -16,6 +16,8 @@ use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientP
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::Client;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 
 use crate::image::ImageRef;
 use crate::manifest::ACCEPTED;
@@ -36,7 +38,10 @@ pub fn client(transport: &Transport) -> Result<Client> {
     for path in &transport.ca_files {
         let pem =
             std::fs::read(path).with_context(|| format!("reading CA file {}", path.display()))?;
-        if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        let certificates = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("reading CA file {}: invalid PEM", path.display()))?;
+        if certificates.is_empty() {
             anyhow::bail!(
                 "reading CA file {}: no PEM certificate in it",
                 path.display()
