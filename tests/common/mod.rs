@@ -203,6 +203,28 @@ fn curl(extra: &[String], url: &str, method: &str) -> (u16, Vec<u8>) {
     (status, bytes)
 }
 
+/// Binds 127.0.0.1:0 and runs `serve` with that listener on a thread of its
+/// own (block_on needs no `Send` future); it lives as long as the test process.
+pub fn serve_on_thread<F, Fut>(serve: F) -> std::net::SocketAddr
+where
+    F: FnOnce(tokio::net::TcpListener) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            serve(tokio::net::TcpListener::from_std(listener).unwrap()).await
+        });
+    });
+    addr
+}
+
 pub fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);

@@ -21,64 +21,54 @@ pub struct TokenGateway {
 
 impl TokenGateway {
     pub fn start(upstream: &str) -> Self {
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        std_listener.set_nonblocking(true).unwrap();
-        let addr = std_listener.local_addr().unwrap();
         let scopes = Arc::new(Mutex::new(Vec::new()));
         let seen = scopes.clone();
-        let token = warp::path("token")
-            .and(warp::query::<std::collections::HashMap<String, String>>())
-            .map(move |q: std::collections::HashMap<String, String>| {
-                seen.lock()
-                    .unwrap()
-                    .push(q.get("scope").cloned().unwrap_or_default());
-                warp::reply::json(&serde_json::json!({"token": TOKEN, "expires_in": 300}))
-            });
         let upstream = format!("http://{upstream}");
-        let http = reqwest::Client::new();
-        let forward = warp::path("v2")
-            .and(warp::method())
-            .and(warp::path::full())
-            .and(warp::query::raw().or(warp::any().map(String::new)).unify())
-            .and(warp::header::headers_cloned())
-            .and(warp::body::bytes())
-            .and_then(
-                move |method: Method,
-                      path: warp::path::FullPath,
-                      query: String,
-                      headers: HeaderMap,
-                      body: Bytes| {
-                    let (http, upstream) = (http.clone(), upstream.clone());
-                    async move {
-                        Ok::<_, warp::Rejection>(
-                            forward(
-                                http,
-                                upstream,
-                                method,
-                                path.as_str().to_string(),
-                                query,
-                                headers,
-                                body,
-                                addr,
+        let addr = super::serve_on_thread(move |listener| async move {
+            let addr = listener.local_addr().unwrap();
+            let token = warp::path("token")
+                .and(warp::query::<std::collections::HashMap<String, String>>())
+                .map(move |q: std::collections::HashMap<String, String>| {
+                    seen.lock()
+                        .unwrap()
+                        .push(q.get("scope").cloned().unwrap_or_default());
+                    warp::reply::json(&serde_json::json!({"token": TOKEN, "expires_in": 300}))
+                });
+            let http = reqwest::Client::new();
+            let forward = warp::path("v2")
+                .and(warp::method())
+                .and(warp::path::full())
+                .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+                .and(warp::header::headers_cloned())
+                .and(warp::body::bytes())
+                .and_then(
+                    move |method: Method,
+                          path: warp::path::FullPath,
+                          query: String,
+                          headers: HeaderMap,
+                          body: Bytes| {
+                        let (http, upstream) = (http.clone(), upstream.clone());
+                        async move {
+                            Ok::<_, warp::Rejection>(
+                                forward(
+                                    http,
+                                    upstream,
+                                    method,
+                                    path.as_str().to_string(),
+                                    query,
+                                    headers,
+                                    body,
+                                    addr,
+                                )
+                                .await,
                             )
-                            .await,
-                        )
-                    }
-                },
-            );
-        // Served on its own thread (block_on needs no Send); it lives as long as the test process.
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
-                warp::serve(token.or(forward))
-                    .incoming(listener)
-                    .run()
-                    .await;
-            });
+                        }
+                    },
+                );
+            warp::serve(token.or(forward))
+                .incoming(listener)
+                .run()
+                .await;
         });
         Self { addr, scopes }
     }

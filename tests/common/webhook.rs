@@ -38,31 +38,25 @@ impl TinyWebhook {
             .unwrap();
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
         let calls = Arc::new(AtomicUsize::new(0));
         let counter = calls.clone();
         let patch = Arc::new(patch);
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                while let Ok((tcp, _)) = listener.accept().await {
-                    let (acceptor, counter, patch) = (acceptor.clone(), counter.clone(), patch.clone());
-                    tokio::spawn(async move {
-                        let Ok(tls) = acceptor.accept(tcp).await else { return };
-                        let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                            let (counter, patch) = (counter.clone(), patch.clone());
-                            async move { Ok::<_, hyper::Error>(answer(req, &counter, &patch).await) }
-                        });
-                        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(tls), service).await;
+        let addr = super::serve_on_thread(move |listener| async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, counter, patch) = (acceptor.clone(), counter.clone(), patch.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let (counter, patch) = (counter.clone(), patch.clone());
+                        async move { Ok::<_, hyper::Error>(answer(req, &counter, &patch).await) }
                     });
-                }
-            });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
         });
         Self {
             addr,
