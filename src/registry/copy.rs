@@ -93,6 +93,7 @@ impl Copier {
         tags: &[String],
         digest: &str,
     ) -> Result<bool> {
+        // A filtered index has a digest of its own, not the source's: always re-check by copying.
         if !self.options.platforms.is_empty() {
             return Ok(false);
         }
