@@ -23,13 +23,19 @@ pub async fn client() -> Client {
     let path = kubeconfig_path();
     let kubeconfig = Kubeconfig::read_from(&path).unwrap_or_else(|e| {
         panic!(
-            "kube-apiserver testbed not running ({}: {e}); start it with `testbed/kube/up`",
+            "kube-apiserver testbed not running ({}: {e}); start it with `eval \"$(testbed/kube/up)\"`, or run `bash scripts/test`",
             path.display()
         )
     });
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .expect("kubeconfig");
+    let address = format!(
+        "{}:{}",
+        config.cluster_url.host().unwrap_or("?"),
+        config.cluster_url.port_u16().unwrap_or(443)
+    );
+    super::require_listening("kube-apiserver", &address, "eval \"$(testbed/kube/up)\"");
     Client::try_from(config).expect("kube client")
 }
 

@@ -32,7 +32,7 @@ pub fn testbed() -> &'static Testbed {
             });
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
             panic!(
-                "testbed not running ({}: {e}); start it with `testbed/up`",
+                "testbed not running ({}: {e}); start it with `testbed/up`, or run `bash scripts/test`",
                 path.display()
             )
         });
@@ -41,6 +41,14 @@ pub fn testbed() -> &'static Testbed {
             .filter_map(|l| l.split_once('='))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        for (what, key) in [
+            ("source registry", "SOURCE_REGISTRY"),
+            ("target registry", "TARGET_REGISTRY"),
+            ("moto", "MOTO_ENDPOINT"),
+        ] {
+            let address = env.get(key).map(|a| a.trim_start_matches("http://"));
+            require_listening(what, address.unwrap_or("?"), "testbed/up");
+        }
         let images =
             serde_json::from_slice(&std::fs::read(&env["IMAGES_JSON"]).expect("images.json"))
                 .expect("images.json parses");
@@ -223,6 +231,24 @@ where
         });
     });
     addr
+}
+
+/// Fails the test at once, in one line, when nothing listens at `address`
+/// (`HOST:PORT`): the testbed is not running.
+pub fn require_listening(what: &str, address: &str, start: &str) {
+    use std::net::{TcpStream, ToSocketAddrs};
+    let reachable = address
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .is_some_and(|addr| {
+            TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).is_ok()
+        });
+    if !reachable {
+        panic!(
+            "testbed not running: nothing answers at {address} ({what}); start it with `{start}`, or run `bash scripts/test`"
+        );
+    }
 }
 
 pub fn unique() -> u64 {
