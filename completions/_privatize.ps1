@@ -72,7 +72,7 @@ Register-ArgumentCompleter -Native -CommandName 'privatize' -ScriptBlock {
         }
         'privatize;sync-image' {
             [CompletionResult]::new('--to', '--to', [CompletionResultType]::ParameterName, 'Target registry with an optional path prefix: REGISTRY[/PREFIX]. Each source goes to `<REGISTRY>/<PREFIX>/<source-host>/<path>`')
-            [CompletionResult]::new('--target', '--target', [CompletionResultType]::ParameterName, 'Exact target reference (one source only), instead of the naming rule')
+            [CompletionResult]::new('--target', '--target', [CompletionResultType]::ParameterName, 'Exact target reference (one source only), instead of the naming rule; wins over ECR_REGISTRY')
             [CompletionResult]::new('--jobs', '--jobs', [CompletionResultType]::ParameterName, 'Blobs transferred at once')
             [CompletionResult]::new('--retries', '--retries', [CompletionResultType]::ParameterName, 'Attempts for each transfer on transient failures (connection reset, 429, 5xx)')
             [CompletionResult]::new('--platforms', '--platforms', [CompletionResultType]::ParameterName, 'Copy only these platforms (OS/ARCH[/VARIANT], comma-separated); refused for digest-pinned sources')

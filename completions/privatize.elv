@@ -67,7 +67,7 @@ set edit:completion:arg-completer[privatize] = {|@words|
         }
         &'privatize;sync-image'= {
             cand --to 'Target registry with an optional path prefix: REGISTRY[/PREFIX]. Each source goes to `<REGISTRY>/<PREFIX>/<source-host>/<path>`'
-            cand --target 'Exact target reference (one source only), instead of the naming rule'
+            cand --target 'Exact target reference (one source only), instead of the naming rule; wins over ECR_REGISTRY'
             cand --jobs 'Blobs transferred at once'
             cand --retries 'Attempts for each transfer on transient failures (connection reset, 429, 5xx)'
             cand --platforms 'Copy only these platforms (OS/ARCH[/VARIANT], comma-separated); refused for digest-pinned sources'

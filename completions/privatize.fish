@@ -72,7 +72,7 @@ complete -c privatize -n "__fish_privatize_using_subcommand serve" -l log-level 
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -s V -l version -d 'Print version'
 complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l to -d 'Target registry with an optional path prefix: REGISTRY[/PREFIX]. Each source goes to `<REGISTRY>/<PREFIX>/<source-host>/<path>`' -r
-complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l target -d 'Exact target reference (one source only), instead of the naming rule' -r
+complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l target -d 'Exact target reference (one source only), instead of the naming rule; wins over ECR_REGISTRY' -r
 complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l jobs -d 'Blobs transferred at once' -r
 complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l retries -d 'Attempts for each transfer on transient failures (connection reset, 429, 5xx)' -r
 complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l platforms -d 'Copy only these platforms (OS/ARCH[/VARIANT], comma-separated); refused for digest-pinned sources' -r

@@ -4,12 +4,11 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::Parser;
 use privatize::cli::{Cli, Command, LogArgs, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     init_logging(&cli.log);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
