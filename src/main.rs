@@ -1,6 +1,7 @@
 //! privatize: parse the command line, set up crypto and logging, run one
 //! room, and print the error chain once.
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -56,9 +57,16 @@ fn init_logging(args: &LogArgs) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour())
         .with_target(false);
     match args.log_format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.compact().init(),
     }
+}
+
+/// Colour only on a terminal (never into files and `kubectl logs`), and not when
+/// `NO_COLOR` is set to anything but the empty string (no-color.org).
+fn colour() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }

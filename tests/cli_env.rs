@@ -95,3 +95,81 @@ fn no_target_at_all_is_a_usage_error() {
         stderr(&out)
     );
 }
+
+/// A real `sync-image` of the tiny image into a fresh ECR repository: it logs
+/// at info level (repository created, blobs copied, image mirrored).
+fn sync_args(test: &str) -> Vec<String> {
+    let tb = testbed();
+    vec![
+        "sync-image".into(),
+        "--target-kind".into(),
+        "ecr".into(),
+        "--to".into(),
+        format!("{}/{}", tb.target(), prefix(test)),
+        tb.image("tiny").0,
+    ]
+}
+
+/// Runs privatize under `script`, so its stderr is a terminal; returns what the terminal showed.
+fn on_terminal(args: &[String], no_color: Option<&str>) -> String {
+    let quoted: Vec<String> = std::iter::once(env!("CARGO_BIN_EXE_privatize").to_string())
+        .chain(args.iter().cloned())
+        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+        .collect();
+    // The harness's environment, around `script` instead of the binary.
+    let mut script = std::process::Command::new("script");
+    for (key, value) in testbed().privatize().get_envs() {
+        match value {
+            Some(value) => script.env(key, value),
+            None => script.env_remove(key),
+        };
+    }
+    script.env_remove("NO_COLOR");
+    if let Some(value) = no_color {
+        script.env("NO_COLOR", value);
+    }
+    let out = script
+        .args(["-qec", &quoted.join(" "), "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running script(1)");
+    assert_ok(&out);
+    common::stdout(&out)
+}
+
+#[test]
+fn text_logs_on_a_pipe_carry_no_colour_codes() {
+    let out = testbed()
+        .privatize()
+        .env_remove("NO_COLOR")
+        .args(sync_args("nocolour"))
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let err = stderr(&out);
+    assert!(err.contains(" INFO ECR repository created"), "{err}");
+    assert!(!err.contains('\x1b'), "escape codes on a pipe: {err:?}");
+}
+
+#[test]
+fn text_logs_on_a_terminal_are_coloured_unless_no_color_is_set() {
+    let coloured = on_terminal(&sync_args("tty"), None);
+    assert!(coloured.contains("ECR repository created"), "{coloured}");
+    assert!(
+        coloured.contains("\x1b["),
+        "no colour on a terminal: {coloured:?}"
+    );
+
+    let plain = on_terminal(&sync_args("nocolor"), Some("1"));
+    assert!(plain.contains(" INFO ECR repository created"), "{plain}");
+    assert!(
+        !plain.contains('\x1b'),
+        "colour despite NO_COLOR: {plain:?}"
+    );
+
+    let empty = on_terminal(&sync_args("emptynocolor"), Some(""));
+    assert!(
+        empty.contains("\x1b["),
+        "an empty NO_COLOR does not count: {empty:?}"
+    );
+}
