@@ -40,20 +40,8 @@ fn not_yet(name: &str) -> Result<()> {
 }
 
 fn init_logging(args: &LogArgs) {
-    // Noisy dependencies stay at warn unless asked for by name.
-    // The platform verifier logs every refused certificate at error level; the
-    // one-line error that ends the run already says so.
-    let filter = format!(
-        "warn,rustls_platform_verifier=off,privatize={}",
-        args.log_level
-    );
-    let filter = if args.log_level.contains('=') || args.log_level.contains(',') {
-        args.log_level.clone()
-    } else {
-        filter
-    };
-    let filter =
-        EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("warn,privatize=info"));
+    // Checked when parsed: the lossy parse drops nothing here.
+    let filter = EnvFilter::builder().parse_lossy(args.log_level.directives());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -173,3 +173,46 @@ fn text_logs_on_a_terminal_are_coloured_unless_no_color_is_set() {
         "an empty NO_COLOR does not count: {empty:?}"
     );
 }
+
+#[test]
+fn an_invalid_log_level_is_a_usage_error() {
+    let tb = testbed();
+    let dry_run = ["sync-image", "--dry-run", "--to", tb.target(), "nginx"];
+    let out = tb
+        .privatize()
+        .arg("--log-level=bogus")
+        .args(dry_run)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(out.stdout.is_empty(), "{}", common::stdout(&out));
+    assert!(
+        stderr(&out).starts_with("error: invalid value 'bogus' for '--log-level <LOG_LEVEL>': "),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = tb
+        .privatize()
+        .env("PRIVATIZE_LOG", "privatize=loud")
+        .args(dry_run)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out)
+            .starts_with("error: invalid value 'privatize=loud' for '--log-level <LOG_LEVEL>': "),
+        "{}",
+        stderr(&out)
+    );
+
+    for good in ["debug", "OFF", "warn,privatize=trace"] {
+        let out = tb
+            .privatize()
+            .args(["--log-level", good])
+            .args(dry_run)
+            .output()
+            .unwrap();
+        assert_ok(&out);
+    }
+}
