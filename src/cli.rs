@@ -92,16 +92,22 @@ pub struct LogArgs {
 pub struct LogFilter(String);
 
 impl LogFilter {
-    /// A bare level applies to privatize; everything else stays at `warn`, and the
-    /// platform verifier (which logs each refused certificate the final error names
-    /// anyway) is off. Text with `=` or `,` is a whole filter.
+    /// A bare level applies to privatize; everything else stays at `warn`, the AWS
+    /// SDK (which warns about each credential, region or config source it tries
+    /// and misses) at `error`, and the platform verifier (which logs each refused
+    /// certificate the final error names anyway) off. Text with `=` or `,` is a
+    /// whole filter.
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
         const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
         let directives = if text.contains('=') || text.contains(',') {
             text.to_string()
         } else if LEVELS.contains(&text.to_ascii_lowercase().as_str()) {
-            format!("warn,rustls_platform_verifier=off,privatize={text}")
+            // Targets match by prefix: `aws_sdk_` is every service crate.
+            format!(
+                "warn,rustls_platform_verifier=off,aws_config=error,aws_runtime=error,\
+                 aws_sdk_=error,aws_smithy_=error,privatize={text}"
+            )
         } else {
             return Err(format!(
                 "expected a level ({}) or a filter such as `warn,privatize=debug`",

@@ -4,6 +4,10 @@
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
+use aws_config::environment::EnvironmentVariableRegionProvider;
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::profile::ProfileFileRegionProvider;
+use aws_config::Region;
 use aws_sdk_ecr::error::DisplayErrorContext;
 use aws_sdk_ecr::types::{
     EncryptionConfiguration, EncryptionType, ImageScanningConfiguration, ImageTagMutability,
@@ -45,13 +49,29 @@ pub fn parse_ecr_host(host: &str) -> Option<EcrHost> {
     })
 }
 
-/// An ECR API client from the standard AWS chain, in `region` when given.
-pub async fn client(region: Option<&str>) -> Client {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if let Some(region) = region {
-        loader = loader.region(aws_config::Region::new(region.to_string()));
-    }
-    Client::new(&loader.load().await)
+/// An ECR API client with credentials from the standard AWS chain. Its region is
+/// `region` (read from an ECR host name) when given, else `AWS_REGION` /
+/// `AWS_DEFAULT_REGION`, else the AWS profile. Never the instance metadata
+/// service: outside AWS it costs seconds of timeouts and a wall of warnings,
+/// and inside AWS the ECR host name or the pod's `AWS_REGION` already says it.
+pub async fn client(region: Option<&str>) -> Result<Client> {
+    let region = match region {
+        Some(region) => Region::new(region.to_string()),
+        None => RegionProviderChain::first_try(EnvironmentVariableRegionProvider::new())
+            .or_else(ProfileFileRegionProvider::new())
+            .region()
+            .await
+            .context(
+                "no AWS region is known: set AWS_REGION (or a region in the AWS profile), \
+                 or name the target by its ECR host <account>.dkr.ecr.<region>.amazonaws.com, \
+                 which carries its region",
+            )?,
+    };
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(region)
+        .load()
+        .await;
+    Ok(Client::new(&config))
 }
 
 /// A registry login from GetAuthorizationToken. The password never reaches a log.

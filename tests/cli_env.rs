@@ -216,3 +216,67 @@ fn an_invalid_log_level_is_a_usage_error() {
         assert_ok(&out);
     }
 }
+
+/// `sync-image` into the ECR stand-in with no region anywhere: no `AWS_REGION`,
+/// no profile, a host name that names none, and an instance metadata service
+/// that never answers (what a laptop outside AWS sees, or worse).
+fn without_region(test: &str, config_file: &std::path::Path) -> std::process::Command {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let imds = format!("http://{}", silent.local_addr().unwrap());
+    // The kernel accepts connections into the backlog; nobody ever answers.
+    std::mem::forget(silent);
+    let mut cmd = testbed().privatize();
+    for key in [
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_PROFILE",
+        "AWS_EC2_METADATA_DISABLED",
+    ] {
+        cmd.env_remove(key);
+    }
+    cmd.env("AWS_CONFIG_FILE", config_file)
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds)
+        .args(sync_args(test));
+    cmd
+}
+
+#[test]
+fn a_missing_region_is_one_line_saying_how_to_give_one_at_once() {
+    let dir = std::env::temp_dir().join(format!("privatize-noregion-{}", common::unique()));
+    let started = std::time::Instant::now();
+    let out = without_region("noregion", &dir.join("config"))
+        .output()
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: ECR API for {}: no AWS region is known: set AWS_REGION (or a region in \
+             the AWS profile), or name the target by its ECR host \
+             <account>.dkr.ecr.<region>.amazonaws.com, which carries its region\n",
+            testbed().target()
+        )
+    );
+    assert!(
+        elapsed < std::time::Duration::from_millis(1500),
+        "waited {elapsed:?} for a region"
+    );
+}
+
+#[test]
+fn a_region_from_the_aws_profile_is_used() {
+    let dir = std::env::temp_dir().join(format!("privatize-profile-{}", common::unique()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config");
+    let region = &testbed().env["AWS_REGION"];
+    std::fs::write(&config, format!("[default]\nregion = {region}\n")).unwrap();
+    let out = without_region("profileregion", &config).output().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_ok(&out);
+    assert!(
+        stderr(&out).contains(" INFO ECR repository created"),
+        "{}",
+        stderr(&out)
+    );
+}
