@@ -143,8 +143,8 @@ pub enum TargetKind {
     Registry,
 }
 
-/// Registry transport and credentials.
-#[derive(Debug, Clone, Args)]
+/// Registry transport and credentials. Its `Debug` hides the credentials.
+#[derive(Clone, Args)]
 pub struct TransportArgs {
     /// Extra PEM file of CA certificates to trust, added to the OS trust store (repeatable)
     #[arg(long = "ca-file", env = "PRIVATIZE_CA_FILE", value_delimiter = ',')]
@@ -173,6 +173,24 @@ pub struct TransportArgs {
     /// Kind of the target registry
     #[arg(long, env = "PRIVATIZE_TARGET_KIND", value_enum, default_value_t = TargetKind::Auto)]
     pub target_kind: TargetKind,
+}
+
+impl std::fmt::Debug for TransportArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransportArgs")
+            .field("ca_files", &self.ca_files)
+            .field("plain_http", &self.plain_http)
+            .field("authfile", &self.authfile)
+            .field("src_creds", &redacted(&self.src_creds))
+            .field("dest_creds", &redacted(&self.dest_creds))
+            .field("target_kind", &self.target_kind)
+            .finish()
+    }
+}
+
+/// Whether a secret was given, never its value: for hand-written `Debug`s.
+fn redacted(secret: &Option<String>) -> Option<&'static str> {
+    secret.as_ref().map(|_| "<redacted>")
 }
 
 /// How a missing ECR repository is created, and whether drift is repaired.
@@ -303,8 +321,8 @@ impl SyncImageArgs {
     }
 }
 
-/// TLS for the webhook server.
-#[derive(Debug, Clone, Args)]
+/// TLS for the webhook server. Its `Debug` hides the key.
+#[derive(Clone, Args)]
 pub struct TlsArgs {
     /// Serving certificate file (PEM); re-read when it changes
     #[arg(
@@ -329,6 +347,17 @@ pub struct TlsArgs {
     /// Serving key as PEM text (wins over --tls-key-path)
     #[arg(long, env = "SERVER_TLS_KEY", hide_env_values = true)]
     pub tls_key: Option<String>,
+}
+
+impl std::fmt::Debug for TlsArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsArgs")
+            .field("tls_cert_path", &self.tls_cert_path)
+            .field("tls_key_path", &self.tls_key_path)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &redacted(&self.tls_key))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -280,3 +280,35 @@ fn a_region_from_the_aws_profile_is_used() {
         stderr(&out)
     );
 }
+
+#[test]
+fn secrets_given_on_the_command_line_never_reach_debug_output() {
+    use privatize::cli::Cli;
+    let sync = Cli::try_parse_args([
+        "privatize",
+        "sync-image",
+        "--to",
+        "registry.example",
+        "--src-creds",
+        "alice:src-s3cret",
+        "--dest-creds",
+        "bob:dest-s3cret",
+        "nginx",
+    ])
+    .unwrap();
+    let serve = Cli::try_parse_args([
+        "privatize",
+        "serve",
+        "--tls-key=-----BEGIN PRIVATE KEY-----\nkey-s3cret\n-----END PRIVATE KEY-----",
+        "--src-creds",
+        "carol:serve-s3cret",
+    ])
+    .unwrap();
+    for text in [format!("{sync:?}"), format!("{serve:#?}")] {
+        assert!(!text.contains("s3cret"), "{text}");
+        // Still says which were given, and shows the rest.
+        assert!(text.contains("<redacted>"), "{text}");
+        assert!(text.contains("target_kind"), "{text}");
+    }
+    assert!(format!("{serve:?}").contains("tls_key_path"));
+}
