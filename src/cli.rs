@@ -1,12 +1,14 @@
 //! The command line: every setting is a typed clap argument with a flag, an
 //! environment variable and a default. These structs *are* the configuration.
 
-use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::error::ErrorKind;
-use clap::parser::ValueSource;
-use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+mod log;
+mod parse;
+
+pub use log::{LogArgs, LogFilter, LogFormat};
 
 /// Keep every image your cluster runs in your own registry (AWS ECR first),
 /// and keep ECR pull credentials fresh in clusters anywhere.
@@ -23,37 +25,6 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
-}
-
-impl Cli {
-    /// Parses the process's arguments, exiting with a usage error (status 2) on bad input.
-    pub fn parse_args() -> Self {
-        Self::try_parse_args(std::env::args_os()).unwrap_or_else(|err| err.exit())
-    }
-
-    /// Parses `args`. Flags that exclude each other are settled here rather than by
-    /// clap, which counts an environment value as typed: a flag on the command line
-    /// wins over the environment value of a flag it excludes.
-    pub fn try_parse_args<I, T>(args: I) -> Result<Self, clap::Error>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<OsString> + Clone,
-    {
-        let mut command = Self::command();
-        let matches = command.try_get_matches_from_mut(args)?;
-        let mut cli = Self::from_arg_matches(&matches).map_err(|err| err.format(&mut command))?;
-        if let (Command::SyncImage(args), Some(("sync-image", sub))) =
-            (&mut cli.command, matches.subcommand())
-        {
-            if let Err((kind, message)) = args.settle_target(sub) {
-                let sync = command
-                    .find_subcommand_mut("sync-image")
-                    .expect("sync-image is a subcommand");
-                return Err(sync.error(kind, message));
-            }
-        }
-        Ok(cli)
-    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,63 +44,6 @@ pub enum Command {
     /// Write shell completions and man pages (for packagers and CI)
     #[command(hide = true)]
     Generate(GenerateArgs),
-}
-
-/// Logging, shared by every subcommand.
-#[derive(Debug, Args)]
-pub struct LogArgs {
-    /// Log line format: `text` for people, `json` for log collectors
-    #[arg(long, env = "PRIVATIZE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
-    pub log_format: LogFormat,
-
-    /// Level of privatize's own logs (`error`, `warn`, `info`, `debug`, `trace`, `off`), or a whole filter in `tracing` syntax (e.g. `warn,privatize=debug`)
-    #[arg(long, env = "PRIVATIZE_LOG", default_value = "info", global = true, value_parser = LogFilter::parse)]
-    pub log_level: LogFilter,
-}
-
-/// A checked log filter: the `tracing` directives `--log-level` stands for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogFilter(String);
-
-impl LogFilter {
-    /// A bare level applies to privatize; everything else stays at `warn`, the AWS
-    /// SDK (which warns about each credential, region or config source it tries
-    /// and misses) at `error`, and the platform verifier (which logs each refused
-    /// certificate the final error names anyway) off. Text with `=` or `,` is a
-    /// whole filter.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let text = text.trim();
-        const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
-        let directives = if text.contains('=') || text.contains(',') {
-            text.to_string()
-        } else if LEVELS.contains(&text.to_ascii_lowercase().as_str()) {
-            // Targets match by prefix: `aws_sdk_` is every service crate.
-            format!(
-                "warn,rustls_platform_verifier=off,aws_config=error,aws_runtime=error,\
-                 aws_sdk_=error,aws_smithy_=error,privatize={text}"
-            )
-        } else {
-            return Err(format!(
-                "expected a level ({}) or a filter such as `warn,privatize=debug`",
-                LEVELS.join(", ")
-            ));
-        };
-        tracing_subscriber::EnvFilter::builder()
-            .parse(&directives)
-            .map_err(|err| format!("not a log filter: {err}"))?;
-        Ok(Self(directives))
-    }
-
-    /// The `tracing` directives.
-    pub fn directives(&self) -> &str {
-        &self.0
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 /// Which kind of registry the target is.
@@ -296,29 +210,6 @@ pub struct SyncImageArgs {
 
     #[command(flatten)]
     pub repository: RepositoryArgs,
-}
-
-impl SyncImageArgs {
-    /// One target: `--to` or `--target`. A typed `--target` sets aside `--to` from
-    /// `ECR_REGISTRY` (the Deployment and its copy Jobs export it); both typed is an error.
-    fn settle_target(&mut self, matches: &ArgMatches) -> Result<(), (ErrorKind, &'static str)> {
-        let to_typed = matches.value_source("to") == Some(ValueSource::CommandLine);
-        match (&self.to, &self.target) {
-            (Some(_), Some(_)) if to_typed => Err((
-                ErrorKind::ArgumentConflict,
-                "the argument '--target <TARGET>' cannot be used with '--to <TO>'",
-            )),
-            (Some(_), Some(_)) => {
-                self.to = None;
-                Ok(())
-            }
-            (None, None) => Err((
-                ErrorKind::MissingRequiredArgument,
-                "give the target with --to REGISTRY[/PREFIX] (or ECR_REGISTRY) or --target REF",
-            )),
-            _ => Ok(()),
-        }
-    }
 }
 
 /// TLS for the webhook server. Its `Debug` hides the key.
