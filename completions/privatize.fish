@@ -26,7 +26,7 @@ end
 
 complete -c privatize -n "__fish_privatize_needs_command" -l log-format -d 'Log line format: `text` for people, `json` for log collectors' -r -f -a "text\t''
 json\t''"
-complete -c privatize -n "__fish_privatize_needs_command" -l log-level -d 'Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)' -r
+complete -c privatize -n "__fish_privatize_needs_command" -l log-level -d 'Level of privatize\'s own logs (`error`, `warn`, `info`, `debug`, `trace`, `off`), or a whole filter in `tracing` syntax (e.g. `warn,privatize=debug`)' -r
 complete -c privatize -n "__fish_privatize_needs_command" -s h -l help -d 'Print help'
 complete -c privatize -n "__fish_privatize_needs_command" -s V -l version -d 'Print version'
 complete -c privatize -n "__fish_privatize_needs_command" -f -a "serve" -d 'HTTPS admission webhook: rewrite pod images, start copy Jobs, inject ECR credentials'
@@ -68,11 +68,11 @@ ecr\t'AWS ECR: repositories are created through the ECR API, login with GetAutho
 registry\t'Any OCI registry: auth from a docker `config.json` or `--dest-creds`'"
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l log-format -d 'Log line format: `text` for people, `json` for log collectors' -r -f -a "text\t''
 json\t''"
-complete -c privatize -n "__fish_privatize_using_subcommand serve" -l log-level -d 'Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l log-level -d 'Level of privatize\'s own logs (`error`, `warn`, `info`, `debug`, `trace`, `off`), or a whole filter in `tracing` syntax (e.g. `warn,privatize=debug`)' -r
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -s V -l version -d 'Print version'
 complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l to -d 'Target registry with an optional path prefix: REGISTRY[/PREFIX]. Each source goes to `<REGISTRY>/<PREFIX>/<source-host>/<path>`' -r
-complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l target -d 'Exact target reference (one source only), instead of the naming rule' -r
+complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l target -d 'Exact target reference (one source only), instead of the naming rule; wins over ECR_REGISTRY' -r
 complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l jobs -d 'Blobs transferred at once' -r
 complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l retries -d 'Attempts for each transfer on transient failures (connection reset, 429, 5xx)' -r
 complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l platforms -d 'Copy only these platforms (OS/ARCH[/VARIANT], comma-separated); refused for digest-pinned sources' -r
@@ -101,7 +101,7 @@ complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l recon
 false\t''"
 complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l log-format -d 'Log line format: `text` for people, `json` for log collectors' -r -f -a "text\t''
 json\t''"
-complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l log-level -d 'Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l log-level -d 'Level of privatize\'s own logs (`error`, `warn`, `info`, `debug`, `trace`, `off`), or a whole filter in `tracing` syntax (e.g. `warn,privatize=debug`)' -r
 complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l dry-run -d 'Print the SOURCE -> TARGET mapping only: no network, no credentials'
 complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -s V -l version -d 'Print version'
@@ -111,7 +111,7 @@ false\t''"
 complete -c privatize -n "__fish_privatize_using_subcommand refresh-secrets" -l pull-secret-name -d 'Name of the managed pull Secret created by --ensure' -r
 complete -c privatize -n "__fish_privatize_using_subcommand refresh-secrets" -l log-format -d 'Log line format: `text` for people, `json` for log collectors' -r -f -a "text\t''
 json\t''"
-complete -c privatize -n "__fish_privatize_using_subcommand refresh-secrets" -l log-level -d 'Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand refresh-secrets" -l log-level -d 'Level of privatize\'s own logs (`error`, `warn`, `info`, `debug`, `trace`, `off`), or a whole filter in `tracing` syntax (e.g. `warn,privatize=debug`)' -r
 complete -c privatize -n "__fish_privatize_using_subcommand refresh-secrets" -l force -d 'Refresh every managed Secret, whatever its expiry'
 complete -c privatize -n "__fish_privatize_using_subcommand refresh-secrets" -s h -l help -d 'Print help'
 complete -c privatize -n "__fish_privatize_using_subcommand refresh-secrets" -s V -l version -d 'Print version'
@@ -123,7 +123,7 @@ complete -c privatize -n "__fish_privatize_using_subcommand gen-certs" -l secret
 complete -c privatize -n "__fish_privatize_using_subcommand gen-certs" -l webhook-config -d 'Patch caBundle of every webhook in this MutatingWebhookConfiguration' -r
 complete -c privatize -n "__fish_privatize_using_subcommand gen-certs" -l log-format -d 'Log line format: `text` for people, `json` for log collectors' -r -f -a "text\t''
 json\t''"
-complete -c privatize -n "__fish_privatize_using_subcommand gen-certs" -l log-level -d 'Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand gen-certs" -l log-level -d 'Level of privatize\'s own logs (`error`, `warn`, `info`, `debug`, `trace`, `off`), or a whole filter in `tracing` syntax (e.g. `warn,privatize=debug`)' -r
 complete -c privatize -n "__fish_privatize_using_subcommand gen-certs" -l force -d 'Rotate even when the current certificate is still valid'
 complete -c privatize -n "__fish_privatize_using_subcommand gen-certs" -s h -l help -d 'Print help'
 complete -c privatize -n "__fish_privatize_using_subcommand gen-certs" -s V -l version -d 'Print version'
@@ -135,7 +135,7 @@ complete -c privatize -n "__fish_privatize_using_subcommand install" -l service-
 complete -c privatize -n "__fish_privatize_using_subcommand install" -l wait-timeout -d 'Seconds to wait for the Deployment to become available' -r
 complete -c privatize -n "__fish_privatize_using_subcommand install" -l log-format -d 'Log line format: `text` for people, `json` for log collectors' -r -f -a "text\t''
 json\t''"
-complete -c privatize -n "__fish_privatize_using_subcommand install" -l log-level -d 'Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand install" -l log-level -d 'Level of privatize\'s own logs (`error`, `warn`, `info`, `debug`, `trace`, `off`), or a whole filter in `tracing` syntax (e.g. `warn,privatize=debug`)' -r
 complete -c privatize -n "__fish_privatize_using_subcommand install" -l dry-run -d 'Print the manifests as YAML instead of applying them'
 complete -c privatize -n "__fish_privatize_using_subcommand install" -l no-wait -d 'Do not wait for the Deployment to become available'
 complete -c privatize -n "__fish_privatize_using_subcommand install" -s h -l help -d 'Print help'
@@ -143,14 +143,14 @@ complete -c privatize -n "__fish_privatize_using_subcommand install" -s V -l ver
 complete -c privatize -n "__fish_privatize_using_subcommand uninstall" -l namespace -d 'Namespace privatize was installed into' -r
 complete -c privatize -n "__fish_privatize_using_subcommand uninstall" -l log-format -d 'Log line format: `text` for people, `json` for log collectors' -r -f -a "text\t''
 json\t''"
-complete -c privatize -n "__fish_privatize_using_subcommand uninstall" -l log-level -d 'Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand uninstall" -l log-level -d 'Level of privatize\'s own logs (`error`, `warn`, `info`, `debug`, `trace`, `off`), or a whole filter in `tracing` syntax (e.g. `warn,privatize=debug`)' -r
 complete -c privatize -n "__fish_privatize_using_subcommand uninstall" -l webhook-only -d 'Delete only the MutatingWebhookConfiguration (what the Helm chart\'s pre-delete hook runs)'
 complete -c privatize -n "__fish_privatize_using_subcommand uninstall" -s h -l help -d 'Print help'
 complete -c privatize -n "__fish_privatize_using_subcommand uninstall" -s V -l version -d 'Print version'
 complete -c privatize -n "__fish_privatize_using_subcommand generate" -l out-dir -d 'Directory that receives `completions/` and `man/`' -r -F
 complete -c privatize -n "__fish_privatize_using_subcommand generate" -l log-format -d 'Log line format: `text` for people, `json` for log collectors' -r -f -a "text\t''
 json\t''"
-complete -c privatize -n "__fish_privatize_using_subcommand generate" -l log-level -d 'Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand generate" -l log-level -d 'Level of privatize\'s own logs (`error`, `warn`, `info`, `debug`, `trace`, `off`), or a whole filter in `tracing` syntax (e.g. `warn,privatize=debug`)' -r
 complete -c privatize -n "__fish_privatize_using_subcommand generate" -s h -l help -d 'Print help'
 complete -c privatize -n "__fish_privatize_using_subcommand generate" -s V -l version -d 'Print version'
 complete -c privatize -n "__fish_privatize_using_subcommand help; and not __fish_seen_subcommand_from serve sync-image refresh-secrets gen-certs install uninstall generate help" -f -a "serve" -d 'HTTPS admission webhook: rewrite pod images, start copy Jobs, inject ECR credentials'

@@ -5,6 +5,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod log;
+mod parse;
+
+pub use log::{LogArgs, LogFilter, LogFormat};
+
 /// Keep every image your cluster runs in your own registry (AWS ECR first),
 /// and keep ECR pull credentials fresh in clusters anywhere.
 #[derive(Debug, Parser)]
@@ -41,24 +46,6 @@ pub enum Command {
     Generate(GenerateArgs),
 }
 
-/// Logging, shared by every subcommand.
-#[derive(Debug, Args)]
-pub struct LogArgs {
-    /// Log line format: `text` for people, `json` for log collectors
-    #[arg(long, env = "PRIVATIZE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
-    pub log_format: LogFormat,
-
-    /// Log filter in `tracing` syntax (e.g. `info`, `privatize=debug`)
-    #[arg(long, env = "PRIVATIZE_LOG", default_value = "info", global = true)]
-    pub log_level: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
 /// Which kind of registry the target is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TargetKind {
@@ -70,8 +57,8 @@ pub enum TargetKind {
     Registry,
 }
 
-/// Registry transport and credentials.
-#[derive(Debug, Clone, Args)]
+/// Registry transport and credentials. Its `Debug` hides the credentials.
+#[derive(Clone, Args)]
 pub struct TransportArgs {
     /// Extra PEM file of CA certificates to trust, added to the OS trust store (repeatable)
     #[arg(long = "ca-file", env = "PRIVATIZE_CA_FILE", value_delimiter = ',')]
@@ -100,6 +87,24 @@ pub struct TransportArgs {
     /// Kind of the target registry
     #[arg(long, env = "PRIVATIZE_TARGET_KIND", value_enum, default_value_t = TargetKind::Auto)]
     pub target_kind: TargetKind,
+}
+
+impl std::fmt::Debug for TransportArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransportArgs")
+            .field("ca_files", &self.ca_files)
+            .field("plain_http", &self.plain_http)
+            .field("authfile", &self.authfile)
+            .field("src_creds", &redacted(&self.src_creds))
+            .field("dest_creds", &redacted(&self.dest_creds))
+            .field("target_kind", &self.target_kind)
+            .finish()
+    }
+}
+
+/// Whether a secret was given, never its value: for hand-written `Debug`s.
+fn redacted(secret: &Option<String>) -> Option<&'static str> {
+    secret.as_ref().map(|_| "<redacted>")
 }
 
 /// How a missing ECR repository is created, and whether drift is repaired.
@@ -169,15 +174,10 @@ pub struct SyncImageArgs {
     pub sources: Vec<String>,
 
     /// Target registry with an optional path prefix: REGISTRY[/PREFIX]. Each source goes to `<REGISTRY>/<PREFIX>/<source-host>/<path>`
-    #[arg(
-        long,
-        env = "ECR_REGISTRY",
-        required_unless_present = "target",
-        conflicts_with = "target"
-    )]
+    #[arg(long, env = "ECR_REGISTRY")]
     pub to: Option<String>,
 
-    /// Exact target reference (one source only), instead of the naming rule
+    /// Exact target reference (one source only), instead of the naming rule; wins over ECR_REGISTRY
     #[arg(long)]
     pub target: Option<String>,
 
@@ -212,8 +212,8 @@ pub struct SyncImageArgs {
     pub repository: RepositoryArgs,
 }
 
-/// TLS for the webhook server.
-#[derive(Debug, Clone, Args)]
+/// TLS for the webhook server. Its `Debug` hides the key.
+#[derive(Clone, Args)]
 pub struct TlsArgs {
     /// Serving certificate file (PEM); re-read when it changes
     #[arg(
@@ -238,6 +238,17 @@ pub struct TlsArgs {
     /// Serving key as PEM text (wins over --tls-key-path)
     #[arg(long, env = "SERVER_TLS_KEY", hide_env_values = true)]
     pub tls_key: Option<String>,
+}
+
+impl std::fmt::Debug for TlsArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsArgs")
+            .field("tls_cert_path", &self.tls_cert_path)
+            .field("tls_key_path", &self.tls_key_path)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &redacted(&self.tls_key))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

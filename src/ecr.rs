@@ -1,9 +1,14 @@
 //! Edge: the AWS ECR API. Registry login tokens (GetAuthorizationToken) and
-//! repositories created with their settings, or reconciled when they drifted.
+//! repositories created with their settings, completed when a run died half-way,
+//! or reconciled when they drifted.
 
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
+use aws_config::environment::EnvironmentVariableRegionProvider;
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::profile::ProfileFileRegionProvider;
+use aws_config::Region;
 use aws_sdk_ecr::error::DisplayErrorContext;
 use aws_sdk_ecr::types::{
     EncryptionConfiguration, EncryptionType, ImageScanningConfiguration, ImageTagMutability,
@@ -45,13 +50,29 @@ pub fn parse_ecr_host(host: &str) -> Option<EcrHost> {
     })
 }
 
-/// An ECR API client from the standard AWS chain, in `region` when given.
-pub async fn client(region: Option<&str>) -> Client {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if let Some(region) = region {
-        loader = loader.region(aws_config::Region::new(region.to_string()));
-    }
-    Client::new(&loader.load().await)
+/// An ECR API client with credentials from the standard AWS chain. Its region is
+/// `region` (read from an ECR host name) when given, else `AWS_REGION` /
+/// `AWS_DEFAULT_REGION`, else the AWS profile. Never the instance metadata
+/// service: outside AWS it costs seconds of timeouts and a wall of warnings,
+/// and inside AWS the ECR host name or the pod's `AWS_REGION` already says it.
+pub async fn client(region: Option<&str>) -> Result<Client> {
+    let region = match region {
+        Some(region) => Region::new(region.to_string()),
+        None => RegionProviderChain::first_try(EnvironmentVariableRegionProvider::new())
+            .or_else(ProfileFileRegionProvider::new())
+            .region()
+            .await
+            .context(
+                "no AWS region is known: set AWS_REGION (or a region in the AWS profile), \
+                 or name the target by its ECR host <account>.dkr.ecr.<region>.amazonaws.com, \
+                 which carries its region",
+            )?,
+    };
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(region)
+        .load()
+        .await;
+    Ok(Client::new(&config))
 }
 
 /// A registry login from GetAuthorizationToken. The password never reaches a log.
@@ -132,11 +153,16 @@ pub struct RepositorySettings {
 pub enum Ensured {
     Created,
     Existing,
+    /// Existing and managed by privatize, and these missing settings were applied.
+    Completed(Vec<&'static str>),
     /// Existing, and these settings were re-applied.
     Reconciled(Vec<&'static str>),
 }
 
-/// Makes sure a repository exists with `settings` (and, with `reconcile`, still has them).
+/// Makes sure a repository exists with `settings`: a new one gets every setting or
+/// the call fails; one privatize made (tag `managed-by=privatize`) gets the
+/// policies it lacks (a run that died between CreateRepository and the policy
+/// calls left it so); with `reconcile`, any repository gets every drifted setting.
 pub async fn ensure_repository(
     client: &Client,
     name: &str,
@@ -162,8 +188,10 @@ pub async fn ensure_repository(
     };
     match existing {
         None => create_repository(client, name, settings).await,
-        Some(_) if !settings.reconcile => Ok(Ensured::Existing),
-        Some(repository) => reconcile_repository(client, name, &repository, settings).await,
+        Some(repository) if settings.reconcile => {
+            reconcile_repository(client, name, &repository, settings).await
+        }
+        Some(repository) => complete_repository(client, name, &repository, settings).await,
     }
 }
 
@@ -223,6 +251,48 @@ async fn create_repository(
     Ok(Ensured::Created)
 }
 
+/// Applies the policies a repository privatize made lacks. Everything else is set
+/// by CreateRepository itself, all or nothing; a policy that differs is drift,
+/// left to `reconcile`.
+async fn complete_repository(
+    client: &Client,
+    name: &str,
+    repository: &Repository,
+    settings: &RepositorySettings,
+) -> Result<Ensured> {
+    if settings.policy.is_none() && settings.lifecycle_policy.is_none() {
+        return Ok(Ensured::Existing);
+    }
+    let Some(arn) = repository.repository_arn() else {
+        return Ok(Ensured::Existing);
+    };
+    let managed = current_tags(client, name, arn)
+        .await?
+        .iter()
+        .any(|t| t.key() == MANAGED_TAG.0 && t.value() == MANAGED_TAG.1);
+    if !managed {
+        return Ok(Ensured::Existing);
+    }
+    let mut fixed = Vec::new();
+    if let Some(wanted) = &settings.policy {
+        if current_policy(client, name).await?.is_none() {
+            set_policy(client, name, wanted).await?;
+            fixed.push("repository-policy");
+        }
+    }
+    if let Some(wanted) = &settings.lifecycle_policy {
+        if current_lifecycle(client, name).await?.is_none() {
+            set_lifecycle(client, name, wanted).await?;
+            fixed.push("lifecycle-policy");
+        }
+    }
+    if fixed.is_empty() {
+        return Ok(Ensured::Existing);
+    }
+    tracing::info!(repository = name, fixed = ?fixed, "ECR repository settings completed");
+    Ok(Ensured::Completed(fixed))
+}
+
 async fn reconcile_repository(
     client: &Client,
     name: &str,
@@ -261,70 +331,26 @@ async fn reconcile_repository(
         fixed.push("tag-mutability");
     }
     if let Some(wanted) = &settings.policy {
-        let current = match client
-            .get_repository_policy()
-            .repository_name(name)
-            .send()
-            .await
-        {
-            Ok(out) => out.policy_text().map(str::to_string),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_repository_policy_not_found_exception()) =>
-            {
-                None
-            }
-            Err(err) => {
-                return Err(sdk_error(err))
-                    .with_context(|| format!("reading the policy of ECR repository {name}"))
-            }
-        };
+        let current = current_policy(client, name).await?;
         if !same_json(current.as_deref(), wanted) {
             set_policy(client, name, wanted).await?;
             fixed.push("repository-policy");
         }
     }
     if let Some(wanted) = &settings.lifecycle_policy {
-        let current = match client
-            .get_lifecycle_policy()
-            .repository_name(name)
-            .send()
-            .await
-        {
-            Ok(out) => out.lifecycle_policy_text().map(str::to_string),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_lifecycle_policy_not_found_exception()) =>
-            {
-                None
-            }
-            Err(err) => {
-                return Err(sdk_error(err)).with_context(|| {
-                    format!("reading the lifecycle policy of ECR repository {name}")
-                })
-            }
-        };
+        let current = current_lifecycle(client, name).await?;
         if !same_json(current.as_deref(), wanted) {
             set_lifecycle(client, name, wanted).await?;
             fixed.push("lifecycle-policy");
         }
     }
     if let Some(arn) = repository.repository_arn() {
-        let current = client
-            .list_tags_for_resource()
-            .resource_arn(arn)
-            .send()
-            .await
-            .map_err(sdk_error)
-            .with_context(|| format!("listing tags of ECR repository {name}"))?;
+        let current = current_tags(client, name, arn).await?;
         let wanted = tags(settings)?;
         let missing: Vec<Tag> = wanted
             .into_iter()
             .filter(|w| {
                 !current
-                    .tags()
                     .iter()
                     .any(|c| c.key() == w.key() && c.value() == w.value())
             })
@@ -346,6 +372,59 @@ async fn reconcile_repository(
     }
     tracing::info!(repository = name, fixed = ?fixed, "ECR repository settings reconciled");
     Ok(Ensured::Reconciled(fixed))
+}
+
+/// The repository policy, `None` when it has none.
+async fn current_policy(client: &Client, name: &str) -> Result<Option<String>> {
+    match client
+        .get_repository_policy()
+        .repository_name(name)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(out.policy_text().map(str::to_string)),
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_repository_policy_not_found_exception()) =>
+        {
+            Ok(None)
+        }
+        Err(err) => Err(sdk_error(err))
+            .with_context(|| format!("reading the policy of ECR repository {name}")),
+    }
+}
+
+/// The lifecycle policy, `None` when it has none.
+async fn current_lifecycle(client: &Client, name: &str) -> Result<Option<String>> {
+    match client
+        .get_lifecycle_policy()
+        .repository_name(name)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(out.lifecycle_policy_text().map(str::to_string)),
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_lifecycle_policy_not_found_exception()) =>
+        {
+            Ok(None)
+        }
+        Err(err) => Err(sdk_error(err))
+            .with_context(|| format!("reading the lifecycle policy of ECR repository {name}")),
+    }
+}
+
+async fn current_tags(client: &Client, name: &str, arn: &str) -> Result<Vec<Tag>> {
+    let out = client
+        .list_tags_for_resource()
+        .resource_arn(arn)
+        .send()
+        .await
+        .map_err(sdk_error)
+        .with_context(|| format!("listing tags of ECR repository {name}"))?;
+    Ok(out.tags().to_vec())
 }
 
 async fn set_policy(client: &Client, name: &str, policy: &str) -> Result<()> {

@@ -1,15 +1,15 @@
 //! privatize: parse the command line, set up crypto and logging, run one
 //! room, and print the error chain once.
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::Parser;
 use privatize::cli::{Cli, Command, LogArgs, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     init_logging(&cli.log);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -40,26 +40,21 @@ fn not_yet(name: &str) -> Result<()> {
 }
 
 fn init_logging(args: &LogArgs) {
-    // Noisy dependencies stay at warn unless asked for by name.
-    // The platform verifier logs every refused certificate at error level; the
-    // one-line error that ends the run already says so.
-    let filter = format!(
-        "warn,rustls_platform_verifier=off,privatize={}",
-        args.log_level
-    );
-    let filter = if args.log_level.contains('=') || args.log_level.contains(',') {
-        args.log_level.clone()
-    } else {
-        filter
-    };
-    let filter =
-        EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("warn,privatize=info"));
+    // Checked when parsed: the lossy parse drops nothing here.
+    let filter = EnvFilter::builder().parse_lossy(args.log_level.directives());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour())
         .with_target(false);
     match args.log_format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.compact().init(),
     }
+}
+
+/// Colour only on a terminal (never into files and `kubectl logs`), and not when
+/// `NO_COLOR` is set to anything but the empty string (no-color.org).
+fn colour() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }

@@ -59,7 +59,11 @@ pub async fn run(args: SyncImageArgs) -> Result<()> {
         TargetKind::Auto => ecr_host.is_some(),
     };
     let ecr_client = if is_ecr {
-        Some(ecr::client(ecr_host.as_ref().map(|h| h.region.as_str())).await)
+        let region = ecr_host.as_ref().map(|h| h.region.as_str());
+        let client = ecr::client(region)
+            .await
+            .with_context(|| format!("ECR API for {target_host}"))?;
+        Some(client)
     } else {
         None
     };

@@ -191,3 +191,119 @@ fn an_invalid_policy_fails_with_the_repository_named() {
         "{err}"
     );
 }
+
+/// `sync-image` of the tiny image to exactly `repository` in the ECR stand-in.
+fn sync_to(repository: &str, policy: &str, lifecycle: &str) -> std::process::Output {
+    let tb = testbed();
+    let (reference, _) = tb.image("tiny");
+    let mut cmd = tb.privatize();
+    cmd.env("ECR_REPOSITORY_POLICY_TEXT", policy)
+        .env("PRIVATIZE_LIFECYCLE_POLICY_TEXT", lifecycle)
+        .args([
+            "sync-image",
+            "--target-kind",
+            "ecr",
+            "--target",
+            &format!("{}/{repository}:v1", tb.target()),
+            &reference,
+        ]);
+    cmd.output().unwrap()
+}
+
+#[test]
+fn a_repository_whose_lifecycle_policy_failed_gets_it_on_the_next_run() {
+    let name = format!("{}/tiny", prefix("halfmade"));
+    // A typo moto refuses, as ECR does: `rule` for `rules`.
+    let out = sync_to(&name, POLICY, r#"{"rule":[]}"#);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "setting the lifecycle policy of ECR repository {name}"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    let (rt, ecr) = ecr();
+    let missing = rt
+        .block_on(ecr.get_lifecycle_policy().repository_name(&name).send())
+        .unwrap_err();
+    assert!(missing
+        .as_service_error()
+        .is_some_and(|e| e.is_lifecycle_policy_not_found_exception()));
+
+    // The fixed setting, and no --reconcile-repositories: the repository this
+    // tool made is still completed.
+    let out = sync_to(&name, POLICY, LIFECYCLE);
+    assert_ok(&out);
+    assert!(
+        stderr(&out).contains("ECR repository settings completed"),
+        "{}",
+        stderr(&out)
+    );
+    let lifecycle = rt
+        .block_on(ecr.get_lifecycle_policy().repository_name(&name).send())
+        .unwrap();
+    assert_eq!(
+        json(lifecycle.lifecycle_policy_text().unwrap()),
+        json(LIFECYCLE)
+    );
+    let policy = rt
+        .block_on(ecr.get_repository_policy().repository_name(&name).send())
+        .unwrap();
+    assert_eq!(json(policy.policy_text().unwrap()), json(POLICY));
+}
+
+#[test]
+fn a_managed_repository_missing_a_policy_is_completed_and_others_are_left_alone() {
+    let p = prefix("complete");
+    let (rt, ecr) = ecr();
+    let create = |name: &str, managed: bool| {
+        let mut call = ecr.create_repository().repository_name(name);
+        if managed {
+            call = call.tags(
+                aws_sdk_ecr::types::Tag::builder()
+                    .key("managed-by")
+                    .value("privatize")
+                    .build()
+                    .unwrap(),
+            );
+        }
+        rt.block_on(call.send()).unwrap();
+    };
+    let policy_of = |name: &str| {
+        rt.block_on(ecr.get_repository_policy().repository_name(name).send())
+            .ok()
+            .and_then(|out| out.policy_text().map(json))
+    };
+    // Left by a run that died after CreateRepository, before SetRepositoryPolicy.
+    let crashed = format!("{p}/crashed");
+    create(&crashed, true);
+    // Made by someone else: without --reconcile-repositories it is not ours to change.
+    let foreign = format!("{p}/foreign");
+    create(&foreign, false);
+    // Ours, with a policy someone changed since: drift, repaired only on request.
+    let changed = format!("{p}/changed");
+    create(&changed, true);
+    let other_policy = POLICY.replace("ReadOnly", "Changed");
+    rt.block_on(
+        ecr.set_repository_policy()
+            .repository_name(&changed)
+            .policy_text(&other_policy)
+            .send(),
+    )
+    .unwrap();
+
+    for name in [&crashed, &foreign, &changed] {
+        assert_ok(&sync_to(name, POLICY, LIFECYCLE));
+    }
+    assert_eq!(policy_of(&crashed), Some(json(POLICY)));
+    let lifecycle = rt
+        .block_on(ecr.get_lifecycle_policy().repository_name(&crashed).send())
+        .unwrap();
+    assert_eq!(
+        json(lifecycle.lifecycle_policy_text().unwrap()),
+        json(LIFECYCLE)
+    );
+    assert_eq!(policy_of(&foreign), None);
+    assert_eq!(policy_of(&changed), Some(json(&other_policy)));
+}
