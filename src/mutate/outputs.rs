@@ -38,7 +38,7 @@ pub struct Candidate {
     pub container: String,
     /// The normalised source reference.
     pub source: ImageRef,
-    /// Where the naming rule puts it; `target.to_string()` keys [`Facts::presence`].
+    /// Where the naming rule puts it; `target.to_string()` keys [`Facts::presence`](super::pods::Facts::presence).
     pub target: ImageRef,
     /// The reference as written in the pod.
     pub original: String,

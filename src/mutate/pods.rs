@@ -16,7 +16,6 @@ pub use super::select::{default_exclude, LeaveReason, PLACEHOLDER_IMAGES};
 use super::select::{select, Selection};
 use super::{glob_match, pointer};
 use crate::cli::SwapPolicy;
-use crate::image::ImageRef;
 
 /// The scheduling gate a pod waits at until every image it needs is in the target.
 pub const GATE: &str = "privatize.io/mirror";
@@ -75,6 +74,8 @@ pub fn candidates(request: &AdmissionRequest<Pod>, settings: &Settings) -> Vec<C
 /// Pod CREATE: `containers` and `initContainers`. UPDATE of `pods/ephemeralcontainers`:
 /// only the ephemeral containers not in the old object, never gated. Anything else is
 /// skipped. One image of unknown presence leaves the whole pod unchanged, with a warning.
+/// An admission `dryRun` gets the same patch but no copies; `settings.dry_run` gets
+/// neither, while `images` and `gated` still say what would have happened.
 pub fn decide(request: &AdmissionRequest<Pod>, settings: &Settings, facts: &Facts) -> Decision {
     let scope = match scope(request, settings) {
         Ok(scope) => scope,
@@ -93,16 +94,18 @@ pub fn decide(request: &AdmissionRequest<Pod>, settings: &Settings, facts: &Fact
                 .push(format!("container {}: {why}: left unchanged", slot.name));
         }
     }
-    let unknown: Vec<&ImageRef> = scope
+    let mut unknown: Vec<String> = scope
         .slots
         .iter()
         .filter_map(|slot| match &slot.selection {
             Selection::Mirror { target, .. } if facts.presence_of(target) == Presence::Unknown => {
-                Some(target)
+                Some(target.to_string())
             }
             _ => None,
         })
         .collect();
+    let mut seen = HashSet::new();
+    unknown.retain(|target| seen.insert(target.clone()));
     if !unknown.is_empty() {
         for target in unknown {
             decision.warnings.push(format!(
@@ -133,22 +136,28 @@ pub fn decide(request: &AdmissionRequest<Pod>, settings: &Settings, facts: &Fact
                         target: target.clone(),
                     });
                 }
-                slot_outcome(
+                let outcome = slot_outcome(
                     scope.ephemeral,
                     present,
                     secret_on_pod,
                     settings.swap_policy,
-                )
+                );
+                if outcome.rewrites() {
+                    decision
+                        .patch
+                        .push(PatchOperation::Replace(ReplaceOperation {
+                            path: pointer([
+                                "spec",
+                                slot.kind.field(),
+                                &slot.index.to_string(),
+                                "image",
+                            ]),
+                            value: Value::String(target.to_string()),
+                        }));
+                }
+                outcome
             }
         };
-        if let (true, Selection::Mirror { target, .. }) = (outcome.rewrites(), &slot.selection) {
-            decision
-                .patch
-                .push(PatchOperation::Replace(ReplaceOperation {
-                    path: pointer(["spec", slot.kind.field(), &slot.index.to_string(), "image"]),
-                    value: Value::String(target.to_string()),
-                }));
-        }
         if outcome == Outcome::KeptNoPullSecret {
             decision.warnings.push(format!(
                 "container {}: the pod lacks the pull secret for the target registry: original image kept",
@@ -205,6 +214,7 @@ fn image_outcome(slot: &Slot<'_>, outcome: Outcome) -> ImageOutcome {
 fn pod_level_ops(decision: &mut Decision, scope: &Scope<'_>, facts: &Facts) {
     let meta = &scope.pod.metadata;
     let spec = scope.pod.spec.as_ref();
+    // `decision.images` holds one outcome per slot, in slot order.
     let rewritten: Vec<(&str, &str)> = scope
         .slots
         .iter()

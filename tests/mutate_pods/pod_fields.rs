@@ -108,6 +108,10 @@ fn one_image_written_three_ways_is_one_candidate_and_one_copy() {
         original_images(&pod),
         json!({"a": "nginx:1.27", "b": "docker.io/library/nginx:1.27", "c": "index.docker.io/nginx:1.27"})
     );
+    // Unknown presence: one warning for the one target.
+    let decision = decide(&request(&review), &settings, &Facts::default());
+    assert_eq!(decision.warnings.len(), 1, "{:?}", decision.warnings);
+    assert!(decision.patch.is_empty());
 }
 
 #[test]
