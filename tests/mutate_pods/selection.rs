@@ -174,10 +174,14 @@ fn images_in_the_target_are_left_alone_whatever_the_exclude_list() {
         outcome(&decision, "app"),
         Outcome::LeftAlone(LeaveReason::InTarget)
     );
-    assert_eq!(
-        outcome(&decision, "upper-case-host"),
-        Outcome::LeftAlone(LeaveReason::InTarget)
-    );
+    // The target names no port, so it is the target on any port.
+    for container in ["upper-case-host", "with-port"] {
+        assert_eq!(
+            outcome(&decision, container),
+            Outcome::LeftAlone(LeaveReason::InTarget),
+            "{container}"
+        );
+    }
     assert_eq!(
         image(&pod, "app"),
         format!("{ECR}/docker.io/library/nginx:1.27")
