@@ -9,6 +9,7 @@ pub mod image;
 pub mod install;
 pub mod k8s;
 pub mod manifest;
+pub mod mutate;
 pub mod progress;
 pub mod registry;
 pub mod sync_image;
