@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod copy;
+pub mod observe;
 pub mod retry;
 pub mod verify;
 

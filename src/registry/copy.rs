@@ -13,6 +13,7 @@ use oci_client::manifest::OciDescriptor;
 use oci_client::Client;
 use reqwest::header::HeaderValue;
 
+use super::observe::{BlobObserver, CopyObserver};
 use super::retry::with_retries;
 use super::verify::Counted;
 use super::{manifest_digest, pull_manifest};
@@ -20,7 +21,6 @@ use crate::image::ImageRef;
 use crate::manifest::{
     filter_platforms, is_distributable, is_index, sha256_digest, Descriptor, Manifest,
 };
-use crate::progress::{BlobProgress, ImageProgress};
 
 /// How a copy runs.
 #[derive(Debug, Clone)]
@@ -112,14 +112,19 @@ impl Copier {
 
     /// Copies the manifest `source_digest` of `source` to `target`, pushing the
     /// top manifest under each of `tags` once everything it names has landed.
-    pub async fn copy(
+    /// `observer` hears of every blob; finishing the image is the caller's.
+    pub async fn copy<O>(
         &self,
         source: &ImageRef,
         source_digest: &str,
         target: &ImageRef,
         tags: &[String],
-        progress: &ImageProgress,
-    ) -> Result<Copied> {
+        observer: &O,
+    ) -> Result<Copied>
+    where
+        O: CopyObserver + Clone + 'static,
+    {
+        let observer: Arc<dyn CopyObserver> = Arc::new(observer.clone());
         let retries = self.options.retries;
         let pinned = source.at_digest(source_digest);
         let (mut top, _) = with_retries(retries, "pulling source manifest", || {
@@ -135,16 +140,13 @@ impl Copier {
         let collected = self.collect(source, &top_manifest).await?;
 
         let total: u64 = collected.blobs.iter().map(|b| b.size).sum();
-        progress.set_total(total);
+        observer.set_total(total);
         let outcomes: Vec<BlobOutcome> = stream::iter(collected.blobs.clone())
             .map(|blob| {
                 let this = self.clone();
                 let (source, target) = (source.clone(), target.clone());
-                let image_progress = progress.clone();
-                tokio::spawn(async move {
-                    this.copy_blob(&source, &target, &blob, image_progress)
-                        .await
-                })
+                let observer = observer.clone();
+                tokio::spawn(async move { this.copy_blob(&source, &target, &blob, observer).await })
             })
             .buffer_unordered(self.options.jobs)
             .map(|joined| joined.context("blob copy task failed")?)
@@ -194,7 +196,6 @@ impl Copier {
                 BlobOutcome::Present | BlobOutcome::Mounted => copied.blobs_skipped += 1,
             }
         }
-        progress.finish(&target.to_string(), &copied.digest, Some(&copied));
         Ok(copied)
     }
 
@@ -270,7 +271,7 @@ impl Copier {
         source: &ImageRef,
         target: &ImageRef,
         blob: &Descriptor,
-        image: ImageProgress,
+        image: Arc<dyn CopyObserver>,
     ) -> Result<BlobOutcome> {
         let progress = Arc::new(Mutex::new(image.blob(&blob.digest, blob.size)));
         let what = format!("copying blob {}", blob.digest);
@@ -324,7 +325,7 @@ impl Copier {
         source: &ImageRef,
         target: &ImageRef,
         blob: &Descriptor,
-        progress: Arc<Mutex<BlobProgress>>,
+        progress: Arc<Mutex<Box<dyn BlobObserver>>>,
     ) -> Result<BlobOutcome> {
         let target_oci = target.to_oci();
         if self
