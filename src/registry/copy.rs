@@ -3,7 +3,10 @@
 //! with retries. Tags are pushed last, so a failed copy tags nothing.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
@@ -146,7 +149,9 @@ impl Copier {
                 let this = self.clone();
                 let (source, target) = (source.clone(), target.clone());
                 let observer = observer.clone();
-                tokio::spawn(async move { this.copy_blob(&source, &target, &blob, observer).await })
+                AbortOnDrop(tokio::spawn(async move {
+                    this.copy_blob(&source, &target, &blob, observer).await
+                }))
             })
             .buffer_unordered(self.options.jobs)
             .map(|joined| joined.context("blob copy task failed")?)
@@ -380,6 +385,25 @@ impl Copier {
         }
         pushed.context("uploading to target")?;
         Ok(BlobOutcome::Copied(blob.size))
+    }
+}
+
+/// A spawned blob task that is aborted when its handle is dropped: when one
+/// blob fails for good, the copy returns and its other transfers (and their
+/// retries) stop with it instead of running on behind the caller's back.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> Future for AbortOnDrop<T> {
+    type Output = std::result::Result<T, tokio::task::JoinError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx)
     }
 }
 
