@@ -1,10 +1,14 @@
-//! `sync-image` when things go wrong: a source that resets mid-blob, a
-//! corrupted blob, unreachable or unauthorised registries, missing tags and
-//! bad references. Each ends in a correct copy or in a one-line error with
+//! `sync-image` when things go wrong: a source that resets mid-blob or
+//! rate-limits, a corrupted blob, unreachable or unauthorised registries,
+//! missing tags and bad references. Each ends in a correct copy or in a one-line error with
 //! nothing tagged.
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::front::{Action, Front, DOCKER_HUB_429};
 use common::proxy::Proxy;
 use common::{assert_ok, mirrored_repository, prefix, sha256, stderr, testbed, unique};
 
@@ -28,6 +32,65 @@ fn connection_cut_mid_blob_still_ends_in_a_correct_copy() {
     let (status, bytes) = tb.target_manifest(&repo, "v1");
     assert_eq!(status, 200);
     assert_eq!(sha256(&bytes), digest);
+}
+
+#[test]
+fn rate_limited_source_is_retried_after_a_pause() {
+    let tb = testbed();
+    let (reference, digest) = tb.image("oci-single");
+    // Docker Hub's pull-limit answer for the first two manifest or blob GETs.
+    let limited = AtomicUsize::new(0);
+    let front = Front::start(tb.source(), move |method, path| {
+        let counted = method == warp::http::Method::GET
+            && (path.contains("/manifests/") || path.contains("/blobs/"));
+        if counted && limited.fetch_add(1, Ordering::SeqCst) < 2 {
+            Action::Answer {
+                status: 429,
+                headers: vec![("retry-after", "1".to_string())],
+                body: DOCKER_HUB_429,
+                delay: Duration::ZERO,
+            }
+        } else {
+            Action::Forward
+        }
+    });
+    let (out, repo) = tb.sync_via(front.addr, &reference, &prefix("ratelimit"));
+    assert_ok(&out);
+    let (status, top) = tb.target_manifest(&repo, "v1");
+    assert_eq!((status, sha256(&top)), (200, digest));
+    let manifest: serde_json::Value = serde_json::from_slice(&top).unwrap();
+    for blob in manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain([&manifest["config"]])
+    {
+        let blob = blob["digest"].as_str().unwrap();
+        assert_eq!(tb.target_blob_status(&repo, blob), 200, "{blob}");
+    }
+
+    let seen = front.seen();
+    let limited: Vec<usize> = (0..seen.len())
+        .filter(|&i| seen[i].answered == Some(429))
+        .collect();
+    assert_eq!(limited.len(), 2, "{seen:#?}");
+    for i in limited {
+        let next = seen[i + 1..]
+            .iter()
+            .find(|s| s.method == seen[i].method && s.path == seen[i].path)
+            .unwrap_or_else(|| panic!("{} was not asked again", seen[i].path));
+        let pause = next.at - seen[i].at;
+        assert!(
+            pause >= Duration::from_millis(950),
+            "asked again after {pause:?}, before the 1 s the registry asked for"
+        );
+    }
+    let err = stderr(&out);
+    assert_eq!(
+        err.matches("transient failure, retrying").count(),
+        2,
+        "{err}"
+    );
 }
 
 #[test]
