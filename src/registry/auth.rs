@@ -1,6 +1,7 @@
 //! Registry credentials: `USER:PASSWORD` flags and docker `config.json`
 //! (`auths` entries; credential helpers are not run).
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -18,13 +19,14 @@ pub fn parse_creds(text: &str, flag: &str) -> Result<RegistryAuth> {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// A docker `config.json`: what privatize reads of it. Its `Debug` shows no secret.
+#[derive(Default, Deserialize)]
 pub struct DockerConfig {
     #[serde(default)]
     auths: std::collections::HashMap<String, AuthEntry>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 struct AuthEntry {
     #[serde(default)]
     auth: Option<String>,
@@ -34,6 +36,26 @@ struct AuthEntry {
     password: Option<String>,
     #[serde(default, rename = "identitytoken")]
     identity_token: Option<String>,
+}
+
+impl fmt::Debug for DockerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DockerConfig")
+            .field("auths", &self.auths)
+            .finish()
+    }
+}
+
+impl fmt::Debug for AuthEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("AuthEntry")
+            .field("auth", &redacted(&self.auth))
+            .field("username", &self.username)
+            .field("password", &redacted(&self.password))
+            .field("identity_token", &redacted(&self.identity_token))
+            .finish()
+    }
 }
 
 /// Where the docker config is: `--authfile`, else `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
