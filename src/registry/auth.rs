@@ -1,5 +1,7 @@
 //! Registry credentials: `USER:PASSWORD` flags and docker `config.json`
-//! (`auths` entries; credential helpers are not run).
+//! (`auths` entries; credential helpers are not run). An identity token
+//! travels as docker's own convention, user `<token>`, until
+//! `registry/token.rs` exchanges it.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -9,6 +11,9 @@ use base64::Engine as _;
 use oci_client::secrets::RegistryAuth;
 use serde::Deserialize;
 
+/// The user name that marks the password as an identity token (docker's convention).
+pub const IDENTITY_TOKEN_USER: &str = "<token>";
+
 /// Parses `USER:PASSWORD` (the password may contain `:`).
 pub fn parse_creds(text: &str, flag: &str) -> Result<RegistryAuth> {
     match text.split_once(':') {
@@ -16,6 +21,14 @@ pub fn parse_creds(text: &str, flag: &str) -> Result<RegistryAuth> {
             Ok(RegistryAuth::Basic(user.to_string(), password.to_string()))
         }
         _ => bail!("invalid {flag}: expected USER:PASSWORD"),
+    }
+}
+
+/// The identity token in `auth`, when it is one.
+pub fn identity_token(auth: &RegistryAuth) -> Option<&str> {
+    match auth {
+        RegistryAuth::Basic(user, token) if user == IDENTITY_TOKEN_USER => Some(token),
+        _ => None,
     }
 }
 
@@ -95,8 +108,11 @@ impl DockerConfig {
         let Some((key, entry)) = entry else {
             return Ok(None);
         };
-        if let Some(token) = &entry.identity_token {
-            return Ok(Some(RegistryAuth::Bearer(token.clone())));
+        if let Some(token) = entry.identity_token.as_ref().filter(|t| !t.is_empty()) {
+            return Ok(Some(RegistryAuth::Basic(
+                IDENTITY_TOKEN_USER.to_string(),
+                token.clone(),
+            )));
         }
         if let (Some(user), Some(password)) = (&entry.username, &entry.password) {
             return Ok(Some(RegistryAuth::Basic(user.clone(), password.clone())));

@@ -13,13 +13,13 @@ use bytes::Bytes;
 use futures_util::{stream, StreamExt, TryStreamExt};
 use oci_client::client::{BlobResponse, SizedStream};
 use oci_client::manifest::OciDescriptor;
-use oci_client::Client;
+use oci_client::RegistryOperation;
 use reqwest::header::HeaderValue;
 
 use super::observe::{BlobObserver, CopyObserver};
 use super::retry::with_retries;
 use super::verify::Counted;
-use super::{manifest_digest, pull_manifest};
+use super::{manifest_digest, pull_manifest, Client};
 use crate::image::ImageRef;
 use crate::manifest::{
     filter_platforms, is_distributable, is_index, sha256_digest, Descriptor, Manifest,
@@ -262,7 +262,9 @@ impl Copier {
         let content_type = HeaderValue::from_str(media_type)
             .with_context(|| format!("invalid media type {media_type:?}"))?;
         with_retries(self.options.retries, "pushing manifest", || async {
+            self.client.authorize(at, RegistryOperation::Push).await?;
             self.client
+                .oci()
                 .push_manifest_raw(&at.to_oci(), bytes.clone(), content_type.clone())
                 .await?;
             Ok(())
@@ -313,11 +315,13 @@ impl Copier {
         if !descriptor.digest.starts_with("sha256:") {
             return self
                 .client
+                .oci()
                 .pull_blob_stream(&source.to_oci(), descriptor)
                 .await;
         }
         match self
             .client
+            .oci()
             .pull_blob_stream_partial(&source.to_oci(), descriptor, 0, None)
             .await?
         {
@@ -333,8 +337,16 @@ impl Copier {
         progress: Arc<Mutex<Box<dyn BlobObserver>>>,
     ) -> Result<BlobOutcome> {
         let target_oci = target.to_oci();
+        for (image, op) in [
+            (target, RegistryOperation::Pull),
+            (target, RegistryOperation::Push),
+            (source, RegistryOperation::Pull),
+        ] {
+            self.client.authorize(image, op).await?;
+        }
         if self
             .client
+            .oci()
             .blob_exists(&target_oci, &blob.digest)
             .await
             .context("checking target blob")?
@@ -356,6 +368,7 @@ impl Copier {
             // A declined mount (202) comes back as an error: upload normally then.
             if self
                 .client
+                .oci()
                 .mount_blob(&target_oci, &from, &blob.digest)
                 .await
                 .is_ok()
@@ -378,6 +391,7 @@ impl Copier {
         let body = Counted::new(pulled.stream, blob, progress, fault.clone());
         let pushed = self
             .client
+            .oci()
             .push_blob_stream(&target_oci, body, &blob.digest, Some(blob.size))
             .await;
         if let Some(fault) = fault.lock().expect("fault lock").take() {
