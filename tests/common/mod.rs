@@ -3,6 +3,7 @@
 //! an independent client (curl), never through privatize's own code.
 #![allow(dead_code)]
 
+pub mod front;
 pub mod kube;
 pub mod proxy;
 pub mod token_gateway;
