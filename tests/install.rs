@@ -48,6 +48,24 @@ fn uninstall(namespace: &str) {
     assert!(out.status.success(), "uninstall failed: {}", stderr(&out));
 }
 
+/// A namespace to install into; uninstalled on drop, so a failing test never
+/// leaves the cluster-wide webhook configuration behind on the shared apiserver.
+struct InstallNamespace(String);
+
+impl InstallNamespace {
+    fn new() -> Self {
+        Self(format!("privatize-{}", unique() % 1_000_000))
+    }
+}
+
+impl Drop for InstallNamespace {
+    fn drop(&mut self) {
+        let _ = privatize()
+            .args(["uninstall", "--namespace", &self.0])
+            .output();
+    }
+}
+
 /// name → resourceVersion of every privatize-managed object of one kind.
 async fn versions<K>(client: &Client, namespace: Option<&str>) -> BTreeMap<String, String>
 where
@@ -117,12 +135,42 @@ async fn everything(client: &Client, ns: &str) -> BTreeMap<String, String> {
     all
 }
 
+/// Every object an install is made of, as `everything` lists them (sorted).
+fn installed_objects(ns: &str) -> Vec<String> {
+    let mut all: Vec<String> = [
+        "ClusterRole/privatize-copy-job",
+        "ClusterRole/privatize-refresh",
+        "ClusterRole/privatize-webhook",
+        "ClusterRoleBinding/privatize-copy-job",
+        "ClusterRoleBinding/privatize-refresh",
+        "ClusterRoleBinding/privatize-webhook",
+        "CronJob/privatize-refresh-secrets",
+        "Deployment/privatize",
+        "MutatingWebhookConfiguration/privatize",
+        "PodDisruptionBudget/privatize",
+        "Role/privatize-webhook-jobs",
+        "RoleBinding/privatize-webhook-jobs",
+        "Secret/privatize-tls",
+        "Service/privatize",
+        "ServiceAccount/privatize",
+        "ServiceAccount/privatize-refresh",
+        "ServiceAccount/privatize-webhook",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([format!("Namespace/{ns}")])
+    .collect();
+    all.sort();
+    all
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn install_creates_every_object_as_specified_and_twice_changes_nothing() {
     let _serial = SERIAL.lock().await;
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let client = client().await;
-    let ns = format!("privatize-{}", unique() % 1_000_000);
+    let installed = InstallNamespace::new();
+    let ns = installed.0.clone();
     install(
         &ns,
         &[
@@ -278,37 +326,115 @@ async fn install_creates_every_object_as_specified_and_twice_changes_nothing() {
         ]
     );
 
-    let roles: BTreeMap<String, Vec<String>> = Api::<ClusterRole>::all(client.clone())
+    // RBAC exactly as specified: every rule in full, so an emptied or widened
+    // rule fails here.
+    let rule = |groups: &[&str], resources: &[&str], names: &[&str], verbs: &[&str]| {
+        let mut rule =
+            serde_json::json!({"apiGroups": groups, "resources": resources, "verbs": verbs});
+        if !names.is_empty() {
+            rule["resourceNames"] = serde_json::json!(names);
+        }
+        rule
+    };
+    let events = rule(
+        &["", "events.k8s.io"],
+        &["events"],
+        &[],
+        &["create", "patch"],
+    );
+    let roles: BTreeMap<String, serde_json::Value> = Api::<ClusterRole>::all(client.clone())
         .list(&ListParams::default().labels(MANAGED))
         .await
         .unwrap()
         .items
         .into_iter()
-        .map(|r| {
-            (
-                r.name_any(),
-                r.rules
-                    .unwrap_or_default()
-                    .iter()
-                    .flat_map(|rule| rule.verbs.clone())
-                    .collect(),
-            )
-        })
+        .filter(|r| r.meta().deletion_timestamp.is_none())
+        .map(|r| (r.name_any(), serde_json::to_value(r.rules).unwrap()))
         .collect();
-    assert!(
-        roles["privatize-webhook"]
-            .iter()
-            .all(|v| ["get", "list", "watch", "patch", "create"].contains(&v.as_str())),
-        "{roles:?}"
+    let expected: BTreeMap<String, serde_json::Value> = [
+        (
+            "privatize-webhook",
+            serde_json::json!([
+                rule(&[""], &["pods"], &[], &["get", "list", "watch", "patch"]),
+                rule(&[""], &["namespaces"], &[], &["get", "list", "watch"]),
+                rule(&[""], &["secrets"], &["privatize-ecr"], &["get"]),
+                events,
+            ]),
+        ),
+        (
+            "privatize-copy-job",
+            serde_json::json!([
+                rule(&[""], &["pods"], &[], &["get", "list", "patch"]),
+                events,
+            ]),
+        ),
+        (
+            "privatize-refresh",
+            serde_json::json!([
+                rule(&[""], &["namespaces"], &[], &["get", "list"]),
+                rule(
+                    &[""],
+                    &["secrets"],
+                    &[],
+                    &["get", "list", "create", "patch"]
+                ),
+            ]),
+        ),
+    ]
+    .into_iter()
+    .map(|(name, rules)| (name.to_string(), rules))
+    .collect();
+    assert_eq!(roles, expected);
+    let role = Api::<Role>::namespaced(client.clone(), &ns)
+        .get("privatize-webhook-jobs")
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(role.rules).unwrap(),
+        serde_json::json!([rule(
+            &["batch"],
+            &["jobs"],
+            &[],
+            &["create", "get", "list", "watch"]
+        )])
     );
-    assert!(
-        !roles.values().flatten().any(|v| v == "*" || v == "delete"),
-        "no wildcard or delete verbs: {roles:?}"
+    for (binding, account) in [
+        ("privatize-webhook", "privatize-webhook"),
+        ("privatize-copy-job", "privatize"),
+        ("privatize-refresh", "privatize-refresh"),
+    ] {
+        let bound = Api::<ClusterRoleBinding>::all(client.clone())
+            .get(binding)
+            .await
+            .unwrap();
+        assert_eq!(bound.role_ref.kind, "ClusterRole");
+        assert_eq!(bound.role_ref.name, binding);
+        assert_eq!(
+            serde_json::to_value(bound.subjects).unwrap(),
+            serde_json::json!([{"kind": "ServiceAccount", "name": account, "namespace": ns}]),
+            "{binding}"
+        );
+    }
+    let bound = Api::<RoleBinding>::namespaced(client.clone(), &ns)
+        .get("privatize-webhook-jobs")
+        .await
+        .unwrap();
+    assert_eq!(
+        (bound.role_ref.kind.as_str(), bound.role_ref.name.as_str()),
+        ("Role", "privatize-webhook-jobs")
+    );
+    assert_eq!(
+        serde_json::to_value(bound.subjects).unwrap(),
+        serde_json::json!([{"kind": "ServiceAccount", "name": "privatize-webhook", "namespace": ns}])
     );
 
     // Running it again changes nothing at all.
     let before = everything(&client, &ns).await;
-    assert!(before.len() >= 17, "{before:?}");
+    assert_eq!(
+        before.keys().map(String::as_str).collect::<Vec<_>>(),
+        installed_objects(&ns),
+        "exactly these objects, no more, no fewer"
+    );
     let again = install(
         &ns,
         &[
@@ -361,7 +487,8 @@ async fn install_over_a_previous_version_updates_objects_in_place() {
     let _serial = SERIAL.lock().await;
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let client = client().await;
-    let ns = format!("privatize-{}", unique() % 1_000_000);
+    let installed = InstallNamespace::new();
+    let ns = installed.0.clone();
     let namespace: Namespace =
         serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap();
     Api::<Namespace>::all(client.clone())
@@ -424,8 +551,12 @@ async fn checked_in_manifest_passes_the_apiservers_validation() {
         "/deploy/privatize.yaml"
     ))
     .unwrap();
-    let applied = common::kube::server_side_dry_run(&client, &yaml).await;
-    assert_eq!(applied.len(), 17, "{applied:?}");
+    let mut applied = common::kube::server_side_dry_run(&client, &yaml).await;
+    applied.sort();
+    // The checked-in manifest has no TLS Secret: gen-certs makes it.
+    let mut expected = installed_objects("privatize");
+    expected.retain(|o| o != "Secret/privatize-tls");
+    assert_eq!(applied, expected);
     assert!(
         Api::<Deployment>::namespaced(client.clone(), "privatize")
             .get_opt("privatize")
@@ -439,7 +570,8 @@ async fn checked_in_manifest_passes_the_apiservers_validation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn install_waits_for_the_deployment_and_says_why_it_gave_up() {
     let _serial = SERIAL.lock().await;
-    let ns = format!("privatize-{}", unique() % 1_000_000);
+    let installed = InstallNamespace::new();
+    let ns = installed.0.clone();
     // No kubelet runs in the testbed, so the Deployment never becomes available.
     let out = privatize()
         .args([
