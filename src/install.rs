@@ -1,5 +1,5 @@
 //! Room: `privatize install` and `privatize uninstall`. Render the manifests,
-//! make the TLS Secret through gen-certs, server-side apply everything, and
+//! keep or issue the TLS Secret, server-side apply everything, and
 //! wait for the Deployment; uninstall removes the webhook configuration first.
 
 pub mod manifests;
@@ -13,9 +13,8 @@ use kube::api::Api;
 use kube::{Client, ResourceExt};
 
 use crate::cli::{InstallArgs, UninstallArgs};
-use crate::gen_certs::{self, Outcome};
 use crate::k8s::{self, Object};
-use crate::tls;
+use crate::tls::{self, Outcome};
 use manifests::{objects, Settings, NAME, TLS_SECRET};
 
 /// How long `install` waits for the Deployment by default.
@@ -36,8 +35,13 @@ pub async fn install(args: InstallArgs) -> Result<()> {
         &settings.namespace,
         &url_host(args.webhook_url.as_deref())?,
     );
-    let (issued, outcome) =
-        gen_certs::ensure_secret(&client, &settings.namespace, TLS_SECRET, &sans).await?;
+    let existing = k8s::read_tls_secret(&client, &settings.namespace, TLS_SECRET).await?;
+    let (issued, outcome) = tls::keep_or_issue(existing, &sans, false)?;
+    k8s::apply(
+        &client,
+        &k8s::tls_secret(&settings.namespace, TLS_SECRET, &issued)?,
+    )
+    .await?;
     eprintln!(
         "{:<55} {}",
         format!("Secret/{TLS_SECRET} in {}", settings.namespace),
@@ -47,7 +51,7 @@ pub async fn install(args: InstallArgs) -> Result<()> {
             "certificate kept"
         }
     );
-    settings.ca_pem = Some(issued.ca_pem);
+    settings.ca_bundle = Some(issued.ca_pem);
     for object in objects(&settings)? {
         let before = k8s::get(&client, &object)
             .await?
@@ -80,13 +84,13 @@ pub async fn uninstall(args: UninstallArgs) -> Result<()> {
         webhook_url: None,
         target_registry: None,
         service_account_annotations: BTreeMap::new(),
-        ca_pem: None,
+        ca_bundle: None,
     };
     let client = k8s::client().await?;
     let mut rendered = objects(&settings)?;
     rendered.insert(
         1,
-        gen_certs::secret_object(&settings.namespace, TLS_SECRET, &tls_placeholder())?,
+        k8s::tls_secret(&settings.namespace, TLS_SECRET, &tls_placeholder())?,
     );
     rendered.reverse(); // the webhook configuration is last in apply order: first here
     let namespace = rendered
@@ -127,7 +131,7 @@ fn settings(args: &InstallArgs) -> Result<Settings> {
         webhook_url: args.webhook_url.clone(),
         target_registry: args.target_registry.clone(),
         service_account_annotations,
-        ca_pem: None,
+        ca_bundle: None,
     })
 }
 

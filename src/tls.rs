@@ -1,5 +1,6 @@
-//! Certificates for the webhook: issuing a CA and a serving certificate,
-//! reading an existing one back (expiry, SANs), and deciding whether to keep it.
+//! Edge (pure, no I/O): certificates for the webhook. Issuing a CA and a
+//! serving certificate, reading one back (expiry, SANs), and deciding whether
+//! to keep it.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
@@ -19,6 +20,13 @@ pub const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 pub const SERVING_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 /// A serving certificate with less than this left is replaced.
 pub const RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// What happened to the certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Kept,
+    Issued,
+}
 
 /// A CA and the serving certificate it signed, as PEM.
 #[derive(Clone)]
@@ -51,6 +59,22 @@ pub fn service_sans(service: &str, namespace: &str, extra: &[String]) -> Vec<Str
         }
     }
     sans
+}
+
+/// Keeps `existing` when it is still good (and not `force`d), else issues anew.
+pub fn keep_or_issue(
+    existing: Option<Issued>,
+    sans: &[String],
+    force: bool,
+) -> Result<(Issued, Outcome)> {
+    if let Some(current) = existing.filter(|_| !force) {
+        if let Ok(info) = inspect(current.cert_pem.as_bytes()) {
+            if still_good(&info, sans, SystemTime::now()) {
+                return Ok((current, Outcome::Kept));
+            }
+        }
+    }
+    Ok((issue(sans)?, Outcome::Issued))
 }
 
 /// Issues a fresh CA (10 years) and a serving certificate (1 year) for `sans`.
