@@ -8,9 +8,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 
 use crate::cli::{InstallArgs, UninstallArgs};
 use crate::k8s::{self, Object};
@@ -28,8 +31,8 @@ pub async fn install(args: InstallArgs) -> Result<()> {
         return Ok(());
     }
     let client = k8s::client().await?;
-    let rendered = objects(&settings)?;
-    k8s::apply(&client, &rendered[0]).await?; // the Namespace, before its Secret
+    let parts = Parts::of(objects(&settings)?, &settings.namespace)?;
+    apply_and_report(&client, &parts.namespace).await?; // before the Secret in it
     let sans = tls::service_sans(
         NAME,
         &settings.namespace,
@@ -51,19 +54,13 @@ pub async fn install(args: InstallArgs) -> Result<()> {
             "certificate kept"
         }
     );
-    settings.ca_bundle = Some(issued.ca_pem);
-    for object in objects(&settings)? {
-        let before = k8s::get(&client, &object)
-            .await?
-            .and_then(|o| o.resource_version());
-        let after = k8s::apply(&client, &object).await?.resource_version();
-        let state = match before {
-            None => "created",
-            Some(rv) if Some(rv.clone()) == after => "unchanged",
-            Some(_) => "configured",
-        };
-        eprintln!("{:<55} {state}", object.describe());
+    for object in &parts.rest {
+        apply_and_report(&client, object).await?;
     }
+    // Rendered again now that the caBundle is known.
+    settings.ca_bundle = Some(issued.ca_pem);
+    let webhooks = Parts::of(objects(&settings)?, &settings.namespace)?.webhooks;
+    apply_and_report(&client, &webhooks).await?;
     if args.no_wait {
         return Ok(());
     }
@@ -76,7 +73,7 @@ pub async fn install(args: InstallArgs) -> Result<()> {
 }
 
 /// Runs `uninstall`: the webhook configuration first, so no pod or Secret is
-/// ever sent to a half-removed server; then everything else, newest first.
+/// ever sent to a half-removed server; then everything else, the Namespace last.
 pub async fn uninstall(args: UninstallArgs) -> Result<()> {
     let settings = Settings {
         namespace: args.namespace.clone(),
@@ -87,27 +84,79 @@ pub async fn uninstall(args: UninstallArgs) -> Result<()> {
         ca_bundle: None,
     };
     let client = k8s::client().await?;
-    let mut rendered = objects(&settings)?;
-    rendered.insert(
-        1,
-        k8s::tls_secret(&settings.namespace, TLS_SECRET, &tls_placeholder())?,
-    );
-    rendered.reverse(); // the webhook configuration is last in apply order: first here
-    let namespace = rendered
-        .pop()
-        .context("the manifest list holds the namespace")?;
-    if args.webhook_only {
-        rendered.truncate(1);
-    }
-    let namespace = (!args.webhook_only).then_some(namespace);
-    for object in rendered.iter().chain(namespace.as_ref()) {
-        let state = if k8s::delete(&client, object).await? {
+    let tls_secret = Object::new(&Secret {
+        metadata: ObjectMeta {
+            name: Some(TLS_SECRET.into()),
+            namespace: Some(settings.namespace.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    })?;
+    let parts = Parts::of(objects(&settings)?, &settings.namespace)?;
+    for object in parts.uninstall_order(tls_secret, args.webhook_only) {
+        let state = if k8s::delete(&client, &object).await? {
             "deleted"
         } else {
             "already gone"
         };
         eprintln!("{:<55} {state}", object.describe());
     }
+    Ok(())
+}
+
+/// The rendered objects as install and uninstall use them, found by kind and
+/// name (never by position): the Namespace comes first and goes last, the
+/// webhook configuration comes last and goes first.
+struct Parts {
+    namespace: Object,
+    webhooks: Object,
+    /// Everything else, in render order.
+    rest: Vec<Object>,
+}
+
+impl Parts {
+    fn of(mut rendered: Vec<Object>, namespace: &str) -> Result<Self> {
+        Ok(Self {
+            namespace: take::<Namespace>(&mut rendered, namespace)?,
+            webhooks: take::<MutatingWebhookConfiguration>(&mut rendered, NAME)?,
+            rest: rendered,
+        })
+    }
+
+    /// Deletion order: the webhook configuration, then (unless `webhook_only`)
+    /// the rest newest first, the TLS Secret and the Namespace.
+    fn uninstall_order(self, tls_secret: Object, webhook_only: bool) -> Vec<Object> {
+        let mut order = vec![self.webhooks];
+        if !webhook_only {
+            order.extend(self.rest.into_iter().rev());
+            order.push(tls_secret);
+            order.push(self.namespace);
+        }
+        order
+    }
+}
+
+/// Removes the object of type `K` called `name` from the list.
+fn take<K: Resource<DynamicType = ()>>(objects: &mut Vec<Object>, name: &str) -> Result<Object> {
+    let index = objects
+        .iter()
+        .position(|o| o.is::<K>(name))
+        .with_context(|| format!("the manifests hold no {}/{name}", K::kind(&())))?;
+    Ok(objects.remove(index))
+}
+
+/// Applies one object and says whether it was created, changed or left alone.
+async fn apply_and_report(client: &Client, object: &Object) -> Result<()> {
+    let before = k8s::get(client, object)
+        .await?
+        .and_then(|o| o.resource_version());
+    let after = k8s::apply(client, object).await?.resource_version();
+    let state = match before {
+        None => "created",
+        Some(rv) if Some(rv.clone()) == after => "unchanged",
+        Some(_) => "configured",
+    };
+    eprintln!("{:<55} {state}", object.describe());
     Ok(())
 }
 
@@ -205,11 +254,75 @@ async fn wait_for_deployment(client: &Client, namespace: &str, timeout: Duration
     }
 }
 
-/// `uninstall` only needs the Secret's name and kind, not a certificate.
-fn tls_placeholder() -> tls::Issued {
-    tls::Issued {
-        ca_pem: String::new(),
-        cert_pem: String::new(),
-        key_pem: String::new(),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            namespace: "mirror".into(),
+            image: "registry.example/privatize:test".into(),
+            webhook_url: None,
+            target_registry: None,
+            service_account_annotations: BTreeMap::new(),
+            ca_bundle: None,
+        }
+    }
+
+    fn names(objects: &[Object]) -> Vec<String> {
+        objects.iter().map(Object::describe).collect()
+    }
+
+    #[test]
+    fn install_and_uninstall_find_objects_by_kind_and_name_in_any_order() {
+        let rendered = objects(&settings()).unwrap();
+        let secret =
+            k8s::tls_secret("mirror", TLS_SECRET, &tls::issue(&["x".into()]).unwrap()).unwrap();
+        let expected = Parts::of(rendered.clone(), "mirror")
+            .unwrap()
+            .uninstall_order(secret.clone(), false);
+        let mut shuffled = rendered.clone();
+        shuffled.reverse();
+        shuffled.rotate_left(5);
+        let parts = Parts::of(shuffled, "mirror").unwrap();
+        assert!(parts.namespace.is::<Namespace>("mirror"));
+        assert!(parts.webhooks.is::<MutatingWebhookConfiguration>(NAME));
+        assert_eq!(parts.rest.len(), rendered.len() - 2);
+        let order = parts.uninstall_order(secret.clone(), false);
+        assert_eq!(order.len(), expected.len());
+        assert_eq!(
+            order.first().map(Object::describe).as_deref(),
+            Some("MutatingWebhookConfiguration/privatize")
+        );
+        assert_eq!(
+            order.last().map(Object::describe).as_deref(),
+            Some("Namespace/mirror")
+        );
+        let mut sorted = names(&order);
+        sorted.sort();
+        let mut wanted = names(&expected);
+        wanted.sort();
+        assert_eq!(sorted, wanted, "the same objects, whatever the order");
+
+        let mut shuffled = rendered;
+        shuffled.rotate_right(3);
+        let webhook_only = Parts::of(shuffled, "mirror")
+            .unwrap()
+            .uninstall_order(secret, true);
+        assert_eq!(
+            names(&webhook_only),
+            ["MutatingWebhookConfiguration/privatize"]
+        );
+    }
+
+    #[test]
+    fn a_missing_object_is_an_error_not_a_wrong_pick() {
+        let mut rendered = objects(&settings()).unwrap();
+        rendered.retain(|o| !o.is::<MutatingWebhookConfiguration>(NAME));
+        let err = Parts::of(rendered, "mirror").err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "the manifests hold no MutatingWebhookConfiguration/privatize"
+        );
     }
 }

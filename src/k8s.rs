@@ -59,6 +59,11 @@ impl Object {
         })
     }
 
+    /// Whether this is the object of type `K` called `name`.
+    pub fn is<K: Resource<DynamicType = ()>>(&self, name: &str) -> bool {
+        self.resource.kind == K::kind(&()) && self.object.metadata.name.as_deref() == Some(name)
+    }
+
     /// `Kind/name` (with the namespace for namespaced objects), for messages.
     pub fn describe(&self) -> String {
         match self.object.namespace() {
