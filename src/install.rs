@@ -1,27 +1,23 @@
 //! Room: `privatize install` and `privatize uninstall`. Render the manifests,
-//! keep or issue the TLS Secret, server-side apply everything, and
-//! wait for the Deployment; uninstall removes the webhook configuration first.
+//! keep or issue the TLS Secret, server-side apply everything, and wait for
+//! the Deployment's rollout; uninstall removes the webhook configuration first.
 
 pub mod manifests;
+pub mod rollout;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::Api;
 use kube::{Client, Resource, ResourceExt};
 
 use crate::cli::{InstallArgs, UninstallArgs};
 use crate::k8s::{self, Object};
 use crate::tls::{self, Outcome};
 use manifests::{objects, Settings, NAME, TLS_SECRET};
-
-/// How long `install` waits for the Deployment by default.
-const WAIT_POLL: Duration = Duration::from_secs(2);
 
 /// Runs `install`.
 pub async fn install(args: InstallArgs) -> Result<()> {
@@ -64,9 +60,10 @@ pub async fn install(args: InstallArgs) -> Result<()> {
     if args.no_wait {
         return Ok(());
     }
-    wait_for_deployment(
+    rollout::wait(
         &client,
         &settings.namespace,
+        NAME,
         Duration::from_secs(args.wait_timeout),
     )
     .await
@@ -213,45 +210,6 @@ pub fn render_yaml(objects: &[Object]) -> Result<String> {
         out.push_str(&serde_yaml_ng::to_string(&object.object).context("rendering YAML")?);
     }
     Ok(out)
-}
-
-async fn wait_for_deployment(client: &Client, namespace: &str, timeout: Duration) -> Result<()> {
-    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    let spinner = indicatif::ProgressBar::new_spinner();
-    spinner.enable_steady_tick(Duration::from_millis(120));
-    let started = Instant::now();
-    loop {
-        let deployment = api
-            .get(NAME)
-            .await
-            .with_context(|| format!("reading Deployment {NAME} in {namespace}"))?;
-        let wanted = deployment
-            .spec
-            .as_ref()
-            .and_then(|s| s.replicas)
-            .unwrap_or(1);
-        let available = deployment
-            .status
-            .as_ref()
-            .and_then(|s| s.available_replicas)
-            .unwrap_or(0);
-        spinner.set_message(format!(
-            "waiting for Deployment {NAME}: {available}/{wanted} available"
-        ));
-        if available >= wanted {
-            spinner
-                .finish_with_message(format!("Deployment {NAME}: {available}/{wanted} available"));
-            return Ok(());
-        }
-        if started.elapsed() > timeout {
-            spinner.abandon();
-            bail!(
-                "waiting for Deployment {NAME} in {namespace}: {available}/{wanted} available after {}s (check `kubectl -n {namespace} describe deployment {NAME}`)",
-                timeout.as_secs()
-            );
-        }
-        tokio::time::sleep(WAIT_POLL).await;
-    }
 }
 
 #[cfg(test)]

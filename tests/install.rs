@@ -592,9 +592,135 @@ async fn install_waits_for_the_deployment_and_says_why_it_gave_up() {
     let last = err.lines().last().unwrap_or_default();
     assert!(
         last.starts_with(&format!(
-            "error: waiting for Deployment privatize in {ns}: 0/2 available after 2s"
+            "error: waiting for Deployment privatize in {ns} to roll out: generation 1 not yet observed by the Deployment controller after 2s"
         )),
         "{err}"
     );
     uninstall(&ns);
+}
+
+/// A running `privatize` child, killed if the test fails while it runs.
+struct Running(std::process::Child);
+
+impl Running {
+    fn still_running(&mut self) -> bool {
+        self.0.try_wait().unwrap().is_none()
+    }
+
+    /// Waits up to `limit` for the exit; its status and stderr.
+    fn finish(mut self, limit: std::time::Duration) -> (std::process::ExitStatus, String) {
+        let deadline = std::time::Instant::now() + limit;
+        while self.still_running() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "privatize still running after {limit:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let status = self.0.try_wait().unwrap().unwrap();
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut self.0.stderr.take().unwrap(), &mut err).unwrap();
+        (status, err)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Plays the Deployment controller (the testbed runs none): writes the status subresource.
+async fn set_status(deployments: &Api<Deployment>, status: serde_json::Value) {
+    deployments
+        .patch_status(
+            "privatize",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({ "status": status })),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_waits_for_the_new_generation_not_for_the_old_available_pods() {
+    let _serial = SERIAL.lock().await;
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let client = client().await;
+    let installed = InstallNamespace::new();
+    let ns = installed.0.clone();
+    install(&ns, &[]);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    set_status(
+        &deployments,
+        serde_json::json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2}),
+    )
+    .await;
+
+    // The upgrade: a new image is generation 2, while (maxUnavailable: 0) both
+    // old pods stay available.
+    let mut upgrade = Running(
+        privatize()
+            .args([
+                "install",
+                "--namespace",
+                &ns,
+                "--webhook-url",
+                URL,
+                "--image",
+                "registry.example/privatize:v2",
+                "--wait-timeout",
+                "60",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while deployments
+        .get("privatize")
+        .await
+        .unwrap()
+        .metadata
+        .generation
+        != Some(2)
+    {
+        assert!(upgrade.still_running(), "install ended before the upgrade");
+        assert!(std::time::Instant::now() < deadline, "no generation 2");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(
+        upgrade.still_running(),
+        "install returned while only the old generation was available"
+    );
+
+    // The controller saw generation 2 and surged one new pod: not done yet.
+    set_status(
+        &deployments,
+        serde_json::json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 1, "readyReplicas": 2, "availableReplicas": 2}),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(
+        upgrade.still_running(),
+        "install returned with one of two replicas updated"
+    );
+
+    // Both replicas run generation 2 and are available: install finishes.
+    set_status(
+        &deployments,
+        serde_json::json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2}),
+    )
+    .await;
+    let (status, err) = upgrade.finish(std::time::Duration::from_secs(20));
+    assert!(status.success(), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with(&format!("Deployment/privatize in {ns}"))
+                && l.ends_with("rolled out (2/2 replicas updated and available)")),
+        "{err}"
+    );
 }
