@@ -1,6 +1,7 @@
 //! Room: `privatize install` and `privatize uninstall`. Render the manifests,
-//! keep or issue the TLS Secret, server-side apply everything, and wait for
-//! the Deployment's rollout; uninstall removes the webhook configuration first.
+//! keep or issue the TLS Secret, server-side apply everything, wait for the
+//! Deployment's rollout and only then register the webhook configuration;
+//! uninstall removes the webhook configuration first.
 
 pub mod manifests;
 pub mod rollout;
@@ -56,10 +57,16 @@ pub async fn install(args: InstallArgs) -> Result<()> {
     // Rendered again now that the caBundle is known.
     settings.ca_bundle = Some(issued.ca_pem);
     let webhooks = Parts::of(objects(&settings)?, &settings.namespace)?.webhooks;
-    apply_and_report(&client, &webhooks).await?;
     if args.no_wait {
+        apply_and_report(&client, &webhooks).await?;
+        eprintln!(
+            "--no-wait: the webhooks are live now, before Deployment {NAME} is available: \
+             until it is, pods are admitted unchanged and managed Secrets cannot be created or updated"
+        );
         return Ok(());
     }
+    // The secret webhooks are failurePolicy: Fail: registered before a server
+    // answers, they would refuse every managed Secret for the whole rollout.
     rollout::wait(
         &client,
         &settings.namespace,
@@ -67,6 +74,8 @@ pub async fn install(args: InstallArgs) -> Result<()> {
         Duration::from_secs(args.wait_timeout),
     )
     .await
+    .context("webhook configuration not registered")?;
+    apply_and_report(&client, &webhooks).await
 }
 
 /// Runs `uninstall`: the webhook configuration first, so no pod or Secret is

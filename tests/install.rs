@@ -171,7 +171,7 @@ async fn install_creates_every_object_as_specified_and_twice_changes_nothing() {
     let client = client().await;
     let installed = InstallNamespace::new();
     let ns = installed.0.clone();
-    install(
+    let first = install(
         &ns,
         &[
             "--target-registry",
@@ -179,6 +179,15 @@ async fn install_creates_every_object_as_specified_and_twice_changes_nothing() {
             "--service-account-annotation",
             "eks.amazonaws.com/role-arn=arn:aws:iam::123456789012:role/privatize",
         ],
+    );
+    assert_eq!(
+        stderr(&first).lines().last(),
+        Some(
+            "--no-wait: the webhooks are live now, before Deployment privatize is available: \
+             until it is, pods are admitted unchanged and managed Secrets cannot be created or updated"
+        ),
+        "{}",
+        stderr(&first)
     );
 
     let deployment = Api::<Deployment>::namespaced(client.clone(), &ns)
@@ -450,7 +459,10 @@ async fn install_creates_every_object_as_specified_and_twice_changes_nothing() {
         stderr(&again)
     );
     assert!(
-        !stderr(&again).contains("configured") && !stderr(&again).contains("created"),
+        stderr(&again)
+            .lines()
+            .filter(|l| !l.starts_with("--no-wait: "))
+            .all(|l| l.ends_with(" unchanged") || l.ends_with(" certificate kept")),
         "{}",
         stderr(&again)
     );
@@ -568,8 +580,11 @@ async fn checked_in_manifest_passes_the_apiservers_validation() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn install_waits_for_the_deployment_and_says_why_it_gave_up() {
+async fn install_registers_no_webhook_before_the_deployment_is_available() {
     let _serial = SERIAL.lock().await;
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let configs = Api::<MutatingWebhookConfiguration>::all(client().await);
+    let _ = configs.delete("privatize", &Default::default()).await;
     let installed = InstallNamespace::new();
     let ns = installed.0.clone();
     // No kubelet runs in the testbed, so the Deployment never becomes available.
@@ -588,14 +603,21 @@ async fn install_waits_for_the_deployment_and_says_why_it_gave_up() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
+    // Its secret webhooks are failurePolicy: Fail: registered now, they would
+    // refuse every managed Secret while no server answers.
+    assert!(
+        configs.get_opt("privatize").await.unwrap().is_none(),
+        "the webhook configuration was registered before the rollout"
+    );
     let err = stderr(&out);
     let last = err.lines().last().unwrap_or_default();
     assert!(
         last.starts_with(&format!(
-            "error: waiting for Deployment privatize in {ns} to roll out: generation 1 not yet observed by the Deployment controller after 2s"
+            "error: webhook configuration not registered: waiting for Deployment privatize in {ns} to roll out: generation 1 not yet observed by the Deployment controller after 2s"
         )),
         "{err}"
     );
+    assert!(!err.contains("MutatingWebhookConfiguration"), "{err}");
     uninstall(&ns);
 }
 
@@ -717,10 +739,15 @@ async fn an_upgrade_waits_for_the_new_generation_not_for_the_old_available_pods(
     .await;
     let (status, err) = upgrade.finish(std::time::Duration::from_secs(20));
     assert!(status.success(), "{err}");
+    // The webhook configuration is applied after the rollout, as the last step.
+    let tail: Vec<&str> = err.lines().rev().take(2).collect();
     assert!(
-        err.lines()
-            .any(|l| l.starts_with(&format!("Deployment/privatize in {ns}"))
-                && l.ends_with("rolled out (2/2 replicas updated and available)")),
+        tail[1].starts_with(&format!("Deployment/privatize in {ns}"))
+            && tail[1].ends_with("rolled out (2/2 replicas updated and available)"),
+        "{err}"
+    );
+    assert!(
+        tail[0].starts_with("MutatingWebhookConfiguration/privatize "),
         "{err}"
     );
 }
