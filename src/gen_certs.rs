@@ -1,5 +1,6 @@
 //! Room: `privatize gen-certs`. Keep a valid serving certificate or issue a
-//! new CA + certificate, then write files, the TLS Secret and the caBundle.
+//! new CA + certificate, then patch the caBundle (old and new CA during a
+//! rotation) and write files and the TLS Secret.
 
 use std::path::Path;
 use std::time::SystemTime;
@@ -32,14 +33,22 @@ pub async fn run(args: GenCertsArgs) -> Result<()> {
         _ => None,
     };
     let (issued, outcome) = tls::keep_or_issue(existing, &sans, args.force)?;
+    // The webhooks learn a new CA before any server can present a certificate
+    // it signed, and keep the old one while a server may still present its.
+    let mut trusted = 1;
+    if let (Some(client), Some(config)) = (&client, &args.webhook_config) {
+        let registered = k8s::read_ca_bundle(client, config)
+            .await?
+            .with_context(|| format!("MutatingWebhookConfiguration {config} not found"))?;
+        let bundle = tls::ca_bundle(Some(&registered), &issued, SystemTime::now())?;
+        k8s::patch_ca_bundle(client, config, &bundle).await?;
+        trusted = tls::count_certificates(&bundle);
+    }
     if let Some(dir) = &args.out_dir {
         write_dir(dir, &issued)?;
     }
     if let (Some(client), Some(secret)) = (&client, &args.secret) {
         k8s::apply(client, &k8s::tls_secret(&args.namespace, secret, &issued)?).await?;
-    }
-    if let (Some(client), Some(config)) = (&client, &args.webhook_config) {
-        k8s::patch_ca_bundle(client, config, &issued.ca_pem).await?;
     }
     let info = tls::inspect(issued.cert_pem.as_bytes())?;
     let expires = humantime_rfc3339(info.not_after);
@@ -51,6 +60,14 @@ pub async fn run(args: GenCertsArgs) -> Result<()> {
         "certificate {verb}: valid until {expires} for {}",
         sans.join(", ")
     );
+    if trusted > 1 {
+        println!(
+            "caBundle: the current CA and {} previous, trusted until the rotation settles \
+             (the first run {} minutes after it drops them)",
+            trusted - 1,
+            (tls::ROTATION_GRACE - tls::BACKDATE).as_secs() / 60
+        );
+    }
     Ok(())
 }
 

@@ -7,7 +7,7 @@ pub mod manifests;
 pub mod rollout;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
@@ -35,27 +35,11 @@ pub async fn install(args: InstallArgs) -> Result<()> {
         &settings.namespace,
         &url_host(args.webhook_url.as_deref())?,
     );
-    let existing = k8s::read_tls_secret(&client, &settings.namespace, TLS_SECRET).await?;
-    let (issued, outcome) = tls::keep_or_issue(existing, &sans, false)?;
-    k8s::apply(
-        &client,
-        &k8s::tls_secret(&settings.namespace, TLS_SECRET, &issued)?,
-    )
-    .await?;
-    eprintln!(
-        "{:<55} {}",
-        format!("Secret/{TLS_SECRET} in {}", settings.namespace),
-        if outcome == Outcome::Issued {
-            "certificate issued"
-        } else {
-            "certificate kept"
-        }
-    );
+    settings.ca_bundle = Some(certificate(&client, &settings.namespace, &sans).await?);
     for object in &parts.rest {
         apply_and_report(&client, object).await?;
     }
     // Rendered again now that the caBundle is known.
-    settings.ca_bundle = Some(issued.ca_pem);
     let webhooks = Parts::of(objects(&settings)?, &settings.namespace)?.webhooks;
     if args.no_wait {
         apply_and_report(&client, &webhooks).await?;
@@ -164,6 +148,35 @@ async fn apply_and_report(client: &Client, object: &Object) -> Result<()> {
     };
     eprintln!("{:<55} {state}", object.describe());
     Ok(())
+}
+
+/// Keeps or issues the serving certificate in the TLS Secret and returns the
+/// webhooks' caBundle. On a rotation a registered webhook configuration
+/// first learns the new CA next to the old one, and only then does the Secret
+/// change: pods still serving the old certificate stay trusted until the
+/// rotation settles (see `tls::ca_bundle`).
+async fn certificate(client: &Client, namespace: &str, sans: &[String]) -> Result<String> {
+    let existing = k8s::read_tls_secret(client, namespace, TLS_SECRET).await?;
+    let (issued, outcome) = tls::keep_or_issue(existing, sans, false)?;
+    let registered = k8s::read_ca_bundle(client, NAME).await?;
+    let bundle = tls::ca_bundle(registered.as_deref(), &issued, SystemTime::now())?;
+    if outcome == Outcome::Issued && registered.is_some() {
+        k8s::patch_ca_bundle(client, NAME, &bundle).await?;
+    }
+    k8s::apply(client, &k8s::tls_secret(namespace, TLS_SECRET, &issued)?).await?;
+    let trusted = match tls::count_certificates(&bundle) {
+        1 => String::new(),
+        n => format!(" (the webhooks trust {n} CAs until the rotation settles)"),
+    };
+    eprintln!(
+        "{:<55} {}{trusted}",
+        format!("Secret/{TLS_SECRET} in {namespace}"),
+        match outcome {
+            Outcome::Issued => "certificate issued",
+            Outcome::Kept => "certificate kept",
+        }
+    );
+    Ok(bundle)
 }
 
 fn settings(args: &InstallArgs) -> Result<Settings> {

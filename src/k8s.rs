@@ -174,6 +174,24 @@ pub async fn read_tls_secret(
     })
 }
 
+/// The CAs the webhooks of a configuration trust now (every `caBundle`, one
+/// after the other); `None` when the configuration does not exist.
+pub async fn read_ca_bundle(client: &Client, config: &str) -> Result<Option<String>> {
+    let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let found = api
+        .get_opt(config)
+        .await
+        .with_context(|| format!("reading MutatingWebhookConfiguration {config}"))?;
+    Ok(found.map(|c| {
+        c.webhooks
+            .iter()
+            .flatten()
+            .filter_map(|w| w.client_config.ca_bundle.as_ref())
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            .collect()
+    }))
+}
+
 /// Sets `caBundle` (PEM) on every webhook of the configuration that has
 /// another one; `Ok(false)` when there was nothing to change.
 pub async fn patch_ca_bundle(client: &Client, config: &str, bundle_pem: &str) -> Result<bool> {

@@ -22,6 +22,7 @@ static SERIAL: Mutex<()> = Mutex::const_new(());
 const MANAGED: &str = "app.kubernetes.io/managed-by=privatize";
 const URL: &str = "https://127.0.0.1:9";
 
+/// `install --no-wait` with the test image and, unless `extra` names one, the test URL.
 fn install(namespace: &str, extra: &[&str]) -> std::process::Output {
     let mut cmd = privatize();
     cmd.args([
@@ -29,12 +30,13 @@ fn install(namespace: &str, extra: &[&str]) -> std::process::Output {
         "--no-wait",
         "--namespace",
         namespace,
-        "--webhook-url",
-        URL,
         "--image",
         "registry.example/privatize:test",
     ])
     .args(extra);
+    if !extra.contains(&"--webhook-url") {
+        cmd.args(["--webhook-url", URL]);
+    }
     let out = cmd.output().unwrap();
     assert!(out.status.success(), "install failed: {}", stderr(&out));
     out
@@ -750,4 +752,61 @@ async fn an_upgrade_waits_for_the_new_generation_not_for_the_old_available_pods(
         tail[0].starts_with("MutatingWebhookConfiguration/privatize "),
         "{err}"
     );
+}
+
+/// The DER of each certificate in a PEM bundle, in order.
+fn certificates(pem: &[u8]) -> Vec<Vec<u8>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .map(|c| c.unwrap().as_ref().to_vec())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_certificate_keeps_the_old_ca_trusted_until_the_rotation_settles() {
+    let _serial = SERIAL.lock().await;
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let client = client().await;
+    let installed = InstallNamespace::new();
+    let ns = installed.0.clone();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let configs = Api::<MutatingWebhookConfiguration>::all(client.clone());
+    let ca = || async {
+        let data = secrets.get("privatize-tls").await.unwrap().data.unwrap();
+        certificates(&data["ca.crt"].0)
+    };
+    let bundles = || async {
+        let config = configs.get("privatize").await.unwrap();
+        config
+            .webhooks
+            .unwrap()
+            .iter()
+            .map(|h| certificates(&h.client_config.ca_bundle.as_ref().unwrap().0))
+            .collect::<Vec<_>>()
+    };
+    install(&ns, &[]);
+    let old = ca().await;
+    assert_eq!(bundles().await, vec![old.clone(); 3]);
+
+    // Another webhook host means other SANs: a new CA and certificate.
+    let moved = ["--webhook-url", "https://localhost:9"];
+    let out = install(&ns, &moved);
+    let new = ca().await;
+    assert_ne!(new, old);
+    assert_eq!(
+        bundles().await,
+        vec![[new.clone(), old.clone()].concat(); 3],
+        "pods still serving the old certificate stay trusted"
+    );
+    assert!(
+        stderr(&out)
+            .contains("certificate issued (the webhooks trust 2 CAs until the rotation settles)"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Inside the grace period a run keeps both and changes nothing.
+    let before = everything(&client, &ns).await;
+    install(&ns, &moved);
+    assert_eq!(everything(&client, &ns).await, before);
 }
