@@ -1,25 +1,24 @@
 //! Room: `privatize install` and `privatize uninstall`. Render the manifests,
-//! make the TLS Secret through gen-certs, server-side apply everything, and
-//! wait for the Deployment; uninstall removes the webhook configuration first.
+//! keep or issue the TLS Secret, server-side apply everything, wait for the
+//! Deployment's rollout and only then register the webhook configuration;
+//! uninstall removes the webhook configuration first.
 
 pub mod manifests;
+pub mod rollout;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
-use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::Api;
-use kube::{Client, ResourceExt};
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::{Client, Resource, ResourceExt};
 
 use crate::cli::{InstallArgs, UninstallArgs};
-use crate::gen_certs::{self, Outcome};
 use crate::k8s::{self, Object};
-use crate::tls;
+use crate::tls::{self, Outcome};
 use manifests::{objects, Settings, NAME, TLS_SECRET};
-
-/// How long `install` waits for the Deployment by default.
-const WAIT_POLL: Duration = Duration::from_secs(2);
 
 /// Runs `install`.
 pub async fn install(args: InstallArgs) -> Result<()> {
@@ -29,50 +28,42 @@ pub async fn install(args: InstallArgs) -> Result<()> {
         return Ok(());
     }
     let client = k8s::client().await?;
-    let rendered = objects(&settings)?;
-    k8s::apply(&client, &rendered[0]).await?; // the Namespace, before its Secret
+    let parts = Parts::of(objects(&settings)?, &settings.namespace)?;
+    apply_and_report(&client, &parts.namespace).await?; // before the Secret in it
     let sans = tls::service_sans(
         NAME,
         &settings.namespace,
         &url_host(args.webhook_url.as_deref())?,
     );
-    let (issued, outcome) =
-        gen_certs::ensure_secret(&client, &settings.namespace, TLS_SECRET, &sans).await?;
-    eprintln!(
-        "{:<55} {}",
-        format!("Secret/{TLS_SECRET} in {}", settings.namespace),
-        if outcome == Outcome::Issued {
-            "certificate issued"
-        } else {
-            "certificate kept"
-        }
-    );
-    settings.ca_pem = Some(issued.ca_pem);
-    for object in objects(&settings)? {
-        let before = k8s::get(&client, &object)
-            .await?
-            .and_then(|o| o.resource_version());
-        let after = k8s::apply(&client, &object).await?.resource_version();
-        let state = match before {
-            None => "created",
-            Some(rv) if Some(rv.clone()) == after => "unchanged",
-            Some(_) => "configured",
-        };
-        eprintln!("{:<55} {state}", object.describe());
+    settings.ca_bundle = Some(certificate(&client, &settings.namespace, &sans).await?);
+    for object in &parts.rest {
+        apply_and_report(&client, object).await?;
     }
+    // Rendered again now that the caBundle is known.
+    let webhooks = Parts::of(objects(&settings)?, &settings.namespace)?.webhooks;
     if args.no_wait {
+        apply_and_report(&client, &webhooks).await?;
+        eprintln!(
+            "--no-wait: the webhooks are live now, before Deployment {NAME} is available: \
+             until it is, pods are admitted unchanged and managed Secrets cannot be created or updated"
+        );
         return Ok(());
     }
-    wait_for_deployment(
+    // The secret webhooks are failurePolicy: Fail: registered before a server
+    // answers, they would refuse every managed Secret for the whole rollout.
+    rollout::wait(
         &client,
         &settings.namespace,
+        NAME,
         Duration::from_secs(args.wait_timeout),
     )
     .await
+    .context("webhook configuration not registered")?;
+    apply_and_report(&client, &webhooks).await
 }
 
 /// Runs `uninstall`: the webhook configuration first, so no pod or Secret is
-/// ever sent to a half-removed server; then everything else, newest first.
+/// ever sent to a half-removed server; then everything else, the Namespace last.
 pub async fn uninstall(args: UninstallArgs) -> Result<()> {
     let settings = Settings {
         namespace: args.namespace.clone(),
@@ -80,24 +71,20 @@ pub async fn uninstall(args: UninstallArgs) -> Result<()> {
         webhook_url: None,
         target_registry: None,
         service_account_annotations: BTreeMap::new(),
-        ca_pem: None,
+        ca_bundle: None,
     };
     let client = k8s::client().await?;
-    let mut rendered = objects(&settings)?;
-    rendered.insert(
-        1,
-        gen_certs::secret_object(&settings.namespace, TLS_SECRET, &tls_placeholder())?,
-    );
-    rendered.reverse(); // the webhook configuration is last in apply order: first here
-    let namespace = rendered
-        .pop()
-        .context("the manifest list holds the namespace")?;
-    if args.webhook_only {
-        rendered.truncate(1);
-    }
-    let namespace = (!args.webhook_only).then_some(namespace);
-    for object in rendered.iter().chain(namespace.as_ref()) {
-        let state = if k8s::delete(&client, object).await? {
+    let tls_secret = Object::new(&Secret {
+        metadata: ObjectMeta {
+            name: Some(TLS_SECRET.into()),
+            namespace: Some(settings.namespace.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    })?;
+    let parts = Parts::of(objects(&settings)?, &settings.namespace)?;
+    for object in parts.uninstall_order(tls_secret, args.webhook_only) {
+        let state = if k8s::delete(&client, &object).await? {
             "deleted"
         } else {
             "already gone"
@@ -105,6 +92,91 @@ pub async fn uninstall(args: UninstallArgs) -> Result<()> {
         eprintln!("{:<55} {state}", object.describe());
     }
     Ok(())
+}
+
+/// The rendered objects as install and uninstall use them, found by kind and
+/// name (never by position): the Namespace comes first and goes last, the
+/// webhook configuration comes last and goes first.
+struct Parts {
+    namespace: Object,
+    webhooks: Object,
+    /// Everything else, in render order.
+    rest: Vec<Object>,
+}
+
+impl Parts {
+    fn of(mut rendered: Vec<Object>, namespace: &str) -> Result<Self> {
+        Ok(Self {
+            namespace: take::<Namespace>(&mut rendered, namespace)?,
+            webhooks: take::<MutatingWebhookConfiguration>(&mut rendered, NAME)?,
+            rest: rendered,
+        })
+    }
+
+    /// Deletion order: the webhook configuration, then (unless `webhook_only`)
+    /// the rest newest first, the TLS Secret and the Namespace.
+    fn uninstall_order(self, tls_secret: Object, webhook_only: bool) -> Vec<Object> {
+        let mut order = vec![self.webhooks];
+        if !webhook_only {
+            order.extend(self.rest.into_iter().rev());
+            order.push(tls_secret);
+            order.push(self.namespace);
+        }
+        order
+    }
+}
+
+/// Removes the object of type `K` called `name` from the list.
+fn take<K: Resource<DynamicType = ()>>(objects: &mut Vec<Object>, name: &str) -> Result<Object> {
+    let index = objects
+        .iter()
+        .position(|o| o.is::<K>(name))
+        .with_context(|| format!("the manifests hold no {}/{name}", K::kind(&())))?;
+    Ok(objects.remove(index))
+}
+
+/// Applies one object and says whether it was created, changed or left alone.
+async fn apply_and_report(client: &Client, object: &Object) -> Result<()> {
+    let before = k8s::get(client, object)
+        .await?
+        .and_then(|o| o.resource_version());
+    let after = k8s::apply(client, object).await?.resource_version();
+    let state = match before {
+        None => "created",
+        Some(rv) if Some(rv.clone()) == after => "unchanged",
+        Some(_) => "configured",
+    };
+    eprintln!("{:<55} {state}", object.describe());
+    Ok(())
+}
+
+/// Keeps or issues the serving certificate in the TLS Secret and returns the
+/// webhooks' caBundle. On a rotation a registered webhook configuration
+/// first learns the new CA next to the old one, and only then does the Secret
+/// change: pods still serving the old certificate stay trusted until the
+/// rotation settles (see `tls::ca_bundle`).
+async fn certificate(client: &Client, namespace: &str, sans: &[String]) -> Result<String> {
+    let existing = k8s::read_tls_secret(client, namespace, TLS_SECRET).await?;
+    let (issued, outcome) = tls::keep_or_issue(existing, sans, false)?;
+    let registered = k8s::read_ca_bundle(client, NAME).await?;
+    let bundle = tls::ca_bundle(registered.as_deref(), &issued, SystemTime::now())?;
+    if outcome == Outcome::Issued && registered.is_some() {
+        k8s::patch_ca_bundle(client, NAME, &bundle).await?;
+    }
+    k8s::apply(client, &k8s::tls_secret(namespace, TLS_SECRET, &issued)?).await?;
+    let trusted = match tls::count_certificates(&bundle) {
+        1 => String::new(),
+        n => format!(" (the webhooks trust {n} CAs until the rotation settles)"),
+    };
+    eprintln!(
+        "{:<55} {}{trusted}",
+        format!("Secret/{TLS_SECRET} in {namespace}"),
+        match outcome {
+            Outcome::Issued => "certificate issued",
+            Outcome::Kept => "certificate kept",
+        }
+    );
+    Ok(bundle)
 }
 
 fn settings(args: &InstallArgs) -> Result<Settings> {
@@ -127,7 +199,7 @@ fn settings(args: &InstallArgs) -> Result<Settings> {
         webhook_url: args.webhook_url.clone(),
         target_registry: args.target_registry.clone(),
         service_account_annotations,
-        ca_pem: None,
+        ca_bundle: None,
     })
 }
 
@@ -162,50 +234,75 @@ pub fn render_yaml(objects: &[Object]) -> Result<String> {
     Ok(out)
 }
 
-async fn wait_for_deployment(client: &Client, namespace: &str, timeout: Duration) -> Result<()> {
-    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    let spinner = indicatif::ProgressBar::new_spinner();
-    spinner.enable_steady_tick(Duration::from_millis(120));
-    let started = Instant::now();
-    loop {
-        let deployment = api
-            .get(NAME)
-            .await
-            .with_context(|| format!("reading Deployment {NAME} in {namespace}"))?;
-        let wanted = deployment
-            .spec
-            .as_ref()
-            .and_then(|s| s.replicas)
-            .unwrap_or(1);
-        let available = deployment
-            .status
-            .as_ref()
-            .and_then(|s| s.available_replicas)
-            .unwrap_or(0);
-        spinner.set_message(format!(
-            "waiting for Deployment {NAME}: {available}/{wanted} available"
-        ));
-        if available >= wanted {
-            spinner
-                .finish_with_message(format!("Deployment {NAME}: {available}/{wanted} available"));
-            return Ok(());
-        }
-        if started.elapsed() > timeout {
-            spinner.abandon();
-            bail!(
-                "waiting for Deployment {NAME} in {namespace}: {available}/{wanted} available after {}s (check `kubectl -n {namespace} describe deployment {NAME}`)",
-                timeout.as_secs()
-            );
-        }
-        tokio::time::sleep(WAIT_POLL).await;
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// `uninstall` only needs the Secret's name and kind, not a certificate.
-fn tls_placeholder() -> tls::Issued {
-    tls::Issued {
-        ca_pem: String::new(),
-        cert_pem: String::new(),
-        key_pem: String::new(),
+    fn settings() -> Settings {
+        Settings {
+            namespace: "mirror".into(),
+            image: "registry.example/privatize:test".into(),
+            webhook_url: None,
+            target_registry: None,
+            service_account_annotations: BTreeMap::new(),
+            ca_bundle: None,
+        }
+    }
+
+    fn names(objects: &[Object]) -> Vec<String> {
+        objects.iter().map(Object::describe).collect()
+    }
+
+    #[test]
+    fn install_and_uninstall_find_objects_by_kind_and_name_in_any_order() {
+        let rendered = objects(&settings()).unwrap();
+        let secret =
+            k8s::tls_secret("mirror", TLS_SECRET, &tls::issue(&["x".into()]).unwrap()).unwrap();
+        let expected = Parts::of(rendered.clone(), "mirror")
+            .unwrap()
+            .uninstall_order(secret.clone(), false);
+        let mut shuffled = rendered.clone();
+        shuffled.reverse();
+        shuffled.rotate_left(5);
+        let parts = Parts::of(shuffled, "mirror").unwrap();
+        assert!(parts.namespace.is::<Namespace>("mirror"));
+        assert!(parts.webhooks.is::<MutatingWebhookConfiguration>(NAME));
+        assert_eq!(parts.rest.len(), rendered.len() - 2);
+        let order = parts.uninstall_order(secret.clone(), false);
+        assert_eq!(order.len(), expected.len());
+        assert_eq!(
+            order.first().map(Object::describe).as_deref(),
+            Some("MutatingWebhookConfiguration/privatize")
+        );
+        assert_eq!(
+            order.last().map(Object::describe).as_deref(),
+            Some("Namespace/mirror")
+        );
+        let mut sorted = names(&order);
+        sorted.sort();
+        let mut wanted = names(&expected);
+        wanted.sort();
+        assert_eq!(sorted, wanted, "the same objects, whatever the order");
+
+        let mut shuffled = rendered;
+        shuffled.rotate_right(3);
+        let webhook_only = Parts::of(shuffled, "mirror")
+            .unwrap()
+            .uninstall_order(secret, true);
+        assert_eq!(
+            names(&webhook_only),
+            ["MutatingWebhookConfiguration/privatize"]
+        );
+    }
+
+    #[test]
+    fn a_missing_object_is_an_error_not_a_wrong_pick() {
+        let mut rendered = objects(&settings()).unwrap();
+        rendered.retain(|o| !o.is::<MutatingWebhookConfiguration>(NAME));
+        let err = Parts::of(rendered, "mirror").err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "the manifests hold no MutatingWebhookConfiguration/privatize"
+        );
     }
 }

@@ -1,11 +1,13 @@
 //! Progress of image copies: indicatif bars on a terminal (one per image,
-//! one per blob in flight, bytes and rate), plain log lines elsewhere.
+//! one per blob in flight, bytes and rate), plain log lines elsewhere. The
+//! sync-image room's observer of the registry edge's copies.
 
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::registry::copy::Copied;
+use crate::registry::observe::{BlobObserver, CopyObserver};
 
 /// Where progress goes: bars, or log lines.
 #[derive(Clone)]
@@ -53,16 +55,14 @@ pub struct ImageProgress {
     started: Instant,
 }
 
-impl ImageProgress {
-    /// Sets the number of bytes this image has to move.
-    pub fn set_total(&self, bytes: u64) {
+impl CopyObserver for ImageProgress {
+    fn set_total(&self, bytes: u64) {
         if let Some(bar) = &self.bar {
             bar.set_length(bytes);
         }
     }
 
-    /// Starts one blob transfer.
-    pub fn blob(&self, digest: &str, size: u64) -> BlobProgress {
+    fn blob(&self, digest: &str, size: u64) -> Box<dyn BlobObserver> {
         let bar = self.bars.as_ref().map(|mp| {
             let bar = mp.add(ProgressBar::new(size));
             bar.set_style(
@@ -75,25 +75,26 @@ impl ImageProgress {
             bar.set_message(short_digest(digest));
             bar
         });
-        BlobProgress {
+        Box::new(BlobProgress {
             digest: digest.to_string(),
             size,
             bar,
             image_bar: self.bar.clone(),
             sent: 0,
             started: Instant::now(),
-        }
+        })
     }
 
-    /// A blob that needed no transfer (present or mounted).
-    pub fn blob_skipped(&self, digest: &str, size: u64, how: &str) {
+    fn blob_skipped(&self, digest: &str, size: u64, how: &str) {
         if let Some(bar) = &self.bar {
             bar.inc(size);
         } else {
             tracing::info!(image = %self.source, blob = %digest, size, how, "blob already in target");
         }
     }
+}
 
+impl ImageProgress {
     /// The image is done: `copied` says what moved, `None` means it was already there.
     pub fn finish(&self, target: &str, digest: &str, copied: Option<&Copied>) {
         match &self.bar {
@@ -130,7 +131,7 @@ impl ImageProgress {
 }
 
 /// Progress of one blob transfer.
-pub struct BlobProgress {
+struct BlobProgress {
     digest: String,
     size: u64,
     bar: Option<ProgressBar>,
@@ -139,9 +140,8 @@ pub struct BlobProgress {
     started: Instant,
 }
 
-impl BlobProgress {
-    /// Bytes moved.
-    pub fn inc(&mut self, bytes: u64) {
+impl BlobObserver for BlobProgress {
+    fn inc(&mut self, bytes: u64) {
         self.sent += bytes;
         if let Some(bar) = &self.bar {
             bar.inc(bytes);
@@ -151,8 +151,7 @@ impl BlobProgress {
         }
     }
 
-    /// A retry starts over: take back what this attempt counted.
-    pub fn restart(&mut self) {
+    fn restart(&mut self) {
         if let Some(bar) = &self.image_bar {
             bar.set_position(bar.position().saturating_sub(self.sent));
         }
@@ -162,8 +161,7 @@ impl BlobProgress {
         self.sent = 0;
     }
 
-    /// The blob landed.
-    pub fn finish(self) {
+    fn finish(self: Box<Self>) {
         match &self.bar {
             Some(bar) => bar.finish_and_clear(),
             None => tracing::info!(

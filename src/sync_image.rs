@@ -150,10 +150,16 @@ async fn sync_one(
     let copied = copier
         .copy(&item.source, &digest, &item.target, &tags, &progress)
         .await;
-    if copied.is_err() {
-        progress.abandon();
+    match copied {
+        Ok(copied) => {
+            progress.finish(&item.target.to_string(), &copied.digest, Some(&copied));
+            Ok(copied.digest)
+        }
+        Err(err) => {
+            progress.abandon();
+            Err(err)
+        }
     }
-    Ok(copied?.digest)
 }
 
 /// The source → target mapping for every argument (pure; no network).

@@ -1,5 +1,10 @@
-//! Certificates for the webhook: issuing a CA and a serving certificate,
-//! reading an existing one back (expiry, SANs), and deciding whether to keep it.
+//! Edge (pure, no I/O): certificates for the webhook. Issuing a CA and a
+//! serving certificate, reading one back (validity, SANs), deciding whether to
+//! keep it, and which CAs the webhooks' `caBundle` trusts during a rotation.
+
+mod rotation;
+
+pub use rotation::{ca_bundle, count_certificates, issued_by, ROTATION_GRACE};
 
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
@@ -19,6 +24,16 @@ pub const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 pub const SERVING_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 /// A serving certificate with less than this left is replaced.
 pub const RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// How far `issue` backdates notBefore, against clock skew between machines.
+pub const BACKDATE: Duration = Duration::from_secs(3600);
+
+/// What happened to the certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Kept,
+    Issued,
+}
 
 /// A CA and the serving certificate it signed, as PEM.
 #[derive(Clone)]
@@ -53,9 +68,32 @@ pub fn service_sans(service: &str, namespace: &str, extra: &[String]) -> Vec<Str
     sans
 }
 
+/// Keeps `existing` when it is still good (and not `force`d), else issues anew.
+pub fn keep_or_issue(
+    existing: Option<Issued>,
+    sans: &[String],
+    force: bool,
+) -> Result<(Issued, Outcome)> {
+    let now = SystemTime::now();
+    if let Some(current) = existing.filter(|_| !force) {
+        if let Ok(info) = inspect(current.cert_pem.as_bytes()) {
+            if still_good(&info, sans, now) {
+                return Ok((current, Outcome::Kept));
+            }
+        }
+    }
+    Ok((issue_at(sans, now)?, Outcome::Issued))
+}
+
 /// Issues a fresh CA (10 years) and a serving certificate (1 year) for `sans`.
 pub fn issue(sans: &[String]) -> Result<Issued> {
-    let now = OffsetDateTime::now_utc();
+    issue_at(sans, SystemTime::now())
+}
+
+/// Issues as [`issue`] does, as if it were `at` (tests use a past rotation).
+pub fn issue_at(sans: &[String], at: SystemTime) -> Result<Issued> {
+    let now = OffsetDateTime::from(at);
+    let backdate = time::Duration::try_from(BACKDATE).context("backdating the certificate")?;
     let mut ca =
         CertificateParams::new(Vec::<String>::new()).context("preparing the CA certificate")?;
     ca.distinguished_name
@@ -66,7 +104,7 @@ pub fn issue(sans: &[String]) -> Result<Issued> {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    ca.not_before = now - time::Duration::hours(1);
+    ca.not_before = now - backdate;
     ca.not_after = now + CA_LIFETIME;
     let ca_key = KeyPair::generate().context("generating the CA key")?;
     let ca_cert = ca
@@ -87,7 +125,7 @@ pub fn issue(sans: &[String]) -> Result<Issued> {
     ];
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     leaf.use_authority_key_identifier_extension = true;
-    leaf.not_before = now - time::Duration::hours(1);
+    leaf.not_before = now - backdate;
     leaf.not_after = now + SERVING_LIFETIME;
     let leaf_key = KeyPair::generate().context("generating the serving key")?;
     let leaf_cert = leaf
@@ -103,17 +141,21 @@ pub fn issue(sans: &[String]) -> Result<Issued> {
 /// What an existing serving certificate says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertInfo {
+    pub not_before: SystemTime,
     pub not_after: SystemTime,
     pub sans: BTreeSet<String>,
 }
 
-/// Reads expiry and SANs (DNS names and IPs) of the first certificate in a PEM bundle.
+/// Reads validity and SANs (DNS names and IPs) of the first certificate in a PEM bundle.
 pub fn inspect(cert_pem: &[u8]) -> Result<CertInfo> {
     let der = CertificateDer::from_pem_slice(cert_pem).context("reading the certificate PEM")?;
     let (_, cert) =
         x509_parser::parse_x509_certificate(der.as_ref()).context("parsing the certificate")?;
-    let not_after = SystemTime::UNIX_EPOCH
-        + Duration::from_secs(cert.validity().not_after.timestamp().max(0) as u64);
+    let at = |t: x509_parser::time::ASN1Time| {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(t.timestamp().max(0) as u64)
+    };
+    let not_before = at(cert.validity().not_before);
+    let not_after = at(cert.validity().not_after);
     let mut sans = BTreeSet::new();
     if let Ok(Some(ext)) = cert.subject_alternative_name() {
         for name in &ext.value.general_names {
@@ -130,7 +172,11 @@ pub fn inspect(cert_pem: &[u8]) -> Result<CertInfo> {
             }
         }
     }
-    Ok(CertInfo { not_after, sans })
+    Ok(CertInfo {
+        not_before,
+        not_after,
+        sans,
+    })
 }
 
 fn ip_from_bytes(bytes: &[u8]) -> Option<std::net::IpAddr> {

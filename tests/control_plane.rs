@@ -189,9 +189,17 @@ async fn gen_certs_writes_the_secret_patches_ca_bundle_and_is_idempotent() {
         config_rv
     );
 
-    // --force rotates: a new CA lands in the Secret and in every webhook.
+    // --force rotates: a new CA lands in the Secret and in every webhook,
+    // next to the old one (see the rotation test below).
     let third = run(&["--force"]);
     assert!(third.status.success(), "{}", stderr(&third));
+    assert!(
+        stdout(&third).contains(
+            "caBundle: the current CA and 1 previous, trusted until the rotation settles (the first run 60 minutes after it drops them)"
+        ),
+        "{}",
+        stdout(&third)
+    );
     let rotated = String::from_utf8(
         secrets.get("privatize-tls").await.unwrap().data.unwrap()["ca.crt"]
             .0
@@ -200,12 +208,18 @@ async fn gen_certs_writes_the_secret_patches_ca_bundle_and_is_idempotent() {
     .unwrap();
     assert_ne!(rotated, ca_pem);
     let config = configs.get(&name).await.unwrap();
-    assert!(config.webhooks.unwrap().iter().all(|w| w
-        .client_config
-        .ca_bundle
-        .as_ref()
-        .map(|b| b.0.clone())
-        == Some(rotated.clone().into_bytes())));
+    for webhook in config.webhooks.unwrap() {
+        assert_eq!(
+            certificates(&webhook.client_config.ca_bundle.unwrap().0),
+            [
+                certificates(rotated.as_bytes()),
+                certificates(ca_pem.as_bytes())
+            ]
+            .concat(),
+            "{}",
+            webhook.name
+        );
+    }
     configs
         .delete(&name, &DeleteParams::default())
         .await
@@ -272,4 +286,145 @@ async fn a_rustls_client_trusting_the_ca_accepts_the_serving_certificate() {
         .await;
     assert!(wrong.is_err(), "a name outside the SANs must be refused");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The DER of each certificate in a PEM bundle, in order.
+fn certificates(pem: &[u8]) -> Vec<Vec<u8>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .map(|c| c.unwrap().as_ref().to_vec())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_still_presenting_the_old_certificate_is_called_across_a_rotation() {
+    let ns = TestNamespace::new("rotation").await;
+    let sans = privatize::tls::service_sans("privatize", &ns.name, &["127.0.0.1".to_string()]);
+    let client = ns.client.clone();
+    let old = privatize::tls::issue(&sans).unwrap();
+    privatize::k8s::apply(
+        &client,
+        &privatize::k8s::tls_secret(&ns.name, "privatize-tls", &old).unwrap(),
+    )
+    .await
+    .unwrap();
+    // A "pod" serving the Secret's certificate, called by URL for pods in this namespace only.
+    let hook = TinyWebhook::start_with(
+        &old,
+        serde_json::json!([{"op": "add", "path": "/metadata/labels", "value": {"admitted": "yes"}}]),
+    );
+    let configs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let name = format!("{}-rotation", ns.name);
+    let url = format!("https://{}/mutate", hook.addr);
+    let mut config = webhook_config(&name, &ns.name, &url, Some(&old.ca_pem));
+    config.webhooks.as_mut().unwrap().truncate(1);
+    configs
+        .create(&PostParams::default(), &config)
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let admit = |pod_name: &'static str| {
+        let pods = pods.clone();
+        async move {
+            let created = pods
+                .create(&PostParams::default(), &pod(pod_name))
+                .await
+                .unwrap_or_else(|e| panic!("creating pod {pod_name}: {e}"));
+            assert_eq!(
+                created.labels().get("admitted").map(String::as_str),
+                Some("yes"),
+                "{pod_name} was not admitted by the webhook"
+            );
+        }
+    };
+    let gen_certs = |extra: &[&str]| {
+        let out = privatize()
+            .args([
+                "gen-certs",
+                "--service",
+                "privatize",
+                "--namespace",
+                &ns.name,
+            ])
+            .args(["--secret", "privatize-tls", "--webhook-config", &name])
+            .args(["--san", "127.0.0.1"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let bundle = || async {
+        let config = configs.get(&name).await.unwrap();
+        certificates(
+            &config.webhooks.unwrap()[0]
+                .client_config
+                .ca_bundle
+                .clone()
+                .unwrap()
+                .0,
+        )
+    };
+    admit("before").await;
+
+    // Rotation: a new CA and certificate in the Secret. The server has not
+    // reloaded yet and still presents the old certificate.
+    let out = gen_certs(&["--force"]);
+    assert!(out.starts_with("certificate issued"), "{out}");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let new_ca = secrets.get("privatize-tls").await.unwrap().data.unwrap()["ca.crt"]
+        .0
+        .clone();
+    assert_ne!(certificates(&new_ca), certificates(old.ca_pem.as_bytes()));
+    admit("during").await;
+    assert_eq!(
+        bundle().await,
+        [certificates(&new_ca), certificates(old.ca_pem.as_bytes())].concat(),
+        "the new CA first, the old one next to it"
+    );
+
+    // The server reloads the rotated Secret.
+    let rotated = privatize::k8s::read_tls_secret(&client, &ns.name, "privatize-tls")
+        .await
+        .unwrap()
+        .unwrap();
+    hook.present(&rotated);
+    admit("after").await;
+
+    // A run inside the grace period keeps both CAs and changes nothing.
+    let rv = configs.get(&name).await.unwrap().resource_version();
+    let out = gen_certs(&[]);
+    assert!(out.starts_with("certificate kept"), "{out}");
+    assert_eq!(configs.get(&name).await.unwrap().resource_version(), rv);
+
+    // Once the rotation has settled (the Secret's certificate, issued by the
+    // current CA, is older than the grace), the next run drops the old CA.
+    let settled = privatize::tls::issue_at(
+        &sans,
+        std::time::SystemTime::now() - privatize::tls::ROTATION_GRACE,
+    )
+    .unwrap();
+    privatize::k8s::apply(
+        &client,
+        &privatize::k8s::tls_secret(&ns.name, "privatize-tls", &settled).unwrap(),
+    )
+    .await
+    .unwrap();
+    privatize::k8s::patch_ca_bundle(
+        &client,
+        &name,
+        &format!("{}{}", settled.ca_pem, rotated.ca_pem),
+    )
+    .await
+    .unwrap();
+    hook.present(&settled);
+    let out = gen_certs(&[]);
+    assert!(out.starts_with("certificate kept"), "{out}");
+    assert_eq!(bundle().await, certificates(settled.ca_pem.as_bytes()));
+    admit("settled").await;
+    assert!(hook.calls() >= 4);
+    configs
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
 }

@@ -2,128 +2,33 @@
 //! The objects are cluster-wide by name, so these tests run one at a time.
 
 mod common;
+#[path = "install/support.rs"]
+mod support;
 
 use std::collections::BTreeMap;
 
 use common::kube::{client, privatize};
-use common::{stderr, unique};
+use common::stderr;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-use kube::api::{Api, ListParams, PostParams};
-use kube::{Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
+use kube::api::{Api, PostParams};
+use kube::ResourceExt;
+use support::*;
 use tokio::sync::Mutex;
 
 static SERIAL: Mutex<()> = Mutex::const_new(());
-const MANAGED: &str = "app.kubernetes.io/managed-by=privatize";
-const URL: &str = "https://127.0.0.1:9";
-
-fn install(namespace: &str, extra: &[&str]) -> std::process::Output {
-    let mut cmd = privatize();
-    cmd.args([
-        "install",
-        "--no-wait",
-        "--namespace",
-        namespace,
-        "--webhook-url",
-        URL,
-        "--image",
-        "registry.example/privatize:test",
-    ])
-    .args(extra);
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "install failed: {}", stderr(&out));
-    out
-}
-
-fn uninstall(namespace: &str) {
-    let out = privatize()
-        .args(["uninstall", "--namespace", namespace])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "uninstall failed: {}", stderr(&out));
-}
-
-/// name → resourceVersion of every privatize-managed object of one kind.
-async fn versions<K>(client: &Client, namespace: Option<&str>) -> BTreeMap<String, String>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-{
-    let api: Api<K> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let list = api
-        .list(&ListParams::default().labels(MANAGED))
-        .await
-        .unwrap();
-    list.items
-        .iter()
-        .map(|o| {
-            (
-                format!("{}/{}", K::kind(&()), o.name_any()),
-                o.resource_version().unwrap_or_default(),
-            )
-        })
-        .collect()
-}
-
-async fn cluster_versions<K>(client: &Client) -> BTreeMap<String, String>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
-    K: Resource<Scope = k8s_openapi::ClusterResourceScope>,
-{
-    let list = Api::<K>::all(client.clone())
-        .list(&ListParams::default().labels(MANAGED))
-        .await
-        .unwrap();
-    list.items
-        .iter()
-        .filter(|o| o.meta().deletion_timestamp.is_none())
-        .map(|o| {
-            (
-                format!("{}/{}", K::kind(&()), o.name_any()),
-                o.resource_version().unwrap_or_default(),
-            )
-        })
-        .collect()
-}
-
-/// Every privatize-managed object the install is made of.
-async fn everything(client: &Client, ns: &str) -> BTreeMap<String, String> {
-    let mut all = BTreeMap::new();
-    all.extend(versions::<ServiceAccount>(client, Some(ns)).await);
-    all.extend(versions::<Secret>(client, Some(ns)).await);
-    all.extend(versions::<Service>(client, Some(ns)).await);
-    all.extend(versions::<Deployment>(client, Some(ns)).await);
-    all.extend(versions::<PodDisruptionBudget>(client, Some(ns)).await);
-    all.extend(versions::<CronJob>(client, Some(ns)).await);
-    all.extend(versions::<Role>(client, Some(ns)).await);
-    all.extend(versions::<RoleBinding>(client, Some(ns)).await);
-    all.extend(
-        cluster_versions::<Namespace>(client)
-            .await
-            .into_iter()
-            .filter(|(k, _)| k.ends_with(&format!("/{ns}"))),
-    );
-    all.extend(cluster_versions::<ClusterRole>(client).await);
-    all.extend(cluster_versions::<ClusterRoleBinding>(client).await);
-    all.extend(cluster_versions::<MutatingWebhookConfiguration>(client).await);
-    all
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn install_creates_every_object_as_specified_and_twice_changes_nothing() {
     let _serial = SERIAL.lock().await;
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let client = client().await;
-    let ns = format!("privatize-{}", unique() % 1_000_000);
-    install(
+    let installed = InstallNamespace::new();
+    let ns = installed.0.clone();
+    let first = install(
         &ns,
         &[
             "--target-registry",
@@ -131,6 +36,15 @@ async fn install_creates_every_object_as_specified_and_twice_changes_nothing() {
             "--service-account-annotation",
             "eks.amazonaws.com/role-arn=arn:aws:iam::123456789012:role/privatize",
         ],
+    );
+    assert_eq!(
+        stderr(&first).lines().last(),
+        Some(
+            "--no-wait: the webhooks are live now, before Deployment privatize is available: \
+             until it is, pods are admitted unchanged and managed Secrets cannot be created or updated"
+        ),
+        "{}",
+        stderr(&first)
     );
 
     let deployment = Api::<Deployment>::namespaced(client.clone(), &ns)
@@ -278,37 +192,15 @@ async fn install_creates_every_object_as_specified_and_twice_changes_nothing() {
         ]
     );
 
-    let roles: BTreeMap<String, Vec<String>> = Api::<ClusterRole>::all(client.clone())
-        .list(&ListParams::default().labels(MANAGED))
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|r| {
-            (
-                r.name_any(),
-                r.rules
-                    .unwrap_or_default()
-                    .iter()
-                    .flat_map(|rule| rule.verbs.clone())
-                    .collect(),
-            )
-        })
-        .collect();
-    assert!(
-        roles["privatize-webhook"]
-            .iter()
-            .all(|v| ["get", "list", "watch", "patch", "create"].contains(&v.as_str())),
-        "{roles:?}"
-    );
-    assert!(
-        !roles.values().flatten().any(|v| v == "*" || v == "delete"),
-        "no wildcard or delete verbs: {roles:?}"
-    );
+    assert_rbac_as_specified(&client, &ns).await;
 
     // Running it again changes nothing at all.
     let before = everything(&client, &ns).await;
-    assert!(before.len() >= 17, "{before:?}");
+    assert_eq!(
+        before.keys().map(String::as_str).collect::<Vec<_>>(),
+        installed_objects(&ns),
+        "exactly these objects, no more, no fewer"
+    );
     let again = install(
         &ns,
         &[
@@ -324,7 +216,10 @@ async fn install_creates_every_object_as_specified_and_twice_changes_nothing() {
         stderr(&again)
     );
     assert!(
-        !stderr(&again).contains("configured") && !stderr(&again).contains("created"),
+        stderr(&again)
+            .lines()
+            .filter(|l| !l.starts_with("--no-wait: "))
+            .all(|l| l.ends_with(" unchanged") || l.ends_with(" certificate kept")),
         "{}",
         stderr(&again)
     );
@@ -361,7 +256,8 @@ async fn install_over_a_previous_version_updates_objects_in_place() {
     let _serial = SERIAL.lock().await;
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let client = client().await;
-    let ns = format!("privatize-{}", unique() % 1_000_000);
+    let installed = InstallNamespace::new();
+    let ns = installed.0.clone();
     let namespace: Namespace =
         serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap();
     Api::<Namespace>::all(client.clone())
@@ -424,8 +320,12 @@ async fn checked_in_manifest_passes_the_apiservers_validation() {
         "/deploy/privatize.yaml"
     ))
     .unwrap();
-    let applied = common::kube::server_side_dry_run(&client, &yaml).await;
-    assert_eq!(applied.len(), 17, "{applied:?}");
+    let mut applied = common::kube::server_side_dry_run(&client, &yaml).await;
+    applied.sort();
+    // The checked-in manifest has no TLS Secret: gen-certs makes it.
+    let mut expected = installed_objects("privatize");
+    expected.retain(|o| o != "Secret/privatize-tls");
+    assert_eq!(applied, expected);
     assert!(
         Api::<Deployment>::namespaced(client.clone(), "privatize")
             .get_opt("privatize")
@@ -437,9 +337,13 @@ async fn checked_in_manifest_passes_the_apiservers_validation() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn install_waits_for_the_deployment_and_says_why_it_gave_up() {
+async fn install_registers_no_webhook_before_the_deployment_is_available() {
     let _serial = SERIAL.lock().await;
-    let ns = format!("privatize-{}", unique() % 1_000_000);
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let configs = Api::<MutatingWebhookConfiguration>::all(client().await);
+    let _ = configs.delete("privatize", &Default::default()).await;
+    let installed = InstallNamespace::new();
+    let ns = installed.0.clone();
     // No kubelet runs in the testbed, so the Deployment never becomes available.
     let out = privatize()
         .args([
@@ -456,13 +360,156 @@ async fn install_waits_for_the_deployment_and_says_why_it_gave_up() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
+    // Its secret webhooks are failurePolicy: Fail: registered now, they would
+    // refuse every managed Secret while no server answers.
+    assert!(
+        configs.get_opt("privatize").await.unwrap().is_none(),
+        "the webhook configuration was registered before the rollout"
+    );
     let err = stderr(&out);
     let last = err.lines().last().unwrap_or_default();
     assert!(
         last.starts_with(&format!(
-            "error: waiting for Deployment privatize in {ns}: 0/2 available after 2s"
+            "error: webhook configuration not registered: waiting for Deployment privatize in {ns} to roll out: generation 1 not yet observed by the Deployment controller after 2s"
         )),
         "{err}"
     );
+    assert!(!err.contains("MutatingWebhookConfiguration"), "{err}");
     uninstall(&ns);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_waits_for_the_new_generation_not_for_the_old_available_pods() {
+    let _serial = SERIAL.lock().await;
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let client = client().await;
+    let installed = InstallNamespace::new();
+    let ns = installed.0.clone();
+    install(&ns, &[]);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    set_status(
+        &deployments,
+        serde_json::json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2}),
+    )
+    .await;
+
+    // The upgrade: a new image is generation 2, while (maxUnavailable: 0) both
+    // old pods stay available.
+    let mut upgrade = Running(
+        privatize()
+            .args([
+                "install",
+                "--namespace",
+                &ns,
+                "--webhook-url",
+                URL,
+                "--image",
+                "registry.example/privatize:v2",
+                "--wait-timeout",
+                "60",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while deployments
+        .get("privatize")
+        .await
+        .unwrap()
+        .metadata
+        .generation
+        != Some(2)
+    {
+        assert!(upgrade.still_running(), "install ended before the upgrade");
+        assert!(std::time::Instant::now() < deadline, "no generation 2");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(
+        upgrade.still_running(),
+        "install returned while only the old generation was available"
+    );
+
+    // The controller saw generation 2 and surged one new pod: not done yet.
+    set_status(
+        &deployments,
+        serde_json::json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 1, "readyReplicas": 2, "availableReplicas": 2}),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(
+        upgrade.still_running(),
+        "install returned with one of two replicas updated"
+    );
+
+    // Both replicas run generation 2 and are available: install finishes.
+    set_status(
+        &deployments,
+        serde_json::json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2}),
+    )
+    .await;
+    let (status, err) = upgrade.finish(std::time::Duration::from_secs(20));
+    assert!(status.success(), "{err}");
+    // The webhook configuration is applied after the rollout, as the last step.
+    let tail: Vec<&str> = err.lines().rev().take(2).collect();
+    assert!(
+        tail[1].starts_with(&format!("Deployment/privatize in {ns}"))
+            && tail[1].ends_with("rolled out (2/2 replicas updated and available)"),
+        "{err}"
+    );
+    assert!(
+        tail[0].starts_with("MutatingWebhookConfiguration/privatize "),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_certificate_keeps_the_old_ca_trusted_until_the_rotation_settles() {
+    let _serial = SERIAL.lock().await;
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let client = client().await;
+    let installed = InstallNamespace::new();
+    let ns = installed.0.clone();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let configs = Api::<MutatingWebhookConfiguration>::all(client.clone());
+    let ca = || async {
+        let data = secrets.get("privatize-tls").await.unwrap().data.unwrap();
+        certificates(&data["ca.crt"].0)
+    };
+    let bundles = || async {
+        let config = configs.get("privatize").await.unwrap();
+        config
+            .webhooks
+            .unwrap()
+            .iter()
+            .map(|h| certificates(&h.client_config.ca_bundle.as_ref().unwrap().0))
+            .collect::<Vec<_>>()
+    };
+    install(&ns, &[]);
+    let old = ca().await;
+    assert_eq!(bundles().await, vec![old.clone(); 3]);
+
+    // Another webhook host means other SANs: a new CA and certificate.
+    let moved = ["--webhook-url", "https://localhost:9"];
+    let out = install(&ns, &moved);
+    let new = ca().await;
+    assert_ne!(new, old);
+    assert_eq!(
+        bundles().await,
+        vec![[new.clone(), old.clone()].concat(); 3],
+        "pods still serving the old certificate stay trusted"
+    );
+    assert!(
+        stderr(&out)
+            .contains("certificate issued (the webhooks trust 2 CAs until the rotation settles)"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Inside the grace period a run keeps both and changes nothing.
+    let before = everything(&client, &ns).await;
+    install(&ns, &moved);
+    assert_eq!(everything(&client, &ns).await, before);
 }

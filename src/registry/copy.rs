@@ -3,24 +3,27 @@
 //! with retries. Tags are pushed last, so a failed copy tags nothing.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use futures_util::{stream, StreamExt, TryStreamExt};
 use oci_client::client::{BlobResponse, SizedStream};
 use oci_client::manifest::OciDescriptor;
-use oci_client::Client;
+use oci_client::RegistryOperation;
 use reqwest::header::HeaderValue;
 
+use super::observe::{BlobObserver, CopyObserver};
 use super::retry::with_retries;
 use super::verify::Counted;
-use super::{manifest_digest, pull_manifest};
+use super::{manifest_digest, pull_manifest, Client};
 use crate::image::ImageRef;
 use crate::manifest::{
     filter_platforms, is_distributable, is_index, sha256_digest, Descriptor, Manifest,
 };
-use crate::progress::{BlobProgress, ImageProgress};
 
 /// How a copy runs.
 #[derive(Debug, Clone)]
@@ -112,14 +115,19 @@ impl Copier {
 
     /// Copies the manifest `source_digest` of `source` to `target`, pushing the
     /// top manifest under each of `tags` once everything it names has landed.
-    pub async fn copy(
+    /// `observer` hears of every blob; finishing the image is the caller's.
+    pub async fn copy<O>(
         &self,
         source: &ImageRef,
         source_digest: &str,
         target: &ImageRef,
         tags: &[String],
-        progress: &ImageProgress,
-    ) -> Result<Copied> {
+        observer: &O,
+    ) -> Result<Copied>
+    where
+        O: CopyObserver + Clone + 'static,
+    {
+        let observer: Arc<dyn CopyObserver> = Arc::new(observer.clone());
         let retries = self.options.retries;
         let pinned = source.at_digest(source_digest);
         let (mut top, _) = with_retries(retries, "pulling source manifest", || {
@@ -135,16 +143,15 @@ impl Copier {
         let collected = self.collect(source, &top_manifest).await?;
 
         let total: u64 = collected.blobs.iter().map(|b| b.size).sum();
-        progress.set_total(total);
+        observer.set_total(total);
         let outcomes: Vec<BlobOutcome> = stream::iter(collected.blobs.clone())
             .map(|blob| {
                 let this = self.clone();
                 let (source, target) = (source.clone(), target.clone());
-                let image_progress = progress.clone();
-                tokio::spawn(async move {
-                    this.copy_blob(&source, &target, &blob, image_progress)
-                        .await
-                })
+                let observer = observer.clone();
+                AbortOnDrop(tokio::spawn(async move {
+                    this.copy_blob(&source, &target, &blob, observer).await
+                }))
             })
             .buffer_unordered(self.options.jobs)
             .map(|joined| joined.context("blob copy task failed")?)
@@ -194,7 +201,6 @@ impl Copier {
                 BlobOutcome::Present | BlobOutcome::Mounted => copied.blobs_skipped += 1,
             }
         }
-        progress.finish(&target.to_string(), &copied.digest, Some(&copied));
         Ok(copied)
     }
 
@@ -256,7 +262,9 @@ impl Copier {
         let content_type = HeaderValue::from_str(media_type)
             .with_context(|| format!("invalid media type {media_type:?}"))?;
         with_retries(self.options.retries, "pushing manifest", || async {
+            self.client.authorize(at, RegistryOperation::Push).await?;
             self.client
+                .oci()
                 .push_manifest_raw(&at.to_oci(), bytes.clone(), content_type.clone())
                 .await?;
             Ok(())
@@ -270,7 +278,7 @@ impl Copier {
         source: &ImageRef,
         target: &ImageRef,
         blob: &Descriptor,
-        image: ImageProgress,
+        image: Arc<dyn CopyObserver>,
     ) -> Result<BlobOutcome> {
         let progress = Arc::new(Mutex::new(image.blob(&blob.digest, blob.size)));
         let what = format!("copying blob {}", blob.digest);
@@ -307,11 +315,13 @@ impl Copier {
         if !descriptor.digest.starts_with("sha256:") {
             return self
                 .client
+                .oci()
                 .pull_blob_stream(&source.to_oci(), descriptor)
                 .await;
         }
         match self
             .client
+            .oci()
             .pull_blob_stream_partial(&source.to_oci(), descriptor, 0, None)
             .await?
         {
@@ -324,11 +334,19 @@ impl Copier {
         source: &ImageRef,
         target: &ImageRef,
         blob: &Descriptor,
-        progress: Arc<Mutex<BlobProgress>>,
+        progress: Arc<Mutex<Box<dyn BlobObserver>>>,
     ) -> Result<BlobOutcome> {
         let target_oci = target.to_oci();
+        for (image, op) in [
+            (target, RegistryOperation::Pull),
+            (target, RegistryOperation::Push),
+            (source, RegistryOperation::Pull),
+        ] {
+            self.client.authorize(image, op).await?;
+        }
         if self
             .client
+            .oci()
             .blob_exists(&target_oci, &blob.digest)
             .await
             .context("checking target blob")?
@@ -350,6 +368,7 @@ impl Copier {
             // A declined mount (202) comes back as an error: upload normally then.
             if self
                 .client
+                .oci()
                 .mount_blob(&target_oci, &from, &blob.digest)
                 .await
                 .is_ok()
@@ -372,6 +391,7 @@ impl Copier {
         let body = Counted::new(pulled.stream, blob, progress, fault.clone());
         let pushed = self
             .client
+            .oci()
             .push_blob_stream(&target_oci, body, &blob.digest, Some(blob.size))
             .await;
         if let Some(fault) = fault.lock().expect("fault lock").take() {
@@ -379,6 +399,25 @@ impl Copier {
         }
         pushed.context("uploading to target")?;
         Ok(BlobOutcome::Copied(blob.size))
+    }
+}
+
+/// A spawned blob task that is aborted when its handle is dropped: when one
+/// blob fails for good, the copy returns and its other transfers (and their
+/// retries) stop with it instead of running on behind the caller's back.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> Future for AbortOnDrop<T> {
+    type Output = std::result::Result<T, tokio::task::JoinError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx)
     }
 }
 

@@ -10,9 +10,9 @@ use futures_util::Stream;
 use oci_client::errors::{DigestError, OciDistributionError};
 use sha2::{Digest as _, Sha256};
 
+use super::observe::BlobObserver;
 use super::retry::SourceFault;
 use crate::manifest::{finish_digest, Descriptor};
-use crate::progress::BlobProgress;
 
 /// The source stream on its way to the target: counts bytes for progress,
 /// hashes them, and withholds the last chunk unless the digest matches, so
@@ -21,7 +21,7 @@ use crate::progress::BlobProgress;
 /// (digest or I/O), which the push side would only see as a broken body.
 pub struct Counted<S> {
     inner: S,
-    progress: Arc<Mutex<BlobProgress>>,
+    progress: Arc<Mutex<Box<dyn BlobObserver>>>,
     fault: Arc<Mutex<Option<SourceFault>>>,
     hasher: Option<Sha256>,
     expected: String,
@@ -34,7 +34,7 @@ impl<S> Counted<S> {
     pub fn new(
         inner: S,
         blob: &Descriptor,
-        progress: Arc<Mutex<BlobProgress>>,
+        progress: Arc<Mutex<Box<dyn BlobObserver>>>,
         fault: Arc<Mutex<Option<SourceFault>>>,
     ) -> Self {
         let hasher = blob.digest.starts_with("sha256:").then(Sha256::new);

@@ -1,38 +1,98 @@
 //! A token-auth front for the plain source registry, the way Docker Hub,
-//! ghcr.io or quay.io speak to anonymous clients: `/v2/` answers 401 with a
-//! `Bearer realm=…` challenge, `/token` hands out an anonymous token for the
-//! asked scope, and requests with that token are forwarded to the registry.
+//! ghcr.io or quay.io speak to clients: `/v2/` answers 401 with a
+//! `Bearer realm=…` challenge, `/token` hands out a token for the asked
+//! scope, and requests with that token are forwarded to the registry.
+//! Anonymous mode answers `GET /token`; identity-token mode answers only the
+//! OAuth2 refresh-token exchange (`POST /token`), as registries do for
+//! docker's `identitytoken`.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use warp::http::header::{self, HeaderName};
 use warp::http::{HeaderMap, Method, Response, StatusCode};
 use warp::Filter;
 
+use super::front::relay;
+
 const TOKEN: &str = "anonymous-test-token";
+const ACCESS_TOKEN: &str = "exchanged-access-token";
+const SERVICE: &str = "test-gateway";
 
 pub struct TokenGateway {
     pub addr: SocketAddr,
     /// Scopes clients asked tokens for.
     pub scopes: Arc<Mutex<Vec<String>>>,
+    /// The form fields of every refresh-token exchange, the refresh token left out.
+    pub exchanges: Arc<Mutex<Vec<HashMap<String, String>>>>,
+    /// Every `Authorization` header sent to `/v2/…`.
+    pub authorizations: Arc<Mutex<Vec<String>>>,
 }
 
 impl TokenGateway {
+    /// Hands anonymous tokens to anyone (`GET /token`).
     pub fn start(upstream: &str) -> Self {
+        Self::serve(upstream, None)
+    }
+
+    /// Accepts only the refresh-token exchange of `refresh_token` (`POST /token`).
+    pub fn with_identity_token(upstream: &str, refresh_token: &str) -> Self {
+        Self::serve(upstream, Some(refresh_token.to_string()))
+    }
+
+    fn serve(upstream: &str, refresh_token: Option<String>) -> Self {
         let scopes = Arc::new(Mutex::new(Vec::new()));
-        let seen = scopes.clone();
+        let exchanges = Arc::new(Mutex::new(Vec::new()));
+        let authorizations = Arc::new(Mutex::new(Vec::new()));
+        let (seen, exchanged, authorized) =
+            (scopes.clone(), exchanges.clone(), authorizations.clone());
         let upstream = format!("http://{upstream}");
+        let access = if refresh_token.is_some() {
+            ACCESS_TOKEN
+        } else {
+            TOKEN
+        };
         let addr = super::serve_on_thread(move |listener| async move {
             let addr = listener.local_addr().unwrap();
-            let token = warp::path("token")
-                .and(warp::query::<std::collections::HashMap<String, String>>())
-                .map(move |q: std::collections::HashMap<String, String>| {
+            let anonymous = refresh_token.is_none();
+            let get_token = warp::get()
+                .and(warp::path("token"))
+                .and(warp::query::<HashMap<String, String>>())
+                .map(move |q: HashMap<String, String>| {
+                    if !anonymous {
+                        return reply(
+                            StatusCode::UNAUTHORIZED,
+                            r#"{"error":"unauthorized_client"}"#,
+                        );
+                    }
                     seen.lock()
                         .unwrap()
                         .push(q.get("scope").cloned().unwrap_or_default());
-                    warp::reply::json(&serde_json::json!({"token": TOKEN, "expires_in": 300}))
+                    reply(
+                        StatusCode::OK,
+                        &serde_json::json!({"token": TOKEN, "expires_in": 300}).to_string(),
+                    )
+                });
+            let post_token = warp::post()
+                .and(warp::path("token"))
+                .and(warp::body::form::<HashMap<String, String>>())
+                .map(move |mut form: HashMap<String, String>| {
+                    let given = form.remove("refresh_token");
+                    exchanged.lock().unwrap().push(form.clone());
+                    let valid = refresh_token.is_some()
+                        && given == refresh_token
+                        && form.get("grant_type").map(String::as_str) == Some("refresh_token")
+                        && form.get("service").map(String::as_str) == Some(SERVICE)
+                        && form.get("client_id").is_some_and(|c| !c.is_empty())
+                        && form.get("scope").is_some_and(|s| s.starts_with("repository:"));
+                    if !valid {
+                        return reply(StatusCode::BAD_REQUEST, r#"{"error":"invalid_grant"}"#);
+                    }
+                    reply(
+                        StatusCode::OK,
+                        &serde_json::json!({"access_token": ACCESS_TOKEN, "expires_in": 300, "scope": form["scope"]}).to_string(),
+                    )
                 });
             let http = reqwest::Client::new();
             let forward = warp::path("v2")
@@ -47,83 +107,62 @@ impl TokenGateway {
                           query: String,
                           headers: HeaderMap,
                           body: Bytes| {
-                        let (http, upstream) = (http.clone(), upstream.clone());
+                        let (http, upstream, authorized) =
+                            (http.clone(), upstream.clone(), authorized.clone());
                         async move {
-                            Ok::<_, warp::Rejection>(
-                                forward(
-                                    http,
-                                    upstream,
-                                    method,
-                                    path.as_str().to_string(),
-                                    query,
-                                    headers,
-                                    body,
-                                    addr,
-                                )
-                                .await,
+                            let given = headers
+                                .get("authorization")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_string();
+                            authorized.lock().unwrap().push(given.clone());
+                            if given != format!("Bearer {access}") {
+                                return Ok::<_, warp::Rejection>(challenge(addr));
+                            }
+                            Ok(relay(
+                                &http,
+                                &upstream,
+                                method,
+                                path.as_str(),
+                                &query,
+                                &headers,
+                                body,
                             )
+                            .await)
                         }
                     },
                 );
-            warp::serve(token.or(forward))
+            warp::serve(get_token.or(post_token).unify().or(forward).unify())
                 .incoming(listener)
                 .run()
                 .await;
         });
-        Self { addr, scopes }
+        Self {
+            addr,
+            scopes,
+            exchanges,
+            authorizations,
+        }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn forward(
-    http: reqwest::Client,
-    upstream: String,
-    method: Method,
-    path: String,
-    query: String,
-    headers: HeaderMap,
-    body: Bytes,
-    me: SocketAddr,
-) -> Response<Bytes> {
-    let expected = format!("Bearer {TOKEN}");
-    let authorised =
-        headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(expected.as_str());
-    if !authorised {
-        return Response::builder()
-            .status(StatusCode::UNAUTHORIZED)
-            .header(
-                "www-authenticate",
-                format!(r#"Bearer realm="http://{me}/token",service="test-gateway""#),
-            )
-            .body(Bytes::from_static(
-                br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
-            ))
-            .unwrap();
-    }
-    let url = if query.is_empty() {
-        format!("{upstream}{path}")
-    } else {
-        format!("{upstream}{path}?{query}")
-    };
-    let mut request = http.request(method, url).body(body);
-    for name in [header::ACCEPT, header::CONTENT_TYPE, header::RANGE] {
-        if let Some(value) = headers.get(&name) {
-            request = request.header(name, value.clone());
-        }
-    }
-    let upstream_response = request.send().await.unwrap();
-    let mut response = Response::builder().status(upstream_response.status());
-    for name in [
-        header::CONTENT_TYPE,
-        HeaderName::from_static("docker-content-digest"),
-        header::LOCATION,
-        header::CONTENT_RANGE,
-    ] {
-        if let Some(value) = upstream_response.headers().get(&name) {
-            response = response.header(name, value.clone());
-        }
-    }
-    response
-        .body(upstream_response.bytes().await.unwrap())
+fn reply(status: StatusCode, body: &str) -> Response<Bytes> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Bytes::from(body.to_string()))
+        .unwrap()
+}
+
+fn challenge(me: SocketAddr) -> Response<Bytes> {
+    Response::builder()
+        .status(StatusCode::UNAUTHORIZED)
+        .header(
+            "www-authenticate",
+            format!(r#"Bearer realm="http://{me}/token",service="{SERVICE}""#),
+        )
+        .body(Bytes::from_static(
+            br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+        ))
         .unwrap()
 }

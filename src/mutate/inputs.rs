@@ -1,0 +1,73 @@
+//! What a pod admission decision is made from besides the request: the settings,
+//! and the facts the I/O layer looked up (presence in the target, the pull Secret).
+
+use std::collections::HashMap;
+
+use crate::cli::SwapPolicy;
+use crate::image::{ImageRef, TargetRegistry};
+
+/// The `serve` settings a pod decision depends on.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where mirrored images go.
+    pub target: TargetRegistry,
+    /// What a pod whose image is not mirrored yet gets.
+    pub swap_policy: SwapPolicy,
+    /// The effective `PRIVATIZE_EXCLUDE`: registries (`HOST[:PORT]`, globs) or, with a
+    /// `/`, reference globs. Use [`super::pods::default_exclude`] when the user set none.
+    /// The target is excluded whatever this says.
+    pub exclude: Vec<String>,
+    /// Namespace globs whose pods are never touched.
+    pub exclude_namespaces: Vec<String>,
+    /// When not empty, only images from these registries (same syntax as `exclude`).
+    pub include_registries: Vec<String>,
+    /// `PRIVATIZE_DRY_RUN`: decide and report, but patch nothing and copy nothing.
+    pub dry_run: bool,
+}
+
+impl Settings {
+    /// Settings with the defaults of `serve`: policy `gate`, the default exclude
+    /// list, no excluded namespace, no allowlist, not a dry run.
+    pub fn new(target: TargetRegistry) -> Self {
+        Self {
+            target,
+            swap_policy: SwapPolicy::Gate,
+            exclude: super::pods::default_exclude(),
+            exclude_namespaces: Vec::new(),
+            include_registries: Vec::new(),
+            dry_run: false,
+        }
+    }
+}
+
+/// Whether a target reference exists in the target registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    /// The manifest is there.
+    Present,
+    /// The registry said it is not there.
+    Missing,
+    /// No answer (timeout, error, budget spent).
+    Unknown,
+}
+
+/// What the I/O layer looked up for one admission.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    /// Presence per target reference (`ImageRef::to_string()` of the target); a
+    /// reference absent from the map counts as [`Presence::Unknown`].
+    pub presence: HashMap<String, Presence>,
+    /// The managed pull Secret's name, when the pod's namespace is enabled for ECR
+    /// credentials and the Secret exists there.
+    pub pull_secret: Option<String>,
+}
+
+impl Facts {
+    /// The presence of one target reference (unknown when not looked up).
+    pub fn presence_of(&self, target: &ImageRef) -> Presence {
+        self.presence
+            .get(&target.to_string())
+            .copied()
+            .unwrap_or(Presence::Unknown)
+    }
+}
