@@ -7,7 +7,6 @@ use std::fmt;
 use std::time::SystemTime;
 
 use base64::Engine as _;
-use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation};
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::admission::{AdmissionRequest, Operation};
@@ -16,6 +15,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
+use super::pointer;
 use crate::ecr::{parse_ecr_host, Token};
 
 /// Secret label opting in to managed ECR credentials.
@@ -306,7 +306,7 @@ fn describe(request: &AdmissionRequest<Secret>) -> String {
 
 fn add(tokens: &[&str], value: Value) -> PatchOperation {
     PatchOperation::Add(AddOperation {
-        path: PointerBuf::from_tokens(tokens.iter().copied()),
+        path: pointer(tokens.iter().copied()),
         value,
     })
 }
