@@ -7,6 +7,7 @@ pub mod aws_counter;
 pub mod front;
 pub mod kube;
 pub mod proxy;
+pub mod secret_webhook;
 pub mod token_gateway;
 pub mod webhook;
 
