@@ -55,8 +55,13 @@ pub fn admission_routes(state: Arc<State>) -> BoxedFilter<(Response,)> {
     let pods = warp::path!("mutate" / "pods").map(route("/mutate/pods", Served::Pods));
     let seed = warp::path!("api" / "v1" / "mutate").map(route("/api/v1/mutate", Served::Pods));
     let secrets = warp::path!("mutate" / "secrets").map(route("/mutate/secrets", Served::Secrets));
-    let admit = warp::post()
-        .and(pods.or(seed).unify().or(secrets).unify())
+    // Path before method, so an unknown path is 404 and a GET of a known one 405.
+    let admit = pods
+        .or(seed)
+        .unify()
+        .or(secrets)
+        .unify()
+        .and(warp::post())
         .and(with_state(state))
         .and(warp::header::headers_cloned())
         .and(warp::body::stream())
@@ -75,8 +80,8 @@ pub fn admission_routes(state: Arc<State>) -> BoxedFilter<(Response,)> {
 
 /// Routes of the plain-HTTP port: `/healthz`, `/readyz`, `/metrics`.
 pub fn probe_routes(state: Arc<State>) -> BoxedFilter<(Response,)> {
-    let readyz = warp::get()
-        .and(warp::path!("readyz"))
+    let readyz = warp::path!("readyz")
+        .and(warp::get())
         .and(with_state(state.clone()))
         .map(|state: Arc<State>| match state.readiness.problems() {
             problems if problems.is_empty() => text(StatusCode::OK, "ok".into()),
@@ -85,8 +90,8 @@ pub fn probe_routes(state: Arc<State>) -> BoxedFilter<(Response,)> {
                 format!("not ready: {}", problems.join("; ")),
             ),
         });
-    let metrics = warp::get()
-        .and(warp::path!("metrics"))
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
         .and(with_state(state))
         .map(|state: Arc<State>| match state.metrics.encode() {
             Ok(body) => {
@@ -110,8 +115,8 @@ pub fn probe_routes(state: Arc<State>) -> BoxedFilter<(Response,)> {
 }
 
 fn healthz() -> BoxedFilter<(Response,)> {
-    warp::get()
-        .and(warp::path!("healthz"))
+    warp::path!("healthz")
+        .and(warp::get())
         .map(|| text(StatusCode::OK, "ok".into()))
         .boxed()
 }
