@@ -596,3 +596,76 @@ async fn sigint_exits_0_too() {
         serve.log_text()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apiserver_calls_serve_over_h2_with_v1_and_v1beta1_reviews() {
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, DeleteParams, PostParams};
+
+    let ns = common::kube::TestNamespace::new("serve-http").await;
+    let serve = Serve::start();
+    let ca_bundle = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        &serve.cert.ca_pem,
+    );
+    // Scoped to this test's namespace, failing closed: a bad answer fails the create.
+    let hook = |name: &str, path: &str, version: &str| {
+        serde_json::json!({
+            "name": name,
+            "clientConfig": {"url": format!("https://127.0.0.1:{}{path}", serve.https.port()), "caBundle": ca_bundle},
+            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}],
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns.name}},
+            "admissionReviewVersions": [version],
+            "sideEffects": "None",
+            "failurePolicy": "Fail",
+            "timeoutSeconds": 10
+        })
+    };
+    let name = format!("{}-serve-http", ns.name);
+    let config: MutatingWebhookConfiguration = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "webhooks": [
+            hook("pods.serve-http.privatize.io", "/mutate/pods", "v1beta1"),
+            hook("seed.serve-http.privatize.io", "/api/v1/mutate", "v1"),
+        ]
+    }))
+    .unwrap();
+    let configs: Api<MutatingWebhookConfiguration> = Api::all(ns.client.clone());
+    configs
+        .create(&PostParams::default(), &config)
+        .await
+        .unwrap();
+
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "shell", "annotations": {"privatize.io/skip": "true"}},
+        "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]}
+    }))
+    .unwrap();
+    let created = Api::<Pod>::namespaced(ns.client.clone(), &ns.name)
+        .create(&PostParams::default(), &pod)
+        .await;
+    configs
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    created.unwrap_or_else(|e| panic!("pod refused: {e}\n{}", serve.log_text()));
+
+    for path in ["/mutate/pods", "/api/v1/mutate"] {
+        serve
+            .wait_for_log(Duration::from_secs(5), |l| {
+                l["message"] == "admission"
+                    && l["path"] == path
+                    && l["namespace"] == ns.name.as_str()
+            })
+            .unwrap_or_else(|| panic!("no admission on {path}:\n{}", serve.log_text()));
+    }
+    assert!(
+        serve
+            .wait_for_log(Duration::from_secs(1), |l| l["message"] == "TLS connection"
+                && l["protocol"] == "h2")
+            .is_some(),
+        "the apiserver did not speak h2:\n{}",
+        serve.log_text()
+    );
+}

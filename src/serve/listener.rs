@@ -89,6 +89,8 @@ impl Connection {
         };
         match tokio::time::timeout(self.timeouts.header_read, acceptor.accept(tcp)).await {
             Ok(Ok(stream)) => {
+                let protocol = stream.get_ref().1.alpn_protocol().unwrap_or(b"http/1.1");
+                debug!(protocol = %String::from_utf8_lossy(protocol), "TLS connection");
                 self.drive(Tracked::new(stream, activity.clone()), activity)
                     .await
             }
