@@ -6,6 +6,7 @@ pub mod http;
 pub mod listener;
 pub mod metrics;
 pub mod pods;
+pub mod review;
 pub mod secrets;
 pub mod tls;
 

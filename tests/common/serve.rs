@@ -402,3 +402,27 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// Reads until the peer closes (or errors); `None` when it is still open at `timeout`.
+pub async fn read_until_closed<R: tokio::io::AsyncRead + Unpin>(
+    stream: &mut R,
+    timeout: Duration,
+) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 8192];
+        loop {
+            match tokio::io::AsyncReadExt::read(stream, &mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(timeout, read).await.ok()?;
+    Some(out)
+}
+
+/// Lossy UTF-8 of a response, for messages and assertions.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
