@@ -351,7 +351,7 @@ pub struct ServeArgs {
     #[arg(long, env = "PRIVATIZE_TLS_RELOAD_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub tls_reload_interval: std::time::Duration,
 
-    /// Time a client has for the TLS handshake and for each request's headers
+    /// Time a client has for the TLS handshake and for each request's headers (HTTP/1.1: counted from the end of the previous request)
     #[arg(long, env = "PRIVATIZE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub header_read_timeout: std::time::Duration,
 
@@ -359,7 +359,7 @@ pub struct ServeArgs {
     #[arg(long, env = "PRIVATIZE_BODY_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub body_read_timeout: std::time::Duration,
 
-    /// A connection with no bytes moving for this long is closed
+    /// A connection with no request in flight and no bytes moving for this long is closed (an idle HTTP/1.1 connection already closes after --header-read-timeout)
     #[arg(long, env = "PRIVATIZE_IDLE_TIMEOUT", default_value = "90s", value_parser = humantime::parse_duration)]
     pub idle_timeout: std::time::Duration,
 

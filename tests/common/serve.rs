@@ -280,17 +280,22 @@ impl Serve {
     /// A TLS client configuration trusting this server's CAs, offering `alpn`.
     pub fn tls_config(&self, alpn: &[&[u8]]) -> rustls::ClientConfig {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let mut config = rustls::ClientConfig::builder()
+            .with_root_certificates(self.roots())
+            .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        config
+    }
+
+    /// Every CA this server's certificates come from, as a rustls root store.
+    pub fn roots(&self) -> rustls::RootCertStore {
         let mut roots = rustls::RootCertStore::empty();
         for ca in &self.cas {
             for cert in CertificateDer::pem_slice_iter(ca.as_bytes()) {
                 roots.add(cert.unwrap()).unwrap();
             }
         }
-        let mut config = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        config
+        roots
     }
 
     /// A TLS connection to the HTTPS port offering `alpn` (e.g. `[b"h2"]`).
