@@ -12,5 +12,6 @@ pub mod manifest;
 pub mod mutate;
 pub mod progress;
 pub mod registry;
+pub mod serve;
 pub mod sync_image;
 pub mod tls;

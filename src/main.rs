@@ -27,7 +27,7 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::SyncImage(args) => privatize::sync_image::run(args).await,
         Command::Generate(args) => privatize::generate::run(&args),
-        Command::Serve(_) => not_yet("serve"),
+        Command::Serve(args) => privatize::serve::run(*args).await,
         Command::RefreshSecrets(_) => not_yet("refresh-secrets"),
         Command::GenCerts(args) => privatize::gen_certs::run(args).await,
         Command::Install(args) => privatize::install::install(args).await,

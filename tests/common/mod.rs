@@ -6,6 +6,7 @@
 pub mod front;
 pub mod kube;
 pub mod proxy;
+pub mod serve;
 pub mod token_gateway;
 pub mod webhook;
 
