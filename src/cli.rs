@@ -370,6 +370,33 @@ pub struct ServeArgs {
     /// After the listeners close, requests in flight get this long to finish
     #[arg(long, env = "PRIVATIZE_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: std::time::Duration,
+
+    /// How long a "present" answer from the target registry is trusted (a pruned repository is noticed after this)
+    #[arg(long, env = "PRIVATIZE_PRESENCE_CACHE_TTL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub presence_cache_ttl: std::time::Duration,
+
+    /// How often every gated pod is looked at again (catches missed Job events)
+    #[arg(long, env = "PRIVATIZE_SWEEP_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub sweep_interval: std::time::Duration,
+
+    /// A pod gated longer than this gets its original images back and is released
+    #[arg(long, env = "PRIVATIZE_GATE_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub gate_timeout: std::time::Duration,
+
+    /// activeDeadlineSeconds of the copy Jobs
+    #[arg(long, env = "PRIVATIZE_COPY_JOB_ACTIVE_DEADLINE", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub copy_job_active_deadline: std::time::Duration,
+
+    /// ttlSecondsAfterFinished of the copy Jobs
+    #[arg(long, env = "PRIVATIZE_COPY_JOB_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub copy_job_ttl: std::time::Duration,
+
+    /// A kubernetes.io/dockerconfigjson Secret in the copy-Job namespace, mounted as every copy Job's DOCKER_CONFIG (source credentials; a pod's own imagePullSecrets are never used)
+    #[arg(long, env = "PRIVATIZE_SOURCE_CREDENTIALS_SECRET")]
+    pub source_credentials_secret: Option<String>,
+
+    #[command(flatten)]
+    pub repository: RepositoryArgs,
 }
 
 /// `privatize refresh-secrets`

@@ -2,12 +2,19 @@
 //! serves admissions on HTTPS and probes/metrics on plain HTTP, runs the gate
 //! controller, and on SIGTERM fails /readyz, waits, then drains and exits 0.
 
+pub mod flights;
+pub mod gate;
 pub mod http;
+pub mod jobs;
 pub mod listener;
 pub mod metrics;
+pub mod passon;
 pub mod pods;
+pub mod presence;
+pub mod release;
 pub mod review;
 pub mod secrets;
+pub mod setup;
 pub mod tls;
 
 use std::net::SocketAddr;

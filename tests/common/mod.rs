@@ -7,6 +7,7 @@ pub mod front;
 pub mod kube;
 pub mod proxy;
 pub mod serve;
+pub mod serve_gate;
 pub mod token_gateway;
 pub mod webhook;
 
