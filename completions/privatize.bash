@@ -383,7 +383,7 @@ _privatize() {
             return 0
             ;;
         privatize__subcmd__serve)
-            opts="-h -V --https-port --http-port --tls-cert-path --tls-key-path --tls-cert --tls-key --target-registry --swap-policy --exclude --exclude-namespaces --include-registries --dry-run --copy-job-namespace --copy-job-image --copy-job-service-account-name --copy-job-backoff-limit --copy-job-completion --pull-secret-name --ca-file --plain-http --authfile --src-creds --dest-creds --target-kind --log-format --log-level --help --version"
+            opts="-h -V --https-port --http-port --tls-cert-path --tls-key-path --tls-cert --tls-key --target-registry --swap-policy --exclude --exclude-namespaces --include-registries --dry-run --copy-job-namespace --copy-job-image --copy-job-service-account-name --copy-job-backoff-limit --copy-job-completion --pull-secret-name --ca-file --plain-http --authfile --src-creds --dest-creds --target-kind --listen-address --admission-budget --tls-reload-interval --header-read-timeout --body-read-timeout --idle-timeout --shutdown-delay --shutdown-timeout --presence-cache-ttl --sweep-interval --gate-timeout --copy-job-active-deadline --copy-job-ttl --source-credentials-secret --scan-on-push --tag-mutability --kms-key --repository-tag --repository-policy --lifecycle-policy --reconcile-repositories --log-format --log-level --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -483,6 +483,90 @@ _privatize() {
                     ;;
                 --target-kind)
                     COMPREPLY=($(compgen -W "auto ecr registry" -- "${cur}"))
+                    return 0
+                    ;;
+                --listen-address)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --admission-budget)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-reload-interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --header-read-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --body-read-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --idle-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --shutdown-delay)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --shutdown-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --presence-cache-ttl)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sweep-interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gate-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --copy-job-active-deadline)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --copy-job-ttl)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --source-credentials-secret)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --scan-on-push)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --tag-mutability)
+                    COMPREPLY=($(compgen -W "MUTABLE IMMUTABLE" -- "${cur}"))
+                    return 0
+                    ;;
+                --kms-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --repository-tag)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --repository-policy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --lifecycle-policy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reconcile-repositories)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
                 --log-format)

@@ -66,6 +66,30 @@ complete -c privatize -n "__fish_privatize_using_subcommand serve" -l dest-creds
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l target-kind -d 'Kind of the target registry' -r -f -a "auto\t'ECR when the host is an ECR host (`<account>.dkr.ecr.<region>.amazonaws.com`), a plain registry otherwise'
 ecr\t'AWS ECR: repositories are created through the ECR API, login with GetAuthorizationToken'
 registry\t'Any OCI registry: auth from a docker `config.json` or `--dest-creds`'"
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l listen-address -d 'Address both ports listen on (`0.0.0.0`, `::`, `127.0.0.1`)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l admission-budget -d 'Time one admission may take; past it a pod is allowed unchanged (with a warning) and a Secret is denied' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l tls-reload-interval -d 'How often the certificate files are read to notice a rotated certificate' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l header-read-timeout -d 'Time a client has for the TLS handshake and for each request\'s headers (HTTP/1.1: counted from the end of the previous request)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l body-read-timeout -d 'Time a client has to send a whole request body (408 past it)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l idle-timeout -d 'A connection with no request in flight and no bytes moving for this long is closed (an idle HTTP/1.1 connection already closes after --header-read-timeout)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l shutdown-delay -d 'On SIGTERM, /readyz fails this long before the listeners close, so endpoints drop the pod first' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l shutdown-timeout -d 'After the listeners close, requests in flight get this long to finish' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l presence-cache-ttl -d 'How long a "present" answer from the target registry is trusted (a pruned repository is noticed after this)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l sweep-interval -d 'How often every gated pod is looked at again (catches missed Job events)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l gate-timeout -d 'A pod gated longer than this gets its original images back and is released' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l copy-job-active-deadline -d 'activeDeadlineSeconds of the copy Jobs' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l copy-job-ttl -d 'ttlSecondsAfterFinished of the copy Jobs' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l source-credentials-secret -d 'A kubernetes.io/dockerconfigjson Secret in the copy-Job namespace, mounted as every copy Job\'s DOCKER_CONFIG (source credentials; a pod\'s own imagePullSecrets are never used)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l scan-on-push -d 'Scan images on push in new ECR repositories' -r -f -a "true\t''
+false\t''"
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l tag-mutability -d 'Tag mutability of new ECR repositories' -r -f -a "MUTABLE\t''
+IMMUTABLE\t''"
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l kms-key -d 'KMS key (ARN or alias) to encrypt new repositories with; AES256 when unset' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l repository-tag -d 'Extra tag KEY=VALUE on new repositories (repeatable or comma-separated); `managed-by=privatize` is always set' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l repository-policy -d 'Repository policy (JSON text) applied to new repositories' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l lifecycle-policy -d 'Lifecycle policy (JSON text) applied to new repositories' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l reconcile-repositories -d 'Also re-apply these settings to existing repositories that drifted' -r -f -a "true\t''
+false\t''"
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l log-format -d 'Log line format: `text` for people, `json` for log collectors' -r -f -a "text\t''
 json\t''"
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l log-level -d 'Level of privatize\'s own logs (`error`, `warn`, `info`, `debug`, `trace`, `off`), or a whole filter in `tracing` syntax (e.g. `warn,privatize=debug`)' -r

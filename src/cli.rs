@@ -30,7 +30,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// HTTPS admission webhook: rewrite pod images, start copy Jobs, inject ECR credentials
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Copy images (every platform, exact bytes) into the target registry
     SyncImage(SyncImageArgs),
     /// Refresh ECR credentials in managed Secrets that expire soon
@@ -338,6 +338,65 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub transport: TransportArgs,
+
+    /// Address both ports listen on (`0.0.0.0`, `::`, `127.0.0.1`)
+    #[arg(long, env = "PRIVATIZE_LISTEN_ADDRESS", default_value = "0.0.0.0")]
+    pub listen_address: std::net::IpAddr,
+
+    /// Time one admission may take; past it a pod is allowed unchanged (with a warning) and a Secret is denied
+    #[arg(long, env = "PRIVATIZE_ADMISSION_BUDGET", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub admission_budget: std::time::Duration,
+
+    /// How often the certificate files are read to notice a rotated certificate
+    #[arg(long, env = "PRIVATIZE_TLS_RELOAD_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub tls_reload_interval: std::time::Duration,
+
+    /// Time a client has for the TLS handshake and for each request's headers (HTTP/1.1: counted from the end of the previous request)
+    #[arg(long, env = "PRIVATIZE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: std::time::Duration,
+
+    /// Time a client has to send a whole request body (408 past it)
+    #[arg(long, env = "PRIVATIZE_BODY_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub body_read_timeout: std::time::Duration,
+
+    /// A connection with no request in flight and no bytes moving for this long is closed (an idle HTTP/1.1 connection already closes after --header-read-timeout)
+    #[arg(long, env = "PRIVATIZE_IDLE_TIMEOUT", default_value = "90s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: std::time::Duration,
+
+    /// On SIGTERM, /readyz fails this long before the listeners close, so endpoints drop the pod first
+    #[arg(long, env = "PRIVATIZE_SHUTDOWN_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub shutdown_delay: std::time::Duration,
+
+    /// After the listeners close, requests in flight get this long to finish
+    #[arg(long, env = "PRIVATIZE_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: std::time::Duration,
+
+    /// How long a "present" answer from the target registry is trusted (a pruned repository is noticed after this)
+    #[arg(long, env = "PRIVATIZE_PRESENCE_CACHE_TTL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub presence_cache_ttl: std::time::Duration,
+
+    /// How often every gated pod is looked at again (catches missed Job events)
+    #[arg(long, env = "PRIVATIZE_SWEEP_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub sweep_interval: std::time::Duration,
+
+    /// A pod gated longer than this gets its original images back and is released
+    #[arg(long, env = "PRIVATIZE_GATE_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub gate_timeout: std::time::Duration,
+
+    /// activeDeadlineSeconds of the copy Jobs
+    #[arg(long, env = "PRIVATIZE_COPY_JOB_ACTIVE_DEADLINE", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub copy_job_active_deadline: std::time::Duration,
+
+    /// ttlSecondsAfterFinished of the copy Jobs
+    #[arg(long, env = "PRIVATIZE_COPY_JOB_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub copy_job_ttl: std::time::Duration,
+
+    /// A kubernetes.io/dockerconfigjson Secret in the copy-Job namespace, mounted as every copy Job's DOCKER_CONFIG (source credentials; a pod's own imagePullSecrets are never used)
+    #[arg(long, env = "PRIVATIZE_SOURCE_CREDENTIALS_SECRET")]
+    pub source_credentials_secret: Option<String>,
+
+    #[command(flatten)]
+    pub repository: RepositoryArgs,
 }
 
 /// `privatize refresh-secrets`

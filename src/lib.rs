@@ -13,5 +13,6 @@ pub mod mutate;
 pub mod progress;
 pub mod refresh_secrets;
 pub mod registry;
+pub mod serve;
 pub mod sync_image;
 pub mod tls;

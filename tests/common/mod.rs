@@ -8,6 +8,8 @@ pub mod front;
 pub mod kube;
 pub mod proxy;
 pub mod secret_webhook;
+pub mod serve;
+pub mod serve_gate;
 pub mod token_gateway;
 pub mod webhook;
 

@@ -1,0 +1,225 @@
+//! Room: `privatize serve`. Loads the certificate, connects to Kubernetes,
+//! serves admissions on HTTPS and probes/metrics on plain HTTP, runs the gate
+//! controller, and on SIGTERM fails /readyz, waits, then drains and exits 0.
+
+pub mod flights;
+pub mod gate;
+pub mod http;
+pub mod jobs;
+pub mod listener;
+pub mod metrics;
+pub mod passon;
+pub mod pods;
+pub mod presence;
+pub mod release;
+pub mod review;
+pub mod secrets;
+pub mod setup;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::cli::ServeArgs;
+use listener::Timeouts;
+use metrics::Metrics;
+use pods::Pods;
+use secrets::Secrets;
+use tls::{CertSource, CertWatcher, ReloadingResolver};
+
+/// What every request handler shares.
+pub struct State {
+    pub pods: Arc<Pods>,
+    pub secrets: Arc<Secrets>,
+    pub metrics: Arc<Metrics>,
+    pub readiness: Arc<Readiness>,
+    /// Time one admission may take before the path's fallback answer.
+    pub admission_budget: Duration,
+    /// Time a client has to send a request body.
+    pub body_read_timeout: Duration,
+}
+
+/// Whether `/readyz` passes: a certificate is loaded, the Kubernetes API has
+/// answered once, and no shutdown has begun.
+pub struct Readiness {
+    certificate: Arc<ReloadingResolver>,
+    kubernetes: AtomicBool,
+    stopping: AtomicBool,
+}
+
+impl Readiness {
+    pub fn new(certificate: Arc<ReloadingResolver>) -> Self {
+        Self {
+            certificate,
+            kubernetes: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    /// What keeps the server from being ready; empty when it is.
+    pub fn problems(&self) -> Vec<&'static str> {
+        let mut problems = Vec::new();
+        if self.stopping.load(Ordering::SeqCst) {
+            problems.push("shutting down");
+        }
+        if !self.certificate.is_loaded() {
+            problems.push("no serving certificate loaded");
+        }
+        if !self.kubernetes.load(Ordering::SeqCst) {
+            problems.push("Kubernetes API not reached yet");
+        }
+        problems
+    }
+}
+
+/// Runs `privatize serve` until SIGTERM or SIGINT.
+pub async fn run(args: ServeArgs) -> Result<()> {
+    // Listen for signals first: a SIGTERM during start-up must drain, not kill.
+    let mut sigterm = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+
+    let metrics = Arc::new(Metrics::new());
+    let mut certificates = CertWatcher::new(CertSource::from_args(&args.tls)?, metrics.clone());
+    certificates.load().await?;
+    let readiness = Arc::new(Readiness::new(certificates.resolver()));
+    let acceptor = tls::acceptor(certificates.resolver())?;
+
+    let client = crate::k8s::client().await?;
+    let pods = Arc::new(Pods::new(&args, client.clone(), metrics.clone()).await?);
+    let secrets = Arc::new(Secrets::new(&args, client.clone(), metrics.clone()).await?);
+    let state = Arc::new(State {
+        pods: pods.clone(),
+        secrets,
+        metrics,
+        readiness: readiness.clone(),
+        admission_budget: args.admission_budget,
+        body_read_timeout: args.body_read_timeout,
+    });
+
+    let https = bind(
+        SocketAddr::new(args.listen_address, args.https_port),
+        "HTTPS",
+    )
+    .await?;
+    let http = bind(SocketAddr::new(args.listen_address, args.http_port), "HTTP").await?;
+    info!(
+        https_addr = %https.local_addr().context("reading the HTTPS address")?,
+        http_addr = %http.local_addr().context("reading the HTTP address")?,
+        "listening"
+    );
+
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let timeouts = Timeouts {
+        header_read: args.header_read_timeout,
+        idle: args.idle_timeout,
+    };
+    tracker.spawn(certificates.run(args.tls_reload_interval, shutdown.clone()));
+    tracker.spawn(reach_kubernetes(
+        client,
+        readiness.clone(),
+        shutdown.clone(),
+    ));
+    tracker.spawn(listener::serve(
+        https,
+        Some(acceptor),
+        http::admission_routes(state.clone()),
+        timeouts,
+        shutdown.clone(),
+        tracker.clone(),
+    ));
+    tracker.spawn(listener::serve(
+        http,
+        None,
+        http::probe_routes(state),
+        timeouts,
+        shutdown.clone(),
+        tracker.clone(),
+    ));
+    let mut gate = tokio::spawn(pods.run(shutdown.clone()));
+
+    let mut gate_result = None;
+    tokio::select! {
+        _ = sigterm.recv() => info!(signal = "SIGTERM", "shutting down"),
+        _ = sigint.recv() => info!(signal = "SIGINT", "shutting down"),
+        result = &mut gate => {
+            error!("the gate controller stopped; shutting down");
+            gate_result = Some(result);
+        }
+    }
+
+    // Fail /readyz first so endpoints stop sending new admissions here, then
+    // close the listeners and let requests in flight finish.
+    readiness.stopping.store(true, Ordering::SeqCst);
+    info!(delay = %humantime::format_duration(args.shutdown_delay), "/readyz fails now; listeners close after the delay");
+    tokio::select! {
+        _ = tokio::time::sleep(args.shutdown_delay) => {}
+        _ = sigterm.recv() => info!("second signal: closing at once"),
+        _ = sigint.recv() => info!("second signal: closing at once"),
+    }
+    shutdown.cancel();
+    tracker.close();
+    let drained = tokio::time::timeout(args.shutdown_timeout, async {
+        tracker.wait().await;
+        match gate_result {
+            Some(result) => result,
+            None => gate.await,
+        }
+    })
+    .await;
+    match drained {
+        Ok(Ok(Ok(()))) => {
+            info!("stopped");
+            Ok(())
+        }
+        Ok(Ok(Err(err))) => Err(err.context("gate controller")),
+        Ok(Err(join)) => Err(anyhow::anyhow!("gate controller panicked: {join}")),
+        Err(_) => {
+            warn!(timeout = %humantime::format_duration(args.shutdown_timeout), "requests still in flight at the shutdown deadline; exiting anyway");
+            Ok(())
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr} ({what})"))
+}
+
+/// Asks the apiserver for its version until it answers, then marks readiness.
+async fn reach_kubernetes(
+    client: kube::Client,
+    readiness: Arc<Readiness>,
+    shutdown: CancellationToken,
+) {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        let attempt = tokio::time::timeout(Duration::from_secs(10), client.apiserver_version());
+        match attempt.await {
+            Ok(Ok(version)) => {
+                info!(version = %version.git_version, "Kubernetes API reached");
+                readiness.kubernetes.store(true, Ordering::SeqCst);
+                return;
+            }
+            Ok(Err(err)) => {
+                warn!(error = %err, retry_in = ?delay, "Kubernetes API not reachable yet")
+            }
+            Err(_) => warn!(retry_in = ?delay, "Kubernetes API did not answer within 10s"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}

@@ -1,0 +1,136 @@
+//! Is an image in the target registry? A manifest HEAD with a time limit,
+//! behind a short single-flight cache. The gate asks with `fresh` (no cache).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::registry::Client;
+use anyhow::Result;
+use oci_client::secrets::RegistryAuth;
+use tokio::sync::Mutex;
+
+use super::flights::Flights;
+use crate::ecr;
+use crate::image::ImageRef;
+use crate::mutate::pods::Presence;
+use crate::registry::{self, Transport};
+
+/// How long answers are kept.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheTimes {
+    /// A present image (a pruned repository is noticed after this).
+    pub present: Duration,
+    /// A missing image (short: the copy may land any moment).
+    pub missing: Duration,
+    /// Time limit of one HEAD; past it the answer is `Unknown`.
+    pub timeout: Duration,
+}
+
+/// How privatize logs in to the target.
+pub enum TargetAuth {
+    /// ECR: a GetAuthorizationToken login, renewed every hour.
+    Ecr(aws_sdk_ecr::Client),
+    /// Any registry: fixed credentials (or anonymous).
+    Fixed(RegistryAuth),
+}
+
+/// A logged-in registry client, rebuilt when the ECR token is renewed
+/// (oci-client keeps the first credentials it is given per host).
+struct Login {
+    client: Client,
+    made: Instant,
+}
+
+/// Presence checks against the target registry.
+pub struct Checker {
+    transport: Transport,
+    auth: TargetAuth,
+    login: Mutex<Option<Arc<Login>>>,
+    cache: Flights<Presence>,
+    times: CacheTimes,
+}
+
+/// ECR tokens last 12 h; a new client (and token) every hour keeps well clear of that.
+const LOGIN_LIFETIME: Duration = Duration::from_secs(3600);
+
+impl Checker {
+    pub fn new(transport: Transport, auth: TargetAuth, times: CacheTimes) -> Self {
+        Self {
+            transport,
+            auth,
+            login: Mutex::new(None),
+            cache: Flights::default(),
+            times,
+        }
+    }
+
+    /// Cached presence of `target`; the flag says whether the answer was shared.
+    pub async fn check(self: &Arc<Self>, target: &ImageRef) -> (Presence, bool) {
+        let this = self.clone();
+        let image = target.clone();
+        self.cache
+            .get(&target.to_string(), move || async move {
+                let presence = this.head(&image).await;
+                let keep = match presence {
+                    Presence::Present => this.times.present,
+                    Presence::Missing => this.times.missing,
+                    Presence::Unknown => Duration::ZERO,
+                };
+                (presence, keep)
+            })
+            .await
+    }
+
+    /// Presence asked of the registry now, bypassing (and refreshing) the cache.
+    pub async fn fresh(self: &Arc<Self>, target: &ImageRef) -> Presence {
+        self.cache.forget(&target.to_string());
+        self.check(target).await.0
+    }
+
+    async fn head(&self, target: &ImageRef) -> Presence {
+        // By digest when pinned: that is what the pod pulls.
+        let probe = match &target.digest {
+            Some(digest) => target.at_digest(digest),
+            None => target.clone(),
+        };
+        let attempt = async {
+            let client = self.client(target).await?;
+            registry::manifest_digest(&client, &probe).await
+        };
+        match tokio::time::timeout(self.times.timeout, attempt).await {
+            Ok(Ok(Some(_))) => Presence::Present,
+            Ok(Ok(None)) => Presence::Missing,
+            Ok(Err(err)) => {
+                tracing::warn!(image = %target, error = %format!("{err:#}"), "presence check failed");
+                Presence::Unknown
+            }
+            Err(_) => {
+                tracing::warn!(image = %target, timeout_ms = self.times.timeout.as_millis() as u64, "presence check timed out");
+                Presence::Unknown
+            }
+        }
+    }
+
+    async fn client(&self, target: &ImageRef) -> Result<Client> {
+        let mut login = self.login.lock().await;
+        if let Some(current) = login.as_ref() {
+            if current.made.elapsed() < LOGIN_LIFETIME {
+                return Ok(current.client.clone());
+            }
+        }
+        let auth = match &self.auth {
+            TargetAuth::Fixed(auth) => auth.clone(),
+            TargetAuth::Ecr(ecr_client) => {
+                let token = ecr::authorization_token(ecr_client).await?;
+                RegistryAuth::Basic(token.username, token.password)
+            }
+        };
+        let client = registry::client(&self.transport)?;
+        registry::login(&client, target, auth).await;
+        *login = Some(Arc::new(Login {
+            client: client.clone(),
+            made: Instant::now(),
+        }));
+        Ok(client)
+    }
+}

@@ -1,0 +1,229 @@
+//! Turns `serve`'s flags into the pod webhook's parts: the decision
+//! settings, the copy-Job template (with what Jobs inherit from serve), the
+//! presence checker and the gate controller.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use k8s_openapi::api::core::v1::{EnvVar, Pod};
+use kube::api::Api;
+use kube::Client;
+use tokio::sync::Notify;
+
+use super::gate::Gate;
+use super::jobs::JobSettings;
+use super::metrics::Metrics;
+use super::passon;
+use super::pods::Pods;
+use super::presence::{CacheTimes, Checker, TargetAuth};
+use crate::cli::{ServeArgs, TargetKind};
+use crate::ecr;
+use crate::image::TargetRegistry;
+use crate::mutate::pods::{default_exclude, Settings};
+use crate::registry::auth::{config_path, parse_creds, read_config};
+use crate::registry::Transport;
+
+/// Time limit of one presence HEAD (DESIGN §10).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a missing answer is kept: the copy may land any moment.
+const MISSING_TTL: Duration = Duration::from_secs(5);
+/// The container name of serve in its own pod (install and the chart use it).
+const OWN_CONTAINER: &str = "privatize";
+
+/// Builds the pod webhook and its gate controller from the flags.
+pub async fn pods(args: &ServeArgs, client: Client, metrics: Arc<Metrics>) -> Result<Pods> {
+    let registry = args
+        .target_registry
+        .as_deref()
+        .context("no target registry: set ECR_REGISTRY (or --target-registry)")?;
+    let target = TargetRegistry::parse(registry)?;
+    let mut exclude = if args.exclude.is_empty() {
+        default_exclude()
+    } else {
+        args.exclude.clone()
+    };
+    exclude.retain(|e| !e.trim().is_empty());
+    let settings = Settings {
+        target: target.clone(),
+        swap_policy: args.swap_policy,
+        exclude,
+        exclude_namespaces: args.exclude_namespaces.clone(),
+        include_registries: args.include_registries.clone(),
+        dry_run: args.dry_run,
+    };
+    let own_pod = own_pod(&client).await?;
+    let jobs = job_settings(args, own_pod.as_ref())?;
+    let transport = Transport {
+        ca_files: args.transport.ca_files.clone(),
+        plain_http: args.transport.plain_http.clone(),
+    };
+    let checker = Arc::new(Checker::new(
+        transport,
+        target_auth(args, &target.host).await?,
+        CacheTimes {
+            present: args.presence_cache_ttl,
+            missing: MISSING_TTL.min(args.presence_cache_ttl),
+            timeout: HEAD_TIMEOUT,
+        },
+    ));
+    let instance = std::env::var("POD_NAME").unwrap_or_else(|_| "privatize".into());
+    let gate = Arc::new(Gate {
+        client: client.clone(),
+        checker: checker.clone(),
+        jobs: jobs.clone(),
+        metrics: metrics.clone(),
+        target_host: target.host.clone(),
+        sweep_interval: args.sweep_interval,
+        gate_timeout: args.gate_timeout,
+        instance,
+        nudge: Arc::new(Notify::new()),
+    });
+    Ok(Pods::from_parts(
+        settings,
+        client,
+        checker,
+        jobs,
+        metrics,
+        gate,
+        args.pull_secret_name.clone(),
+    ))
+}
+
+/// serve's own pod, when it runs in one (POD_NAME / POD_NAMESPACE from the downward API).
+async fn own_pod(client: &Client) -> Result<Option<Pod>> {
+    let (Ok(name), Ok(namespace)) = (std::env::var("POD_NAME"), std::env::var("POD_NAMESPACE"))
+    else {
+        return Ok(None);
+    };
+    Api::<Pod>::namespaced(client.clone(), &namespace)
+        .get_opt(&name)
+        .await
+        .with_context(|| format!("reading serve's own pod {namespace}/{name}"))
+}
+
+fn job_settings(args: &ServeArgs, own_pod: Option<&Pod>) -> Result<JobSettings> {
+    let image = match (&args.copy_job_image, own_pod) {
+        (Some(image), _) => image.clone(),
+        (None, Some(pod)) => pod
+            .spec
+            .as_ref()
+            .and_then(|s| {
+                s.containers
+                    .iter()
+                    .find(|c| c.name == OWN_CONTAINER)
+                    .or(s.containers.first())
+            })
+            .and_then(|c| c.image.clone())
+            .context("reading serve's own image from its pod")?,
+        (None, None) => bail!(
+            "no copy-Job image: set COPY_JOB_IMAGE (or --copy-job-image) when serve does not run in a pod"
+        ),
+    };
+    let ca_paths: Vec<String> = args
+        .transport
+        .ca_files
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let mut pass = match own_pod {
+        Some(pod) => passon::from_pod(pod, OWN_CONTAINER, &ca_paths),
+        None => {
+            let (pass, withheld) = passon::from_process(std::env::vars());
+            if !withheld.is_empty() {
+                tracing::warn!(withheld = ?withheld, "serve runs outside a pod: these secret variables are not passed to copy Jobs (give the Jobs' ServiceAccount an IAM role instead)");
+            }
+            pass
+        }
+    };
+    let mut set = |name: &str, value: String| {
+        pass.env.retain(|e| e.name != name);
+        pass.env.push(EnvVar {
+            name: name.into(),
+            value: Some(value),
+            ..Default::default()
+        });
+    };
+    if !ca_paths.is_empty() {
+        set("PRIVATIZE_CA_FILE", ca_paths.join(","));
+    }
+    if !args.transport.plain_http.is_empty() {
+        set("PRIVATIZE_PLAIN_HTTP", args.transport.plain_http.join(","));
+    }
+    if args.transport.target_kind != TargetKind::Auto {
+        let kind = match args.transport.target_kind {
+            TargetKind::Ecr => "ecr",
+            _ => "registry",
+        };
+        set("PRIVATIZE_TARGET_KIND", kind.into());
+    }
+    for (name, value) in repository_env(args) {
+        set(name, value);
+    }
+    Ok(JobSettings {
+        namespace: args.copy_job_namespace.clone(),
+        image,
+        service_account: args.copy_job_service_account_name.clone(),
+        backoff_limit: args.copy_job_backoff_limit,
+        completions: args.copy_job_completion,
+        active_deadline_seconds: args.copy_job_active_deadline.as_secs() as i64,
+        ttl_seconds_after_finished: args.copy_job_ttl.as_secs().min(i32::MAX as u64) as i32,
+        source_credentials_secret: args.source_credentials_secret.clone(),
+        env: pass.env,
+        volumes: pass.volumes,
+    })
+}
+
+/// The ECR repository settings serve was given, for the Jobs that create repositories.
+fn repository_env(args: &ServeArgs) -> Vec<(&'static str, String)> {
+    let r = &args.repository;
+    let mut env = vec![
+        ("PRIVATIZE_SCAN_ON_PUSH", r.scan_on_push.to_string()),
+        (
+            "PRIVATIZE_TAG_MUTABILITY",
+            format!("{:?}", r.tag_mutability).to_ascii_uppercase(),
+        ),
+        (
+            "PRIVATIZE_RECONCILE_REPOSITORIES",
+            r.reconcile_repositories.to_string(),
+        ),
+    ];
+    if let Some(key) = &r.kms_key {
+        env.push(("PRIVATIZE_KMS_KEY", key.clone()));
+    }
+    if !r.repository_tags.is_empty() {
+        env.push(("PRIVATIZE_REPOSITORY_TAGS", r.repository_tags.join(",")));
+    }
+    if let Some(policy) = &r.repository_policy {
+        env.push(("ECR_REPOSITORY_POLICY_TEXT", policy.clone()));
+    }
+    if let Some(policy) = &r.lifecycle_policy {
+        env.push(("PRIVATIZE_LIFECYCLE_POLICY_TEXT", policy.clone()));
+    }
+    env
+}
+
+async fn target_auth(args: &ServeArgs, host: &str) -> Result<TargetAuth> {
+    let ecr_host = ecr::parse_ecr_host(host);
+    let is_ecr = match args.transport.target_kind {
+        TargetKind::Ecr => true,
+        TargetKind::Registry => false,
+        TargetKind::Auto => ecr_host.is_some(),
+    };
+    if is_ecr {
+        let client = ecr::client(ecr_host.as_ref().map(|h| h.region.as_str()))
+            .await
+            .with_context(|| format!("ECR API for {host}"))?;
+        return Ok(TargetAuth::Ecr(client));
+    }
+    if let Some(creds) = &args.transport.dest_creds {
+        return Ok(TargetAuth::Fixed(parse_creds(creds, "--dest-creds")?));
+    }
+    let authfile = args.transport.authfile.as_deref();
+    let config = read_config(config_path(authfile).as_deref(), authfile.is_some())?;
+    Ok(TargetAuth::Fixed(
+        config
+            .credentials(host)?
+            .unwrap_or(oci_client::secrets::RegistryAuth::Anonymous),
+    ))
+}

@@ -1,0 +1,282 @@
+//! TLS of the admission port: a rustls acceptor (TLS 1.2+, ALPN h2 and
+//! http/1.1) whose certificate comes from a resolver that a watcher swaps when
+//! the certificate files change. A bad new pair keeps the old one.
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Context, Result};
+use rustls::crypto::aws_lc_rs;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::metrics::Metrics;
+use crate::cli::TlsArgs;
+use crate::tls::CertInfo;
+
+/// Where the serving certificate comes from.
+#[derive(Clone)]
+pub enum CertSource {
+    /// PEM text from the environment (`SERVER_TLS_CERT` / `SERVER_TLS_KEY`); never changes.
+    Pem { cert: String, key: String },
+    /// PEM files, re-read when their content changes (a rotated Secret volume).
+    Files { cert: PathBuf, key: PathBuf },
+}
+
+impl std::fmt::Debug for CertSource {
+    // The key is secret: show where it comes from, never what it is.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CertSource::Pem { .. } => f.write_str("CertSource::Pem"),
+            CertSource::Files { cert, key } => f
+                .debug_struct("CertSource::Files")
+                .field("cert", cert)
+                .field("key", key)
+                .finish(),
+        }
+    }
+}
+
+impl CertSource {
+    /// PEM text wins over the paths; half a PEM pair is an error.
+    pub fn from_args(args: &TlsArgs) -> Result<Self> {
+        match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Ok(CertSource::Pem {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (Some(_), None) => bail!("SERVER_TLS_CERT is set but SERVER_TLS_KEY is not: set both PEM texts, or neither to use the files"),
+            (None, Some(_)) => bail!("SERVER_TLS_KEY is set but SERVER_TLS_CERT is not: set both PEM texts, or neither to use the files"),
+            (None, None) => Ok(CertSource::Files {
+                cert: args.tls_cert_path.clone(),
+                key: args.tls_key_path.clone(),
+            }),
+        }
+    }
+}
+
+/// Hands rustls the current certificate; [`CertWatcher`] swaps it.
+#[derive(Debug, Default)]
+pub struct ReloadingResolver {
+    current: RwLock<Option<Arc<CertifiedKey>>>,
+}
+
+impl ReloadingResolver {
+    /// Whether a certificate is loaded (part of readiness).
+    pub fn is_loaded(&self) -> bool {
+        self.current.read().map(|c| c.is_some()).unwrap_or(false)
+    }
+
+    fn set(&self, key: Arc<CertifiedKey>) {
+        if let Ok(mut current) = self.current.write() {
+            *current = Some(key);
+        }
+    }
+}
+
+impl ResolvesServerCert for ReloadingResolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current.read().ok()?.clone()
+    }
+}
+
+/// A TLS 1.2+ acceptor offering h2 and http/1.1, with the resolver's certificate.
+pub fn acceptor(resolver: Arc<ReloadingResolver>) -> Result<TlsAcceptor> {
+    let mut config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .context("configuring TLS 1.2 and 1.3")?
+            .with_no_client_auth()
+            .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// A certificate and key that belong together, ready for rustls, and its expiry.
+fn parse_pair(cert_pem: &[u8], key_pem: &[u8]) -> Result<(Arc<CertifiedKey>, CertInfo)> {
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .context("reading the certificate PEM")?;
+    if chain.is_empty() {
+        bail!("no certificate in the certificate PEM");
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).context("reading the key PEM")?;
+    let certified = CertifiedKey::from_der(chain, key, &aws_lc_rs::default_provider())
+        .context("loading the key (does it belong to the certificate?)")?;
+    let info = crate::tls::inspect(cert_pem)?;
+    if info.not_after <= SystemTime::now() {
+        bail!(
+            "the certificate expired at {}",
+            humantime::format_rfc3339_seconds(info.not_after)
+        );
+    }
+    Ok((Arc::new(certified), info))
+}
+
+/// Loads the certificate into the resolver, and re-reads files when they change.
+pub struct CertWatcher {
+    source: CertSource,
+    resolver: Arc<ReloadingResolver>,
+    metrics: Arc<Metrics>,
+    /// The bytes last looked at (loaded or refused), so a bad pair warns once.
+    seen: Option<(Vec<u8>, Vec<u8>)>,
+    last_read_error: Option<String>,
+    info: Option<CertInfo>,
+}
+
+impl CertWatcher {
+    pub fn new(source: CertSource, metrics: Arc<Metrics>) -> Self {
+        Self {
+            source,
+            resolver: Arc::new(ReloadingResolver::default()),
+            metrics,
+            seen: None,
+            last_read_error: None,
+            info: None,
+        }
+    }
+
+    pub fn resolver(&self) -> Arc<ReloadingResolver> {
+        self.resolver.clone()
+    }
+
+    /// First load. PEM text from the environment must be good (it cannot
+    /// change later); missing or bad files only leave the server not ready
+    /// until good ones appear.
+    pub async fn load(&mut self) -> Result<()> {
+        if let CertSource::Pem { cert, key } = &self.source {
+            let (certified, cert_info) = parse_pair(cert.as_bytes(), key.as_bytes())
+                .context("loading the serving certificate from SERVER_TLS_CERT / SERVER_TLS_KEY")?;
+            self.resolver.set(certified);
+            info!(
+                not_after = %humantime::format_rfc3339_seconds(cert_info.not_after),
+                "serving certificate loaded from the environment"
+            );
+            self.info = Some(cert_info);
+        } else {
+            self.poll().await;
+        }
+        self.export_expiry();
+        Ok(())
+    }
+
+    /// Polls the files every `interval` until `shutdown`.
+    pub async fn run(mut self, interval: Duration, shutdown: CancellationToken) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            self.poll().await;
+            self.export_expiry();
+        }
+    }
+
+    fn export_expiry(&self) {
+        if let Some(info) = &self.info {
+            self.metrics
+                .set_certificate_expiry(crate::tls::seconds_left(info, SystemTime::now()));
+        }
+    }
+
+    async fn poll(&mut self) {
+        let CertSource::Files { cert, key } = &self.source else {
+            return;
+        };
+        // Read content, not inotify: a Secret volume swaps a `..data` symlink.
+        let read = async {
+            let cert_pem = tokio::fs::read(cert)
+                .await
+                .with_context(|| format!("reading {}", cert.display()))?;
+            let key_pem = tokio::fs::read(key)
+                .await
+                .with_context(|| format!("reading {}", key.display()))?;
+            anyhow::Ok((cert_pem, key_pem))
+        };
+        let pair = match read.await {
+            Ok(pair) => pair,
+            Err(err) => {
+                let message = format!("{err:#}");
+                if self.last_read_error.as_ref() != Some(&message) {
+                    warn!(error = %message, loaded = self.resolver.is_loaded(), "cannot read the serving certificate files; keeping what is loaded");
+                    self.last_read_error = Some(message);
+                }
+                return;
+            }
+        };
+        self.last_read_error = None;
+        if self.seen.as_ref() == Some(&pair) {
+            return;
+        }
+        let (cert_display, key_display) = (cert.display().to_string(), key.display().to_string());
+        match parse_pair(&pair.0, &pair.1) {
+            Ok((certified, cert_info)) => {
+                let first = !self.resolver.is_loaded();
+                let not_after = cert_info.not_after;
+                self.resolver.set(certified);
+                self.info = Some(cert_info);
+                self.metrics.certificate_reload("loaded");
+                info!(
+                    cert = %cert_display,
+                    not_after = %humantime::format_rfc3339_seconds(not_after),
+                    "{}",
+                    if first { "serving certificate loaded" } else { "serving certificate reloaded" }
+                );
+            }
+            Err(err) => {
+                self.metrics.certificate_reload("rejected");
+                warn!(
+                    cert = %cert_display,
+                    key = %key_display,
+                    error = %format!("{err:#}"),
+                    loaded = self.resolver.is_loaded(),
+                    "refusing the new certificate files; keeping what is loaded"
+                );
+            }
+        }
+        self.seen = Some(pair);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_of_another_certificate_is_refused() {
+        let a = crate::tls::issue(&["localhost".to_string()]).unwrap();
+        let b = crate::tls::issue(&["localhost".to_string()]).unwrap();
+        let err = parse_pair(a.cert_pem.as_bytes(), b.key_pem.as_bytes()).unwrap_err();
+        assert!(format!("{err:#}").contains("does it belong"), "{err:#}");
+        parse_pair(a.cert_pem.as_bytes(), a.key_pem.as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn half_a_pem_pair_is_an_error() {
+        let args = TlsArgs {
+            tls_cert_path: "c".into(),
+            tls_key_path: "k".into(),
+            tls_cert: Some("x".into()),
+            tls_key: None,
+        };
+        let err = CertSource::from_args(&args).unwrap_err().to_string();
+        assert!(err.contains("SERVER_TLS_KEY is not"), "{err}");
+    }
+
+    #[test]
+    fn debug_never_shows_the_key() {
+        let source = CertSource::Pem {
+            cert: "CERT".into(),
+            key: "SECRET-KEY".into(),
+        };
+        assert!(!format!("{source:?}").contains("SECRET"));
+    }
+}

@@ -1,0 +1,276 @@
+//! Harness for the pod flow: `privatize serve` against the testbed (moto,
+//! the registries, the apiserver), registered by URL for one test namespace
+//! only; and the Job controller's part, played by the test: run a copy
+//! Job's own command line, then write the Job's status.
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::ResourceExt;
+use serde_json::json;
+
+use super::kube::{kubeconfig_path, TestNamespace};
+use super::testbed;
+
+/// A running `serve` for one test namespace; stopped (and unregistered) on drop.
+pub struct GateServe {
+    child: Child,
+    pub https_port: u16,
+    pub http_port: u16,
+    pub prefix: String,
+    webhook: Option<String>,
+    dir: std::path::PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl GateServe {
+    /// Starts serve and registers it for pods in `ns`.
+    pub async fn start(ns: &TestNamespace, extra: &[&str]) -> Self {
+        let mut serve = Self::spawn(ns, extra, free_port());
+        serve.register(ns).await;
+        serve
+    }
+
+    /// Starts serve on a given HTTPS port (a restart) and registers it.
+    pub async fn start_on(ns: &TestNamespace, extra: &[&str], port: u16) -> Self {
+        let mut serve = Self::spawn(ns, extra, port);
+        serve.register(ns).await;
+        serve
+    }
+
+    /// A second replica: the same settings, its gate controller only (the
+    /// apiserver keeps calling the first).
+    pub async fn start_unregistered(ns: &TestNamespace, _first: &GateServe) -> Self {
+        let serve = Self::spawn(ns, &[], free_port());
+        serve.wait_ready();
+        serve
+    }
+
+    fn spawn(ns: &TestNamespace, extra: &[&str], https_port: u16) -> Self {
+        let tb = testbed();
+        let dir = std::env::temp_dir().join(format!("privatize-serve-{}", super::unique()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let issued = privatize::tls::issue(&["127.0.0.1".into(), "localhost".into()]).unwrap();
+        std::fs::write(dir.join("tls.crt"), &issued.cert_pem).unwrap();
+        std::fs::write(dir.join("tls.key"), &issued.key_pem).unwrap();
+        std::fs::write(dir.join("ca.crt"), &issued.ca_pem).unwrap();
+        let prefix = format!("gate/{}", ns.name);
+        let http_port = free_port();
+        let log = std::fs::File::create(dir.join("serve.log")).unwrap();
+        let child = tb
+            .privatize()
+            .env("KUBECONFIG", kubeconfig_path())
+            .env("ECR_REGISTRY", format!("{}/{prefix}", tb.target()))
+            .env("PRIVATIZE_TARGET_KIND", "ecr")
+            // The testbed's registries live on 127.0.0.1, which the default list excludes.
+            .env("PRIVATIZE_EXCLUDE", "example.invalid")
+            .env("PRIVATIZE_EXCLUDE_NAMESPACES", "kube-system")
+            .env("COPY_JOB_NAMESPACE", &ns.name)
+            .env("COPY_JOB_IMAGE", "127.0.0.1:15000/privatize/privatize:test")
+            .env("PRIVATIZE_SWEEP_INTERVAL", "1s")
+            .env("PRIVATIZE_SHUTDOWN_DELAY", "0s")
+            .args(["serve", "--https-port", &https_port.to_string()])
+            .args(["--http-port", &http_port.to_string()])
+            .arg("--tls-cert-path")
+            .arg(dir.join("tls.crt"))
+            .arg("--tls-key-path")
+            .arg(dir.join("tls.key"))
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting privatize serve");
+        Self {
+            child,
+            https_port,
+            http_port,
+            prefix,
+            webhook: None,
+            dir,
+        }
+    }
+
+    fn wait_ready(&self) {
+        let start = Instant::now();
+        let url = format!("http://127.0.0.1:{}/readyz", self.http_port);
+        loop {
+            let ok = Command::new("curl")
+                .args(["-sf", "-o", "/dev/null", &url])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "serve never became ready: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// What serve wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
+    }
+
+    async fn register(&mut self, ns: &TestNamespace) {
+        self.wait_ready();
+        let ca = std::fs::read(self.dir.join("ca.crt")).unwrap();
+        let name = format!("{}-{}", ns.name, self.https_port);
+        let config: MutatingWebhookConfiguration = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "webhooks": [{
+                "name": "pods.privatize.io",
+                "clientConfig": {
+                    "url": format!("https://127.0.0.1:{}/mutate/pods", self.https_port),
+                    "caBundle": base64::engine::general_purpose::STANDARD.encode(ca)
+                },
+                "rules": [
+                    {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"], "scope": "Namespaced"},
+                    {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"], "resources": ["pods/ephemeralcontainers"], "scope": "Namespaced"}
+                ],
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns.name}},
+                "admissionReviewVersions": ["v1", "v1beta1"],
+                "sideEffects": "NoneOnDryRun",
+                // Fail, not Ignore: a test must see an error rather than an unchanged pod.
+                "failurePolicy": "Fail",
+                "reinvocationPolicy": "IfNeeded",
+                "timeoutSeconds": 10
+            }]
+        }))
+        .unwrap();
+        Api::<MutatingWebhookConfiguration>::all(ns.client.clone())
+            .create(&PostParams::default(), &config)
+            .await
+            .unwrap();
+        self.webhook = Some(name);
+    }
+
+    /// The private reference serve gives a source.
+    pub fn target_of(&self, source: &str) -> String {
+        let source = privatize::image::ImageRef::parse(source).unwrap();
+        let registry = privatize::image::TargetRegistry::parse(&format!(
+            "{}/{}",
+            testbed().target(),
+            self.prefix
+        ))
+        .unwrap();
+        registry.target_reference(&source).to_string()
+    }
+
+    /// Mirrors a source with sync-image, under this serve's prefix.
+    pub fn sync(&self, source: &str) -> Output {
+        testbed()
+            .privatize()
+            .args([
+                "sync-image",
+                "--target-kind",
+                "ecr",
+                "--target",
+                &self.target_of(source),
+                source,
+            ])
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for GateServe {
+    fn drop(&mut self) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(name) = self.webhook.take() {
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    let client = super::kube::client().await;
+                    let _ = Api::<MutatingWebhookConfiguration>::all(client)
+                        .delete(&name, &DeleteParams::default())
+                        .await;
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// Runs a copy Job's own command line (its args and plain env values) with
+/// the testbed's transport settings, as the Job's pod would.
+pub fn run_job_command(job: &Job) -> Output {
+    let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let container = &pod.containers[0];
+    let mut cmd = testbed().privatize();
+    for env in container.env.iter().flatten() {
+        if let Some(value) = &env.value {
+            cmd.env(&env.name, value);
+        }
+    }
+    cmd.args(container.args.as_deref().unwrap_or_default());
+    cmd.output().expect("running the Job's command")
+}
+
+/// Writes a finished Job status, as the Job controller would.
+pub async fn complete_job(ns: &TestNamespace, job: &Job, success: bool) {
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let status = if success {
+        json!({"status": {
+            "startTime": now, "completionTime": now, "succeeded": 1, "active": 0,
+            "conditions": [
+                {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached", "lastTransitionTime": now},
+                {"type": "Complete", "status": "True", "reason": "CompletionsReached", "lastTransitionTime": now}
+            ]
+        }})
+    } else {
+        json!({"status": {
+            "startTime": now, "failed": 2, "active": 0,
+            "conditions": [
+                {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded", "lastTransitionTime": now},
+                {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "lastTransitionTime": now}
+            ]
+        }})
+    };
+    Api::<Job>::namespaced(ns.client.clone(), &ns.name)
+        .patch_status(
+            &job.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(status),
+        )
+        .await
+        .expect("writing the Job's status");
+}
+
+/// The digest of a reference in the target registry, read with curl.
+pub fn target_digest(reference: &str) -> String {
+    let image = privatize::image::ImageRef::parse(reference).unwrap();
+    let tag = image.tag.clone().or(image.digest.clone()).unwrap();
+    let (status, body) = testbed().target_manifest(&image.repository, &tag);
+    assert_eq!(status, 200, "{reference} is not in the target");
+    super::sha256(&body)
+}
