@@ -2,8 +2,11 @@
 //! scoped to each test's namespace that injects logins the way serve does (the
 //! pure decision, a fixed fake token). Every run is limited to the test's
 //! namespace with `--namespace`, so tests running at once never see each other.
+//! `refresh_secrets/serve.rs` does the same against the real `privatize serve`.
 
 mod common;
+#[path = "refresh_secrets/serve.rs"]
+mod serve;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
@@ -89,7 +92,8 @@ fn config(secret: &Secret) -> Value {
 enum Active<'a> {
     Injected,
     Refused,
-    Called(&'a TinyWebhook),
+    /// The webhook saw a request (it counts or logs them).
+    Seen(&'a dyn Fn() -> bool),
 }
 
 /// Registers `url` for the namespace and waits until the apiserver calls it.
@@ -106,7 +110,7 @@ async fn register(ns: &TestNamespace, url: &str, ca_pem: &str, until: Active<'_>
         let active = match (&until, probe) {
             (Active::Injected, Ok(created)) => annotation(&created, REFRESHED_AT).is_some(),
             (Active::Refused, Err(_)) => true,
-            (Active::Called(webhook), Ok(_)) => webhook.calls() > 0,
+            (Active::Seen(seen), _) => seen(),
             _ => false,
         };
         if active {
@@ -369,7 +373,13 @@ async fn a_webhook_that_answers_without_injecting_fails_the_run() {
     // Another webhook (an old ecr-anywhere, a misconfiguration) allows every Secret unchanged.
     let webhook = TinyWebhook::start(json!([]));
     let url = format!("https://{}/mutate/secrets", webhook.addr);
-    let _registration = register(&ns, &url, &webhook.ca_pem, Active::Called(&webhook)).await;
+    let _registration = register(
+        &ns,
+        &url,
+        &webhook.ca_pem,
+        Active::Seen(&|| webhook.calls() > 0),
+    )
+    .await;
 
     let out = refresh(&ns, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
