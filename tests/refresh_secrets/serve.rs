@@ -122,6 +122,13 @@ async fn serve_injects_a_login_the_target_accepts_and_refresh_secrets_renews_it(
         password.as_str()
     );
 
+    let logs = serve.log_text();
+    for secret in [password.as_str(), auth.as_str()] {
+        assert!(!logs.contains(secret), "a token in serve's logs:\n{logs}");
+    }
+    let out_text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(!out_text.contains(&password), "{out_text}");
+
     let (status, metrics) = serve.get("/metrics");
     assert_eq!(status, 200);
     assert!(
