@@ -46,7 +46,6 @@ pub struct Pods {
     pub metrics: Arc<Metrics>,
     pub gate: Arc<Gate>,
     pub pull_secret_name: String,
-    job_flights: Flights<Result<Ensured, String>>,
     pull_secrets: Flights<Option<String>>,
 }
 
@@ -78,7 +77,6 @@ impl Pods {
             metrics,
             gate,
             pull_secret_name,
-            job_flights: Flights::default(),
             pull_secrets: Flights::default(),
         }
     }
@@ -145,7 +143,8 @@ impl Pods {
             let metrics = self.metrics.clone();
             let key = name.clone();
             let (result, _) = self
-                .job_flights
+                .gate
+                .ensured_jobs
                 .get(&key, move || async move {
                     let result = match tokio::time::timeout(JOB_TIMEOUT, jobs::ensure(&client, &job)).await {
                         Ok(Ok(ensured)) => Ok(ensured),

@@ -274,3 +274,52 @@ pub fn target_digest(reference: &str) -> String {
     assert_eq!(status, 200, "{reference} is not in the target");
     super::sha256(&body)
 }
+
+impl GateServe {
+    /// The value of one metric sample (`name{labels}` as printed), 0 when absent.
+    pub fn metric(&self, sample: &str) -> f64 {
+        let url = format!("http://127.0.0.1:{}/metrics", self.http_port);
+        let out = Command::new("curl").args(["-sf", &url]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix(sample).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+}
+
+/// Deletes a manifest from the target registry (a lifecycle rule pruning it).
+pub fn prune_from_target(reference: &str) {
+    let tb = testbed();
+    let image = privatize::image::ImageRef::parse(reference).unwrap();
+    let digest = target_digest(reference);
+    let url = format!(
+        "https://{}/v2/{}/manifests/{digest}",
+        tb.target(),
+        image.repository
+    );
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "DELETE",
+            "--cacert",
+        ])
+        .arg(&tb.env["TARGET_CA_FILE"])
+        .arg("-u")
+        .arg(format!(
+            "{}:{}",
+            tb.env["TARGET_USER"], tb.env["TARGET_PASSWORD"]
+        ))
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "202",
+        "deleting {url}"
+    );
+}
