@@ -337,7 +337,7 @@ _privatize() {
             return 0
             ;;
         privatize__subcmd__refresh__subcmd__secrets)
-            opts="-h -V --refresh-before --force --ensure --pull-secret-name --log-format --log-level --help --version"
+            opts="-h -V --refresh-before --force --ensure --pull-secret-name --namespace --concurrency --output --log-format --log-level --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -353,6 +353,18 @@ _privatize() {
                     ;;
                 --pull-secret-name)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --namespace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --concurrency)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 --log-format)

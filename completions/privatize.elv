@@ -116,9 +116,12 @@ set edit:completion:arg-completer[privatize] = {|@words|
             cand --version 'Print version'
         }
         &'privatize;refresh-secrets'= {
-            cand --refresh-before 'Refresh credentials that expire within this duration (e.g. `6h`, `90m`)'
+            cand --refresh-before 'Refresh credentials that expire within this duration (e.g. `6h`, `90m`, `1h 30m`)'
             cand --ensure 'First create the managed pull Secret in every enabled namespace that lacks one'
             cand --pull-secret-name 'Name of the managed pull Secret created by --ensure'
+            cand --namespace 'Only these namespaces (comma-separated or repeated) [default: every enabled namespace]'
+            cand --concurrency 'Secrets refreshed at once'
+            cand --output 'Summary format on stdout'
             cand --log-format 'Log line format: `text` for people, `json` for log collectors'
             cand --log-level 'Level of privatize''s own logs (`error`, `warn`, `info`, `debug`, `trace`, `off`), or a whole filter in `tracing` syntax (e.g. `warn,privatize=debug`)'
             cand --force 'Refresh every managed Secret, whatever its expiry'

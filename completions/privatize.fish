@@ -129,10 +129,14 @@ complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l log-l
 complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l dry-run -d 'Print the SOURCE -> TARGET mapping only: no network, no credentials'
 complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -s V -l version -d 'Print version'
-complete -c privatize -n "__fish_privatize_using_subcommand refresh-secrets" -l refresh-before -d 'Refresh credentials that expire within this duration (e.g. `6h`, `90m`)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand refresh-secrets" -l refresh-before -d 'Refresh credentials that expire within this duration (e.g. `6h`, `90m`, `1h 30m`)' -r
 complete -c privatize -n "__fish_privatize_using_subcommand refresh-secrets" -l ensure -d 'First create the managed pull Secret in every enabled namespace that lacks one' -r -f -a "true\t''
 false\t''"
 complete -c privatize -n "__fish_privatize_using_subcommand refresh-secrets" -l pull-secret-name -d 'Name of the managed pull Secret created by --ensure' -r
+complete -c privatize -n "__fish_privatize_using_subcommand refresh-secrets" -l namespace -d 'Only these namespaces (comma-separated or repeated) [default: every enabled namespace]' -r
+complete -c privatize -n "__fish_privatize_using_subcommand refresh-secrets" -l concurrency -d 'Secrets refreshed at once' -r
+complete -c privatize -n "__fish_privatize_using_subcommand refresh-secrets" -l output -d 'Summary format on stdout' -r -f -a "text\t''
+json\t''"
 complete -c privatize -n "__fish_privatize_using_subcommand refresh-secrets" -l log-format -d 'Log line format: `text` for people, `json` for log collectors' -r -f -a "text\t''
 json\t''"
 complete -c privatize -n "__fish_privatize_using_subcommand refresh-secrets" -l log-level -d 'Level of privatize\'s own logs (`error`, `warn`, `info`, `debug`, `trace`, `off`), or a whole filter in `tracing` syntax (e.g. `warn,privatize=debug`)' -r
