@@ -131,7 +131,7 @@ async fn a_missing_image_is_gated_copied_by_one_job_and_released() {
         "the Job's command failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    complete_job(&ns, job, true).await;
+    complete_job(&ns.client, &ns.name, job, true).await;
 
     // 3. Released within seconds, after a fresh HEAD.
     let (released, took) = wait_for(&pods, "first", "released", is_released).await;
@@ -179,7 +179,7 @@ async fn a_failed_job_reverts_the_pod_with_a_warning_event() {
     assert_eq!(jobs.len(), 1);
     let out = run_job_command(&jobs[0]);
     assert!(!out.status.success(), "copying a missing image must fail");
-    complete_job(&ns, &jobs[0], false).await;
+    complete_job(&ns.client, &ns.name, &jobs[0], false).await;
     let (reverted, _) = wait_for(&pods, "doomed", "reverted", is_released).await;
     assert_eq!(image(&reverted), source, "the original image is back");
     let warnings = events(&ns, "doomed", "MirrorFailed").await;
@@ -242,7 +242,7 @@ async fn two_replicas_release_each_pod_exactly_once() {
     let jobs = copy_jobs(&ns).await;
     assert_eq!(jobs.len(), 1, "one Job for six pods");
     assert!(run_job_command(&jobs[0]).status.success());
-    complete_job(&ns, &jobs[0], true).await;
+    complete_job(&ns.client, &ns.name, &jobs[0], true).await;
     for name in &names {
         let (pod, _) = wait_for(&pods, name, "released", is_released).await;
         assert_eq!(image(&pod), first.target_of(&source));
@@ -274,7 +274,7 @@ async fn a_restarted_serve_settles_pods_gated_while_it_was_down() {
     drop(serve);
     // While serve is down the copy lands and the Job completes.
     assert!(run_job_command(&jobs[0]).status.success());
-    complete_job(&ns, &jobs[0], true).await;
+    complete_job(&ns.client, &ns.name, &jobs[0], true).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         gates(&pods.get("patient").await.unwrap()),
@@ -455,7 +455,7 @@ async fn swap_policy_always_rewrites_at_once_and_exists_keeps_the_original_until
     let jobs = copy_jobs(&ns).await;
     assert_eq!(jobs.len(), 1, "exists: the copy still starts");
     assert!(run_job_command(&jobs[0]).status.success());
-    complete_job(&ns, &jobs[0], true).await;
+    complete_job(&ns.client, &ns.name, &jobs[0], true).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let later = pods
         .create(&PostParams::default(), &pod("later", &source))
@@ -481,7 +481,7 @@ async fn a_pruned_image_is_noticed_and_its_finished_job_replaced() {
         .unwrap();
     let jobs = copy_jobs(&ns).await;
     assert!(run_job_command(&jobs[0]).status.success());
-    complete_job(&ns, &jobs[0], true).await;
+    complete_job(&ns.client, &ns.name, &jobs[0], true).await;
     wait_for(&pods, "before", "released", is_released).await;
     let present = pods
         .create(&PostParams::default(), &pod("present", &source))

@@ -237,7 +237,7 @@ pub fn run_job_command(job: &Job) -> Output {
 }
 
 /// Writes a finished Job status, as the Job controller would.
-pub async fn complete_job(ns: &TestNamespace, job: &Job, success: bool) {
+pub async fn complete_job(client: &kube::Client, namespace: &str, job: &Job, success: bool) {
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     let status = if success {
         json!({"status": {
@@ -256,7 +256,7 @@ pub async fn complete_job(ns: &TestNamespace, job: &Job, success: bool) {
             ]
         }})
     };
-    Api::<Job>::namespaced(ns.client.clone(), &ns.name)
+    Api::<Job>::namespaced(client.clone(), namespace)
         .patch_status(
             &job.name_any(),
             &PatchParams::default(),
