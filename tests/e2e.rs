@@ -17,7 +17,7 @@ use kube::ResourceExt;
 use serde_json::{json, Value};
 
 use common::kube::{kubeconfig_path, TestNamespace};
-use common::serve_gate::{complete_job, run_job_command, target_digest};
+use common::serve_gate::{complete_job, free_port, run_job_command, target_digest};
 use common::{stderr, stdout, testbed};
 
 struct Stop(Child);
@@ -29,14 +29,6 @@ impl Drop for Stop {
         }
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `privatize` against the testbed, as a user with ECR_REGISTRY exported.

@@ -21,13 +21,11 @@ use super::metrics::Metrics;
 use super::presence::Checker;
 use crate::cli::ServeArgs;
 use crate::mutate::pods::{candidates, decide, Decision, Facts, Outcome, Presence, Settings};
+use crate::mutate::secrets::{ECR_ANYWHERE_NAMESPACE_LABEL, NAMESPACE_LABEL};
 use tokio_util::sync::CancellationToken;
 
 /// Namespace labels that enable ECR credentials (ours, and ecr-anywhere's).
-const ENABLED_LABELS: [(&str, &str); 2] = [
-    ("privatize.io/ecr-credentials", "enabled"),
-    ("ecr-anywhere.centml.ai/namespace", "enabled"),
-];
+const ENABLED_LABELS: [(&str, &str); 2] = [NAMESPACE_LABEL, ECR_ANYWHERE_NAMESPACE_LABEL];
 /// Audit annotation (and log field) with the per-container decision.
 pub const IMAGES_AUDIT_KEY: &str = "images";
 /// Time limit of one copy-Job creation (DESIGN §10).
