@@ -35,7 +35,16 @@ async fn install_creates_every_object_as_specified_and_twice_changes_nothing() {
             "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
             "--service-account-annotation",
             "eks.amazonaws.com/role-arn=arn:aws:iam::123456789012:role/privatize",
+            "--source-credentials-secret",
+            "dockerhub",
         ],
+    );
+    assert!(
+        stderr(&first).contains(&format!(
+            "warning: Secret dockerhub not found in {ns}: copy Jobs cannot start until it exists"
+        )),
+        "{}",
+        stderr(&first)
     );
     assert_eq!(
         stderr(&first).lines().last(),
@@ -64,7 +73,12 @@ async fn install_creates_every_object_as_specified_and_twice_changes_nothing() {
             .and_then(|s| s.run_as_non_root),
         Some(true)
     );
+    // serve's shutdown: /readyz fails 5s, then 20s for requests in flight.
+    assert_eq!(pod.termination_grace_period_seconds, Some(30));
+    // serve finds its own image in its pod by this container name.
+    assert_eq!(pod.containers.len(), 1);
     let container = &pod.containers[0];
+    assert_eq!(container.name, "privatize");
     assert_eq!(
         container.image.as_deref(),
         Some("registry.example/privatize:test")
@@ -73,17 +87,59 @@ async fn install_creates_every_object_as_specified_and_twice_changes_nothing() {
     let security = container.security_context.as_ref().unwrap();
     assert_eq!(security.read_only_root_filesystem, Some(true));
     assert_eq!(security.allow_privilege_escalation, Some(false));
-    assert!(container.readiness_probe.is_some() && container.liveness_probe.is_some());
+    let probe = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+        let get = p.as_ref().unwrap().http_get.as_ref().unwrap();
+        (get.path.clone().unwrap(), get.port.clone())
+    };
+    let http = k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("http".into());
+    assert_eq!(
+        probe(&container.readiness_probe),
+        ("/readyz".to_string(), http.clone())
+    );
+    assert_eq!(
+        probe(&container.liveness_probe),
+        ("/healthz".to_string(), http)
+    );
+    let ports: Vec<(Option<String>, i32)> = container
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| (p.name.clone(), p.container_port))
+        .collect();
+    assert_eq!(
+        ports,
+        [(Some("https".into()), 8443), (Some("http".into()), 8080)],
+        "serve's default ports"
+    );
     let env: BTreeMap<_, _> = container
         .env
         .iter()
         .flatten()
-        .map(|e| (e.name.clone(), e.value.clone()))
+        .map(|e| {
+            let field = e
+                .value_from
+                .as_ref()
+                .and_then(|v| v.field_ref.as_ref())
+                .map(|f| format!("fieldRef:{}", f.field_path));
+            (e.name.as_str(), e.value.clone().or(field).unwrap())
+        })
         .collect();
-    assert_eq!(env["COPY_JOB_NAMESPACE"].as_deref(), Some(ns.as_str()));
     assert_eq!(
-        env["ECR_REGISTRY"].as_deref(),
-        Some("123456789012.dkr.ecr.eu-west-1.amazonaws.com")
+        env,
+        BTreeMap::from([
+            ("COPY_JOB_NAMESPACE", ns.clone()),
+            ("COPY_JOB_IMAGE", "registry.example/privatize:test".into()),
+            ("COPY_JOB_SERVICE_ACCOUNT_NAME", "privatize".into()),
+            ("PRIVATIZE_EXCLUDE_NAMESPACES", format!("kube-system,{ns}")),
+            ("PRIVATIZE_LOG_FORMAT", "json".into()),
+            ("POD_NAME", "fieldRef:metadata.name".into()),
+            ("POD_NAMESPACE", "fieldRef:metadata.namespace".into()),
+            (
+                "ECR_REGISTRY",
+                "123456789012.dkr.ecr.eu-west-1.amazonaws.com".into()
+            ),
+            ("PRIVATIZE_SOURCE_CREDENTIALS_SECRET", "dockerhub".into()),
+        ])
     );
 
     let pdb = Api::<PodDisruptionBudget>::namespaced(client.clone(), &ns)
@@ -158,6 +214,8 @@ async fn install_creates_every_object_as_specified_and_twice_changes_nothing() {
         );
         assert_eq!(hook.admission_review_versions, ["v1", "v1beta1"]);
         assert_eq!(hook.reinvocation_policy.as_deref(), Some("IfNeeded"));
+        // Above serve's admission budget (5s), which answers within it.
+        assert_eq!(hook.timeout_seconds, Some(10), "{}", hook.name);
         assert!(hook.client_config.url.as_deref().unwrap().starts_with(URL));
         let excluded = hook
             .namespace_selector
@@ -194,7 +252,18 @@ async fn install_creates_every_object_as_specified_and_twice_changes_nothing() {
 
     assert_rbac_as_specified(&client, &ns).await;
 
-    // Running it again changes nothing at all.
+    // Running it again changes nothing at all (and, the source-credentials
+    // Secret now being there, warns of nothing).
+    let credentials: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "dockerhub"},
+        "type": "kubernetes.io/dockerconfigjson",
+        "stringData": {".dockerconfigjson": "{\"auths\": {}}"}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &credentials)
+        .await
+        .unwrap();
     let before = everything(&client, &ns).await;
     assert_eq!(
         before.keys().map(String::as_str).collect::<Vec<_>>(),
@@ -208,6 +277,8 @@ async fn install_creates_every_object_as_specified_and_twice_changes_nothing() {
             "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
             "--service-account-annotation",
             "eks.amazonaws.com/role-arn=arn:aws:iam::123456789012:role/privatize",
+            "--source-credentials-secret",
+            "dockerhub",
         ],
     );
     assert!(
@@ -288,7 +359,58 @@ async fn install_over_a_previous_version_updates_objects_in_place() {
         .await
         .unwrap();
 
-    install(&ns, &[]);
+    // The previous version's RBAC: a ClusterRole giving the copy Jobs'
+    // account pod and Event rights, and the server's Role under its old name.
+    let managed = serde_json::json!({"app.kubernetes.io/managed-by": "privatize"});
+    let retired = [
+        (
+            "ClusterRole",
+            serde_json::json!({"metadata": {"name": "privatize-copy-job", "labels": managed},
+                "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "patch"]}]}),
+        ),
+        (
+            "ClusterRoleBinding",
+            serde_json::json!({"metadata": {"name": "privatize-copy-job", "labels": managed},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "privatize-copy-job"},
+                "subjects": [{"kind": "ServiceAccount", "name": "privatize", "namespace": ns}]}),
+        ),
+        (
+            "Role",
+            serde_json::json!({"metadata": {"name": "privatize-webhook-jobs", "labels": managed},
+                "rules": [{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]}]}),
+        ),
+        (
+            "RoleBinding",
+            serde_json::json!({"metadata": {"name": "privatize-webhook-jobs", "labels": managed},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "privatize-webhook-jobs"},
+                "subjects": [{"kind": "ServiceAccount", "name": "privatize-webhook", "namespace": ns}]}),
+        ),
+    ];
+    for (kind, object) in &retired {
+        create_rbac(&client, &ns, kind, object.clone()).await;
+    }
+
+    let out = install(&ns, &[]);
+    for line in [
+        "ClusterRoleBinding/privatize-copy-job".to_string(),
+        "ClusterRole/privatize-copy-job".to_string(),
+        format!("RoleBinding/privatize-webhook-jobs in {ns}"),
+        format!("Role/privatize-webhook-jobs in {ns}"),
+    ] {
+        assert!(
+            stderr(&out)
+                .lines()
+                .any(|l| l.starts_with(&line) && l.ends_with(" deleted (no longer used)")),
+            "{line} not retired:\n{}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(
+        everything(&client, &ns).await.keys().collect::<Vec<_>>(),
+        installed_objects(&ns).iter().collect::<Vec<_>>(),
+        "the retired RBAC is gone"
+    );
+    assert_rbac_as_specified(&client, &ns).await;
     let updated = deployments.get("privatize").await.unwrap();
     assert_eq!(
         updated.uid(),
@@ -302,6 +424,28 @@ async fn install_over_a_previous_version_updates_objects_in_place() {
         Some("registry.example/privatize:test")
     );
     uninstall(&ns);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_without_a_target_registry_refuses_before_touching_the_cluster() {
+    let _serial = SERIAL.lock().await;
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let installed = InstallNamespace::new();
+    let out = privatize()
+        .env_remove("ECR_REGISTRY")
+        .args(["install", "--namespace", &installed.0, "--webhook-url", URL])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "error: no target registry: pass --target-registry REGISTRY[/PREFIX] (or set ECR_REGISTRY); serve cannot start without one\n"
+    );
+    assert!(Api::<Namespace>::all(client().await)
+        .get_opt(&installed.0)
+        .await
+        .unwrap()
+        .is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -354,6 +498,8 @@ async fn install_registers_no_webhook_before_the_deployment_is_available() {
             URL,
             "--image",
             "registry.example/privatize:test",
+            "--target-registry",
+            TARGET,
             "--wait-timeout",
             "2",
         ])
@@ -405,6 +551,8 @@ async fn an_upgrade_waits_for_the_new_generation_not_for_the_old_available_pods(
                 URL,
                 "--image",
                 "registry.example/privatize:v2",
+                "--target-registry",
+                TARGET,
                 "--wait-timeout",
                 "60",
             ])
