@@ -160,6 +160,7 @@ complete -c privatize -n "__fish_privatize_using_subcommand install" -l image -d
 complete -c privatize -n "__fish_privatize_using_subcommand install" -l webhook-url -d 'Register this base URL for the webhooks instead of the Service (out-of-cluster development); its host joins the certificate\'s SANs' -r
 complete -c privatize -n "__fish_privatize_using_subcommand install" -l target-registry -d 'Target registry the webhook mirrors into: REGISTRY[/PREFIX]' -r
 complete -c privatize -n "__fish_privatize_using_subcommand install" -l service-account-annotation -d 'Annotation KEY=VALUE on privatize\'s ServiceAccounts, e.g. `eks.amazonaws.com/role-arn=arn:aws:iam::…:role/privatize` for IRSA (repeatable)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand install" -l source-credentials-secret -d 'A kubernetes.io/dockerconfigjson Secret in --namespace that every copy Job mounts as its DOCKER_CONFIG: credentials for private sources and Docker Hub rate limits (create it yourself)' -r
 complete -c privatize -n "__fish_privatize_using_subcommand install" -l wait-timeout -d 'Seconds to wait for the Deployment to become available' -r
 complete -c privatize -n "__fish_privatize_using_subcommand install" -l log-format -d 'Log line format: `text` for people, `json` for log collectors' -r -f -a "text\t''
 json\t''"

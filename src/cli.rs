@@ -494,6 +494,10 @@ pub struct InstallArgs {
     #[arg(long = "service-account-annotation")]
     pub service_account_annotations: Vec<String>,
 
+    /// A kubernetes.io/dockerconfigjson Secret in --namespace that every copy Job mounts as its DOCKER_CONFIG: credentials for private sources and Docker Hub rate limits (create it yourself)
+    #[arg(long, env = "PRIVATIZE_SOURCE_CREDENTIALS_SECRET")]
+    pub source_credentials_secret: Option<String>,
+
     /// Do not wait for the Deployment to become available
     #[arg(long)]
     pub no_wait: bool,
