@@ -356,17 +356,22 @@ async fn checked_in_manifest_passes_the_apiservers_validation() {
     let _serial = SERIAL.lock().await;
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let client = client().await;
-    // Namespaced documents are validated in their namespace, which must exist.
+    // Namespaced documents are validated in their namespace, which must exist
+    // and not be terminating (an earlier uninstall on this testbed, which has
+    // no namespace controller, leaves `privatize` so): a fresh one stands in.
+    let ns = format!("privatize-manifest-{}", common::unique() % 1_000_000);
     let namespace: Namespace =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": "privatize"}})).unwrap();
-    let _ = Api::<Namespace>::all(client.clone())
+        serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap();
+    Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &namespace)
-        .await;
+        .await
+        .unwrap();
     let yaml = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/deploy/privatize.yaml"
     ))
-    .unwrap();
+    .unwrap()
+    .replace("  namespace: privatize\n", &format!("  namespace: {ns}\n"));
     let mut applied = common::kube::server_side_dry_run(&client, &yaml).await;
     applied.sort();
     // The checked-in manifest has no TLS Secret: gen-certs makes it.

@@ -275,7 +275,7 @@ pub async fn assert_rbac_as_specified(client: &Client, ns: &str) {
         (
             "privatize-refresh",
             serde_json::json!([
-                rule(&[""], &["namespaces"], &[], &["get", "list"]),
+                rule(&[""], &["namespaces"], &[], &["list"]),
                 rule(
                     &[""],
                     &["secrets"],

@@ -109,7 +109,7 @@ fn server_namespace_rules() -> Vec<PolicyRule> {
 /// `refresh-secrets`.
 fn refresh_rules() -> Vec<PolicyRule> {
     vec![
-        rule([""], ["namespaces"], &["get", "list"]),
+        rule([""], ["namespaces"], &["list"]),
         rule([""], ["secrets"], &["get", "list", "create", "patch"]),
     ]
 }
