@@ -29,6 +29,7 @@ use super::jobs::{self, job_name, job_state, Ensured, JobSettings, JobState};
 use super::metrics::Metrics;
 use super::presence::Checker;
 use super::release::{is_gated, release_patch, revert_patch, verdict, waits, Verdict, Wait};
+use crate::image::TargetRegistry;
 use crate::k8s::MANAGED_BY;
 use crate::mutate::pods::{Presence, GATED_LABEL};
 
@@ -38,7 +39,8 @@ pub struct Gate {
     pub checker: Arc<Checker>,
     pub jobs: JobSettings,
     pub metrics: Arc<Metrics>,
-    pub target_host: String,
+    /// Where this serve mirrors to: it only acts on pods waiting for images there.
+    pub target: TargetRegistry,
     pub sweep_interval: Duration,
     pub gate_timeout: Duration,
     /// Instance name for Events (the pod name in a cluster).
@@ -127,7 +129,7 @@ impl Gate {
             .iter()
             .map(|j| (j.name_any(), job_state(j)))
             .collect();
-        waits(pod, &self.target_host).iter().any(|w| {
+        waits(pod, &self.target).iter().any(|w| {
             states
                 .get(&job_name(&w.source, &w.target))
                 .is_some_and(|s| *s != JobState::Running)
@@ -165,7 +167,7 @@ impl Gate {
         let mut per_pod = Vec::new();
         let mut targets = HashMap::new();
         for pod in gated {
-            let pod_waits: Vec<(Wait, String)> = waits(&pod, &self.target_host)
+            let pod_waits: Vec<(Wait, String)> = waits(&pod, &self.target)
                 .into_iter()
                 .map(|w| {
                     let job = job_name(&w.source, &w.target);

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
 
 use super::jobs::JobState;
-use crate::image::ImageRef;
+use crate::image::{ImageRef, TargetRegistry};
 use crate::mutate::pods::{Presence, GATE, GATED_LABEL, ORIGINAL_IMAGES};
 
 /// One image a gated pod waits for.
@@ -34,8 +34,9 @@ pub enum Verdict {
 }
 
 /// The images a gated pod waits for: containers (and init containers) whose
-/// image lies in the target registry and whose original is recorded.
-pub fn waits(pod: &Pod, target_host: &str) -> Vec<Wait> {
+/// image lies under this serve's target (registry and prefix: another
+/// install mirroring elsewhere keeps its own pods) and whose original is recorded.
+pub fn waits(pod: &Pod, target: &TargetRegistry) -> Vec<Wait> {
     let originals = originals(pod);
     let Some(spec) = pod.spec.as_ref() else {
         return Vec::new();
@@ -50,14 +51,19 @@ pub fn waits(pod: &Pod, target_host: &str) -> Vec<Wait> {
         let (Some(image), Some(original)) = (c.image.as_deref(), originals.get(&c.name)) else {
             continue;
         };
-        let (Ok(target), Ok(source)) = (ImageRef::parse(image), ImageRef::parse(original)) else {
+        let (Ok(mirrored), Ok(source)) = (ImageRef::parse(image), ImageRef::parse(original)) else {
             continue;
         };
-        if target.host == target_host {
+        let under_prefix = target.prefix.is_empty()
+            || mirrored
+                .repository
+                .strip_prefix(&target.prefix)
+                .is_some_and(|rest| rest.starts_with('/'));
+        if mirrored.host == target.host && under_prefix {
             out.push(Wait {
                 container: c.name.clone(),
                 source,
-                target,
+                target: mirrored,
             });
         }
     }
@@ -232,7 +238,7 @@ mod tests {
 
     #[test]
     fn a_gated_pod_waits_for_its_rewritten_images_only() {
-        let w = waits(&gated_pod(), "reg.example");
+        let w = waits(&gated_pod(), &TargetRegistry::parse("reg.example").unwrap());
         let pairs: Vec<(String, String)> = w
             .iter()
             .map(|w| (w.container.clone(), w.source.to_string()))
@@ -250,6 +256,16 @@ mod tests {
                 )
             ]
         );
+    }
+
+    #[test]
+    fn pods_mirrored_under_another_prefix_are_not_ours() {
+        let ours = TargetRegistry::parse("reg.example/docker.io").unwrap();
+        assert_eq!(waits(&gated_pod(), &ours).len(), 2);
+        let other = TargetRegistry::parse("reg.example/mirror").unwrap();
+        assert!(waits(&gated_pod(), &other).is_empty());
+        let prefix_of_a_name = TargetRegistry::parse("reg.example/docker").unwrap();
+        assert!(waits(&gated_pod(), &prefix_of_a_name).is_empty());
     }
 
     #[test]
@@ -308,7 +324,7 @@ mod tests {
     }
 
     fn pending() -> Vec<(Wait, String)> {
-        waits(&gated_pod(), "reg.example")
+        waits(&gated_pod(), &TargetRegistry::parse("reg.example").unwrap())
             .into_iter()
             .map(|w| {
                 let job = super::super::jobs::job_name(&w.source, &w.target);

@@ -73,7 +73,7 @@ pub async fn pods(args: &ServeArgs, client: Client, metrics: Arc<Metrics>) -> Re
         checker: checker.clone(),
         jobs: jobs.clone(),
         metrics: metrics.clone(),
-        target_host: target.host.clone(),
+        target: target.clone(),
         sweep_interval: args.sweep_interval,
         gate_timeout: args.gate_timeout,
         instance,

@@ -220,14 +220,14 @@ async fn a_dry_run_fetches_nothing_and_fifty_secrets_cost_one_token() {
     assert_eq!(annotation(&shown, REFRESHED_AT), None);
     assert_eq!(counter.calls(GET_AUTHORIZATION_TOKEN, region), 0);
 
-    stream::iter(0..50)
+    stream::iter(0..200)
         .for_each_concurrent(16, |i| {
             let (api, host, password) = (api.clone(), &host, &password);
             async move {
                 let created = api
                     .create(
                         &PostParams::default(),
-                        &secret(&format!("s{i:02}"), &[MANAGED], &[]),
+                        &secret(&format!("s{i:03}"), &[MANAGED], &[]),
                     )
                     .await
                     .unwrap();
