@@ -122,9 +122,12 @@ Register-ArgumentCompleter -Native -CommandName 'privatize' -ScriptBlock {
             break
         }
         'privatize;refresh-secrets' {
-            [CompletionResult]::new('--refresh-before', '--refresh-before', [CompletionResultType]::ParameterName, 'Refresh credentials that expire within this duration (e.g. `6h`, `90m`)')
+            [CompletionResult]::new('--refresh-before', '--refresh-before', [CompletionResultType]::ParameterName, 'Refresh credentials that expire within this duration (e.g. `6h`, `90m`, `1h 30m`)')
             [CompletionResult]::new('--ensure', '--ensure', [CompletionResultType]::ParameterName, 'First create the managed pull Secret in every enabled namespace that lacks one')
             [CompletionResult]::new('--pull-secret-name', '--pull-secret-name', [CompletionResultType]::ParameterName, 'Name of the managed pull Secret created by --ensure')
+            [CompletionResult]::new('--namespace', '--namespace', [CompletionResultType]::ParameterName, 'Only these namespaces (comma-separated or repeated) [default: every enabled namespace]')
+            [CompletionResult]::new('--concurrency', '--concurrency', [CompletionResultType]::ParameterName, 'Secrets refreshed at once')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Summary format on stdout')
             [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log line format: `text` for people, `json` for log collectors')
             [CompletionResult]::new('--log-level', '--log-level', [CompletionResultType]::ParameterName, 'Level of privatize''s own logs (`error`, `warn`, `info`, `debug`, `trace`, `off`), or a whole filter in `tracing` syntax (e.g. `warn,privatize=debug`)')
             [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Refresh every managed Secret, whatever its expiry')
@@ -156,6 +159,7 @@ Register-ArgumentCompleter -Native -CommandName 'privatize' -ScriptBlock {
             [CompletionResult]::new('--webhook-url', '--webhook-url', [CompletionResultType]::ParameterName, 'Register this base URL for the webhooks instead of the Service (out-of-cluster development); its host joins the certificate''s SANs')
             [CompletionResult]::new('--target-registry', '--target-registry', [CompletionResultType]::ParameterName, 'Target registry the webhook mirrors into: REGISTRY[/PREFIX]')
             [CompletionResult]::new('--service-account-annotation', '--service-account-annotation', [CompletionResultType]::ParameterName, 'Annotation KEY=VALUE on privatize''s ServiceAccounts, e.g. `eks.amazonaws.com/role-arn=arn:aws:iam::…:role/privatize` for IRSA (repeatable)')
+            [CompletionResult]::new('--source-credentials-secret', '--source-credentials-secret', [CompletionResultType]::ParameterName, 'A kubernetes.io/dockerconfigjson Secret in --namespace that every copy Job mounts as its DOCKER_CONFIG: credentials for private sources and Docker Hub rate limits (create it yourself)')
             [CompletionResult]::new('--wait-timeout', '--wait-timeout', [CompletionResultType]::ParameterName, 'Seconds to wait for the Deployment to become available')
             [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log line format: `text` for people, `json` for log collectors')
             [CompletionResult]::new('--log-level', '--log-level', [CompletionResultType]::ParameterName, 'Level of privatize''s own logs (`error`, `warn`, `info`, `debug`, `trace`, `off`), or a whole filter in `tracing` syntax (e.g. `warn,privatize=debug`)')

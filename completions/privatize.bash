@@ -291,7 +291,7 @@ _privatize() {
             return 0
             ;;
         privatize__subcmd__install)
-            opts="-h -V --dry-run --namespace --image --webhook-url --target-registry --service-account-annotation --no-wait --wait-timeout --log-format --log-level --help --version"
+            opts="-h -V --dry-run --namespace --image --webhook-url --target-registry --service-account-annotation --source-credentials-secret --no-wait --wait-timeout --log-format --log-level --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -317,6 +317,10 @@ _privatize() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --source-credentials-secret)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --wait-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -337,7 +341,7 @@ _privatize() {
             return 0
             ;;
         privatize__subcmd__refresh__subcmd__secrets)
-            opts="-h -V --refresh-before --force --ensure --pull-secret-name --log-format --log-level --help --version"
+            opts="-h -V --refresh-before --force --ensure --pull-secret-name --namespace --concurrency --output --log-format --log-level --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -353,6 +357,18 @@ _privatize() {
                     ;;
                 --pull-secret-name)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --namespace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --concurrency)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 --log-format)

@@ -116,9 +116,12 @@ set edit:completion:arg-completer[privatize] = {|@words|
             cand --version 'Print version'
         }
         &'privatize;refresh-secrets'= {
-            cand --refresh-before 'Refresh credentials that expire within this duration (e.g. `6h`, `90m`)'
+            cand --refresh-before 'Refresh credentials that expire within this duration (e.g. `6h`, `90m`, `1h 30m`)'
             cand --ensure 'First create the managed pull Secret in every enabled namespace that lacks one'
             cand --pull-secret-name 'Name of the managed pull Secret created by --ensure'
+            cand --namespace 'Only these namespaces (comma-separated or repeated) [default: every enabled namespace]'
+            cand --concurrency 'Secrets refreshed at once'
+            cand --output 'Summary format on stdout'
             cand --log-format 'Log line format: `text` for people, `json` for log collectors'
             cand --log-level 'Level of privatize''s own logs (`error`, `warn`, `info`, `debug`, `trace`, `off`), or a whole filter in `tracing` syntax (e.g. `warn,privatize=debug`)'
             cand --force 'Refresh every managed Secret, whatever its expiry'
@@ -148,6 +151,7 @@ set edit:completion:arg-completer[privatize] = {|@words|
             cand --webhook-url 'Register this base URL for the webhooks instead of the Service (out-of-cluster development); its host joins the certificate''s SANs'
             cand --target-registry 'Target registry the webhook mirrors into: REGISTRY[/PREFIX]'
             cand --service-account-annotation 'Annotation KEY=VALUE on privatize''s ServiceAccounts, e.g. `eks.amazonaws.com/role-arn=arn:aws:iam::…:role/privatize` for IRSA (repeatable)'
+            cand --source-credentials-secret 'A kubernetes.io/dockerconfigjson Secret in --namespace that every copy Job mounts as its DOCKER_CONFIG: credentials for private sources and Docker Hub rate limits (create it yourself)'
             cand --wait-timeout 'Seconds to wait for the Deployment to become available'
             cand --log-format 'Log line format: `text` for people, `json` for log collectors'
             cand --log-level 'Level of privatize''s own logs (`error`, `warn`, `info`, `debug`, `trace`, `off`), or a whole filter in `tracing` syntax (e.g. `warn,privatize=debug`)'

@@ -129,10 +129,14 @@ complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l log-l
 complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l dry-run -d 'Print the SOURCE -> TARGET mapping only: no network, no credentials'
 complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -s V -l version -d 'Print version'
-complete -c privatize -n "__fish_privatize_using_subcommand refresh-secrets" -l refresh-before -d 'Refresh credentials that expire within this duration (e.g. `6h`, `90m`)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand refresh-secrets" -l refresh-before -d 'Refresh credentials that expire within this duration (e.g. `6h`, `90m`, `1h 30m`)' -r
 complete -c privatize -n "__fish_privatize_using_subcommand refresh-secrets" -l ensure -d 'First create the managed pull Secret in every enabled namespace that lacks one' -r -f -a "true\t''
 false\t''"
 complete -c privatize -n "__fish_privatize_using_subcommand refresh-secrets" -l pull-secret-name -d 'Name of the managed pull Secret created by --ensure' -r
+complete -c privatize -n "__fish_privatize_using_subcommand refresh-secrets" -l namespace -d 'Only these namespaces (comma-separated or repeated) [default: every enabled namespace]' -r
+complete -c privatize -n "__fish_privatize_using_subcommand refresh-secrets" -l concurrency -d 'Secrets refreshed at once' -r
+complete -c privatize -n "__fish_privatize_using_subcommand refresh-secrets" -l output -d 'Summary format on stdout' -r -f -a "text\t''
+json\t''"
 complete -c privatize -n "__fish_privatize_using_subcommand refresh-secrets" -l log-format -d 'Log line format: `text` for people, `json` for log collectors' -r -f -a "text\t''
 json\t''"
 complete -c privatize -n "__fish_privatize_using_subcommand refresh-secrets" -l log-level -d 'Level of privatize\'s own logs (`error`, `warn`, `info`, `debug`, `trace`, `off`), or a whole filter in `tracing` syntax (e.g. `warn,privatize=debug`)' -r
@@ -156,6 +160,7 @@ complete -c privatize -n "__fish_privatize_using_subcommand install" -l image -d
 complete -c privatize -n "__fish_privatize_using_subcommand install" -l webhook-url -d 'Register this base URL for the webhooks instead of the Service (out-of-cluster development); its host joins the certificate\'s SANs' -r
 complete -c privatize -n "__fish_privatize_using_subcommand install" -l target-registry -d 'Target registry the webhook mirrors into: REGISTRY[/PREFIX]' -r
 complete -c privatize -n "__fish_privatize_using_subcommand install" -l service-account-annotation -d 'Annotation KEY=VALUE on privatize\'s ServiceAccounts, e.g. `eks.amazonaws.com/role-arn=arn:aws:iam::…:role/privatize` for IRSA (repeatable)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand install" -l source-credentials-secret -d 'A kubernetes.io/dockerconfigjson Secret in --namespace that every copy Job mounts as its DOCKER_CONFIG: credentials for private sources and Docker Hub rate limits (create it yourself)' -r
 complete -c privatize -n "__fish_privatize_using_subcommand install" -l wait-timeout -d 'Seconds to wait for the Deployment to become available' -r
 complete -c privatize -n "__fish_privatize_using_subcommand install" -l log-format -d 'Log line format: `text` for people, `json` for log collectors' -r -f -a "text\t''
 json\t''"

@@ -402,9 +402,9 @@ pub struct ServeArgs {
 /// `privatize refresh-secrets`
 #[derive(Debug, Clone, Args)]
 pub struct RefreshSecretsArgs {
-    /// Refresh credentials that expire within this duration (e.g. `6h`, `90m`)
-    #[arg(long, env = "PRIVATIZE_REFRESH_BEFORE", default_value = "6h")]
-    pub refresh_before: String,
+    /// Refresh credentials that expire within this duration (e.g. `6h`, `90m`, `1h 30m`)
+    #[arg(long, env = "PRIVATIZE_REFRESH_BEFORE", default_value = "6h", value_parser = humantime::parse_duration)]
+    pub refresh_before: std::time::Duration,
 
     /// Refresh every managed Secret, whatever its expiry
     #[arg(long)]
@@ -421,6 +421,18 @@ pub struct RefreshSecretsArgs {
         default_value = "privatize-ecr"
     )]
     pub pull_secret_name: String,
+
+    /// Only these namespaces (comma-separated or repeated) [default: every enabled namespace]
+    #[arg(long = "namespace", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+
+    /// Secrets refreshed at once
+    #[arg(long, env = "PRIVATIZE_REFRESH_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+
+    /// Summary format on stdout
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 /// `privatize gen-certs`
@@ -481,6 +493,10 @@ pub struct InstallArgs {
     /// Annotation KEY=VALUE on privatize's ServiceAccounts, e.g. `eks.amazonaws.com/role-arn=arn:aws:iam::…:role/privatize` for IRSA (repeatable)
     #[arg(long = "service-account-annotation")]
     pub service_account_annotations: Vec<String>,
+
+    /// A kubernetes.io/dockerconfigjson Secret in --namespace that every copy Job mounts as its DOCKER_CONFIG: credentials for private sources and Docker Hub rate limits (create it yourself)
+    #[arg(long, env = "PRIVATIZE_SOURCE_CREDENTIALS_SECRET")]
+    pub source_credentials_secret: Option<String>,
 
     /// Do not wait for the Deployment to become available
     #[arg(long)]

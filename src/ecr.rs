@@ -2,6 +2,8 @@
 //! repositories created with their settings, completed when a run died half-way,
 //! or reconciled when they drifted.
 
+pub mod tokens;
+
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};

@@ -13,19 +13,25 @@ use anyhow::{bail, Context, Result};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::Api;
 use kube::{Client, Resource, ResourceExt};
 
 use crate::cli::{InstallArgs, UninstallArgs};
-use crate::k8s::{self, Object};
+use crate::k8s::{self, Object, MANAGED_BY};
 use crate::tls::{self, Outcome};
-use manifests::{objects, Settings, NAME, TLS_SECRET};
+use manifests::{objects, retired, Settings, NAME, TLS_SECRET};
 
 /// Runs `install`.
 pub async fn install(args: InstallArgs) -> Result<()> {
     let mut settings = settings(&args)?;
     if args.dry_run {
-        print!("{}", render_yaml(&objects(&settings)?)?);
+        print!("{}", render_yaml(&settings, &objects(&settings)?)?);
         return Ok(());
+    }
+    if settings.target_registry.is_none() {
+        bail!(
+            "no target registry: pass --target-registry REGISTRY[/PREFIX] (or set ECR_REGISTRY); serve cannot start without one"
+        );
     }
     let client = k8s::client().await?;
     let parts = Parts::of(objects(&settings)?, &settings.namespace)?;
@@ -38,6 +44,11 @@ pub async fn install(args: InstallArgs) -> Result<()> {
     settings.ca_bundle = Some(certificate(&client, &settings.namespace, &sans).await?);
     for object in &parts.rest {
         apply_and_report(&client, object).await?;
+    }
+    // After the new RBAC is in place, so the server never lacks a right.
+    retire(&client, &settings).await?;
+    if let Some(name) = &settings.source_credentials_secret {
+        check_source_credentials(&client, &settings.namespace, name).await;
     }
     // Rendered again now that the caBundle is known.
     let webhooks = Parts::of(objects(&settings)?, &settings.namespace)?.webhooks;
@@ -71,6 +82,7 @@ pub async fn uninstall(args: UninstallArgs) -> Result<()> {
         webhook_url: None,
         target_registry: None,
         service_account_annotations: BTreeMap::new(),
+        source_credentials_secret: None,
         ca_bundle: None,
     };
     let client = k8s::client().await?;
@@ -91,7 +103,41 @@ pub async fn uninstall(args: UninstallArgs) -> Result<()> {
         };
         eprintln!("{:<55} {state}", object.describe());
     }
+    if !args.webhook_only {
+        retire(&client, &settings).await?;
+    }
     Ok(())
+}
+
+/// Deletes what an earlier version installed and this one does not (see
+/// `manifests::retired`), when privatize manages it.
+async fn retire(client: &Client, settings: &Settings) -> Result<()> {
+    for object in retired(settings)? {
+        let managed = k8s::get(client, &object).await?.is_some_and(|o| {
+            o.labels().get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1)
+        });
+        if managed && k8s::delete(client, &object).await? {
+            eprintln!("{:<55} deleted (no longer used)", object.describe());
+        }
+    }
+    Ok(())
+}
+
+/// Warns when the source-credentials Secret is not there (yet): copy Jobs
+/// mounting it cannot start until it exists.
+async fn check_source_credentials(client: &Client, namespace: &str, name: &str) {
+    let found = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get_metadata_opt(name)
+        .await;
+    match found {
+        Ok(Some(_)) => {}
+        Ok(None) => eprintln!(
+            "warning: Secret {name} not found in {namespace}: copy Jobs cannot start until it exists \
+             (kubectl -n {namespace} create secret generic {name} --type=kubernetes.io/dockerconfigjson \
+             --from-file=.dockerconfigjson=config.json)"
+        ),
+        Err(err) => eprintln!("warning: could not check Secret {name} in {namespace}: {err}"),
+    }
 }
 
 /// The rendered objects as install and uninstall use them, found by kind and
@@ -193,14 +239,36 @@ fn settings(args: &InstallArgs) -> Result<Settings> {
             bail!("invalid --webhook-url {url:?}: the apiserver only calls https:// webhooks");
         }
     }
+    if let Some(name) = &args.source_credentials_secret {
+        if !is_object_name(name) {
+            bail!(
+                "invalid --source-credentials-secret {name:?}: not a Secret name \
+                 (lower-case letters, digits, '-' and '.', at most 253)"
+            );
+        }
+    }
     Ok(Settings {
         namespace: args.namespace.clone(),
         image: args.image.clone(),
         webhook_url: args.webhook_url.clone(),
         target_registry: args.target_registry.clone(),
         service_account_annotations,
+        source_credentials_secret: args.source_credentials_secret.clone(),
         ca_bundle: None,
     })
+}
+
+/// Whether `name` is a valid object name (an RFC 1123 DNS subdomain).
+fn is_object_name(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 /// The host of `--webhook-url`, which the serving certificate must name.
@@ -221,12 +289,18 @@ fn url_host(url: Option<&str>) -> Result<Vec<String>> {
 }
 
 /// The YAML stream `install --dry-run` prints.
-pub fn render_yaml(objects: &[Object]) -> Result<String> {
+pub fn render_yaml(settings: &Settings, objects: &[Object]) -> Result<String> {
     let mut out = String::from(
         "# privatize: rendered by `privatize install --dry-run`.\n\
          # After applying, create the TLS Secret and caBundle with:\n\
          #   privatize gen-certs --namespace <ns> --secret privatize-tls --webhook-config privatize\n",
     );
+    if settings.target_registry.is_none() {
+        out.push_str(
+            "# No target registry: set env ECR_REGISTRY of Deployment/privatize (REGISTRY[/PREFIX])\n\
+             # before applying, or render with --target-registry; serve cannot start without one.\n",
+        );
+    }
     for object in objects {
         out.push_str("---\n");
         out.push_str(&serde_yaml_ng::to_string(&object.object).context("rendering YAML")?);
@@ -245,6 +319,7 @@ mod tests {
             webhook_url: None,
             target_registry: None,
             service_account_annotations: BTreeMap::new(),
+            source_credentials_secret: None,
             ca_bundle: None,
         }
     }
@@ -293,6 +368,27 @@ mod tests {
             names(&webhook_only),
             ["MutatingWebhookConfiguration/privatize"]
         );
+    }
+
+    #[test]
+    fn source_credentials_secret_must_be_an_object_name() {
+        for good in ["dockerhub", "docker-hub.v2", "a", &"a".repeat(253)] {
+            assert!(is_object_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "Dockerhub",
+            "docker_hub",
+            "-hub",
+            "hub-",
+            "hub.",
+            ".hub",
+            "a..b",
+            "hub/x",
+            &"a".repeat(254),
+        ] {
+            assert!(!is_object_name(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod k8s;
 pub mod manifest;
 pub mod mutate;
 pub mod progress;
+pub mod refresh_secrets;
 pub mod registry;
 pub mod serve;
 pub mod sync_image;

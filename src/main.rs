@@ -28,15 +28,11 @@ async fn run(cli: Cli) -> Result<()> {
         Command::SyncImage(args) => privatize::sync_image::run(args).await,
         Command::Generate(args) => privatize::generate::run(&args),
         Command::Serve(args) => privatize::serve::run(*args).await,
-        Command::RefreshSecrets(_) => not_yet("refresh-secrets"),
+        Command::RefreshSecrets(args) => privatize::refresh_secrets::run(args).await,
         Command::GenCerts(args) => privatize::gen_certs::run(args).await,
         Command::Install(args) => privatize::install::install(args).await,
         Command::Uninstall(args) => privatize::install::uninstall(args).await,
     }
-}
-
-fn not_yet(name: &str) -> Result<()> {
-    anyhow::bail!("`privatize {name}` is not implemented yet in this version")
 }
 
 fn init_logging(args: &LogArgs) {

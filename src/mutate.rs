@@ -4,6 +4,7 @@
 mod inputs;
 mod outputs;
 pub mod pods;
+pub mod secrets;
 mod select;
 
 use json_patch::jsonptr::PointerBuf;

@@ -117,6 +117,7 @@ fn chart_values_mirror_install_flags() {
             "--set", "targetRegistry=123456789012.dkr.ecr.eu-west-1.amazonaws.com/mirror",
             "--set", "webhookUrl=https://10.0.0.5:9443",
             "--set", "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::123456789012:role/privatize",
+            "--set", "sourceCredentialsSecret=dockerhub",
         ],
     );
     let install = install_dry_run(
@@ -130,6 +131,8 @@ fn chart_values_mirror_install_flags() {
             "https://10.0.0.5:9443",
             "--service-account-annotation",
             "eks.amazonaws.com/role-arn=arn:aws:iam::123456789012:role/privatize",
+            "--source-credentials-secret",
+            "dockerhub",
         ],
     );
     assert_same(&chart, &install);

@@ -1,9 +1,16 @@
 //! `privatize install` / `uninstall` against the testbed's kube-apiserver.
-//! The objects are cluster-wide by name, so these tests run one at a time.
+//! The objects are cluster-wide by name, so these tests run one at a time;
+//! the end-to-end test with a real serve (served.rs) has an apiserver of its own.
 
+#[path = "install/cluster.rs"]
+mod cluster;
 mod common;
+#[path = "install/served.rs"]
+mod served;
 #[path = "install/support.rs"]
 mod support;
+#[path = "install/upgrades.rs"]
+mod upgrades;
 
 use std::collections::BTreeMap;
 
@@ -35,7 +42,16 @@ async fn install_creates_every_object_as_specified_and_twice_changes_nothing() {
             "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
             "--service-account-annotation",
             "eks.amazonaws.com/role-arn=arn:aws:iam::123456789012:role/privatize",
+            "--source-credentials-secret",
+            "dockerhub",
         ],
+    );
+    assert!(
+        stderr(&first).contains(&format!(
+            "warning: Secret dockerhub not found in {ns}: copy Jobs cannot start until it exists"
+        )),
+        "{}",
+        stderr(&first)
     );
     assert_eq!(
         stderr(&first).lines().last(),
@@ -64,7 +80,12 @@ async fn install_creates_every_object_as_specified_and_twice_changes_nothing() {
             .and_then(|s| s.run_as_non_root),
         Some(true)
     );
+    // serve's shutdown: /readyz fails 5s, then 20s for requests in flight.
+    assert_eq!(pod.termination_grace_period_seconds, Some(30));
+    // serve finds its own image in its pod by this container name.
+    assert_eq!(pod.containers.len(), 1);
     let container = &pod.containers[0];
+    assert_eq!(container.name, "privatize");
     assert_eq!(
         container.image.as_deref(),
         Some("registry.example/privatize:test")
@@ -73,17 +94,59 @@ async fn install_creates_every_object_as_specified_and_twice_changes_nothing() {
     let security = container.security_context.as_ref().unwrap();
     assert_eq!(security.read_only_root_filesystem, Some(true));
     assert_eq!(security.allow_privilege_escalation, Some(false));
-    assert!(container.readiness_probe.is_some() && container.liveness_probe.is_some());
+    let probe = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+        let get = p.as_ref().unwrap().http_get.as_ref().unwrap();
+        (get.path.clone().unwrap(), get.port.clone())
+    };
+    let http = k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("http".into());
+    assert_eq!(
+        probe(&container.readiness_probe),
+        ("/readyz".to_string(), http.clone())
+    );
+    assert_eq!(
+        probe(&container.liveness_probe),
+        ("/healthz".to_string(), http)
+    );
+    let ports: Vec<(Option<String>, i32)> = container
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| (p.name.clone(), p.container_port))
+        .collect();
+    assert_eq!(
+        ports,
+        [(Some("https".into()), 8443), (Some("http".into()), 8080)],
+        "serve's default ports"
+    );
     let env: BTreeMap<_, _> = container
         .env
         .iter()
         .flatten()
-        .map(|e| (e.name.clone(), e.value.clone()))
+        .map(|e| {
+            let field = e
+                .value_from
+                .as_ref()
+                .and_then(|v| v.field_ref.as_ref())
+                .map(|f| format!("fieldRef:{}", f.field_path));
+            (e.name.as_str(), e.value.clone().or(field).unwrap())
+        })
         .collect();
-    assert_eq!(env["COPY_JOB_NAMESPACE"].as_deref(), Some(ns.as_str()));
     assert_eq!(
-        env["ECR_REGISTRY"].as_deref(),
-        Some("123456789012.dkr.ecr.eu-west-1.amazonaws.com")
+        env,
+        BTreeMap::from([
+            ("COPY_JOB_NAMESPACE", ns.clone()),
+            ("COPY_JOB_IMAGE", "registry.example/privatize:test".into()),
+            ("COPY_JOB_SERVICE_ACCOUNT_NAME", "privatize".into()),
+            ("PRIVATIZE_EXCLUDE_NAMESPACES", format!("kube-system,{ns}")),
+            ("PRIVATIZE_LOG_FORMAT", "json".into()),
+            ("POD_NAME", "fieldRef:metadata.name".into()),
+            ("POD_NAMESPACE", "fieldRef:metadata.namespace".into()),
+            (
+                "ECR_REGISTRY",
+                "123456789012.dkr.ecr.eu-west-1.amazonaws.com".into()
+            ),
+            ("PRIVATIZE_SOURCE_CREDENTIALS_SECRET", "dockerhub".into()),
+        ])
     );
 
     let pdb = Api::<PodDisruptionBudget>::namespaced(client.clone(), &ns)
@@ -158,6 +221,8 @@ async fn install_creates_every_object_as_specified_and_twice_changes_nothing() {
         );
         assert_eq!(hook.admission_review_versions, ["v1", "v1beta1"]);
         assert_eq!(hook.reinvocation_policy.as_deref(), Some("IfNeeded"));
+        // Above serve's admission budget (5s), which answers within it.
+        assert_eq!(hook.timeout_seconds, Some(10), "{}", hook.name);
         assert!(hook.client_config.url.as_deref().unwrap().starts_with(URL));
         let excluded = hook
             .namespace_selector
@@ -194,7 +259,18 @@ async fn install_creates_every_object_as_specified_and_twice_changes_nothing() {
 
     assert_rbac_as_specified(&client, &ns).await;
 
-    // Running it again changes nothing at all.
+    // Running it again changes nothing at all (and, the source-credentials
+    // Secret now being there, warns of nothing).
+    let credentials: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "dockerhub"},
+        "type": "kubernetes.io/dockerconfigjson",
+        "stringData": {".dockerconfigjson": "{\"auths\": {}}"}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &credentials)
+        .await
+        .unwrap();
     let before = everything(&client, &ns).await;
     assert_eq!(
         before.keys().map(String::as_str).collect::<Vec<_>>(),
@@ -208,6 +284,8 @@ async fn install_creates_every_object_as_specified_and_twice_changes_nothing() {
             "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
             "--service-account-annotation",
             "eks.amazonaws.com/role-arn=arn:aws:iam::123456789012:role/privatize",
+            "--source-credentials-secret",
+            "dockerhub",
         ],
     );
     assert!(
@@ -252,56 +330,25 @@ async fn install_creates_every_object_as_specified_and_twice_changes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn install_over_a_previous_version_updates_objects_in_place() {
+async fn install_without_a_target_registry_refuses_before_touching_the_cluster() {
     let _serial = SERIAL.lock().await;
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let client = client().await;
     let installed = InstallNamespace::new();
-    let ns = installed.0.clone();
-    let namespace: Namespace =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
+    let out = privatize()
+        .env_remove("ECR_REGISTRY")
+        .args(["install", "--namespace", &installed.0, "--webhook-url", URL])
+        .output()
         .unwrap();
-    let old: Deployment = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "privatize", "labels": {"app.kubernetes.io/managed-by": "privatize"}},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app.kubernetes.io/name": "privatize", "app.kubernetes.io/component": "webhook"}},
-            "template": {
-                "metadata": {"labels": {"app.kubernetes.io/name": "privatize", "app.kubernetes.io/component": "webhook"}},
-                "spec": {"containers": [{"name": "privatize", "image": "blackbirdcloud/privatize:0.0.1"}]}
-            }
-        }
-    }))
-    .unwrap();
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    let created = deployments
-        .create(
-            &PostParams {
-                field_manager: Some("helm".into()),
-                ..Default::default()
-            },
-            &old,
-        )
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "error: no target registry: pass --target-registry REGISTRY[/PREFIX] (or set ECR_REGISTRY); serve cannot start without one\n"
+    );
+    assert!(Api::<Namespace>::all(client().await)
+        .get_opt(&installed.0)
         .await
-        .unwrap();
-
-    install(&ns, &[]);
-    let updated = deployments.get("privatize").await.unwrap();
-    assert_eq!(
-        updated.uid(),
-        created.uid(),
-        "updated in place, not recreated"
-    );
-    let spec = updated.spec.unwrap();
-    assert_eq!(spec.replicas, Some(2));
-    assert_eq!(
-        spec.template.spec.unwrap().containers[0].image.as_deref(),
-        Some("registry.example/privatize:test")
-    );
-    uninstall(&ns);
+        .unwrap()
+        .is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -354,6 +401,8 @@ async fn install_registers_no_webhook_before_the_deployment_is_available() {
             URL,
             "--image",
             "registry.example/privatize:test",
+            "--target-registry",
+            TARGET,
             "--wait-timeout",
             "2",
         ])
@@ -376,140 +425,4 @@ async fn install_registers_no_webhook_before_the_deployment_is_available() {
     );
     assert!(!err.contains("MutatingWebhookConfiguration"), "{err}");
     uninstall(&ns);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_upgrade_waits_for_the_new_generation_not_for_the_old_available_pods() {
-    let _serial = SERIAL.lock().await;
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let client = client().await;
-    let installed = InstallNamespace::new();
-    let ns = installed.0.clone();
-    install(&ns, &[]);
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    set_status(
-        &deployments,
-        serde_json::json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2}),
-    )
-    .await;
-
-    // The upgrade: a new image is generation 2, while (maxUnavailable: 0) both
-    // old pods stay available.
-    let mut upgrade = Running(
-        privatize()
-            .args([
-                "install",
-                "--namespace",
-                &ns,
-                "--webhook-url",
-                URL,
-                "--image",
-                "registry.example/privatize:v2",
-                "--wait-timeout",
-                "60",
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while deployments
-        .get("privatize")
-        .await
-        .unwrap()
-        .metadata
-        .generation
-        != Some(2)
-    {
-        assert!(upgrade.still_running(), "install ended before the upgrade");
-        assert!(std::time::Instant::now() < deadline, "no generation 2");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    assert!(
-        upgrade.still_running(),
-        "install returned while only the old generation was available"
-    );
-
-    // The controller saw generation 2 and surged one new pod: not done yet.
-    set_status(
-        &deployments,
-        serde_json::json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 1, "readyReplicas": 2, "availableReplicas": 2}),
-    )
-    .await;
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    assert!(
-        upgrade.still_running(),
-        "install returned with one of two replicas updated"
-    );
-
-    // Both replicas run generation 2 and are available: install finishes.
-    set_status(
-        &deployments,
-        serde_json::json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2}),
-    )
-    .await;
-    let (status, err) = upgrade.finish(std::time::Duration::from_secs(20));
-    assert!(status.success(), "{err}");
-    // The webhook configuration is applied after the rollout, as the last step.
-    let tail: Vec<&str> = err.lines().rev().take(2).collect();
-    assert!(
-        tail[1].starts_with(&format!("Deployment/privatize in {ns}"))
-            && tail[1].ends_with("rolled out (2/2 replicas updated and available)"),
-        "{err}"
-    );
-    assert!(
-        tail[0].starts_with("MutatingWebhookConfiguration/privatize "),
-        "{err}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_certificate_keeps_the_old_ca_trusted_until_the_rotation_settles() {
-    let _serial = SERIAL.lock().await;
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let client = client().await;
-    let installed = InstallNamespace::new();
-    let ns = installed.0.clone();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let configs = Api::<MutatingWebhookConfiguration>::all(client.clone());
-    let ca = || async {
-        let data = secrets.get("privatize-tls").await.unwrap().data.unwrap();
-        certificates(&data["ca.crt"].0)
-    };
-    let bundles = || async {
-        let config = configs.get("privatize").await.unwrap();
-        config
-            .webhooks
-            .unwrap()
-            .iter()
-            .map(|h| certificates(&h.client_config.ca_bundle.as_ref().unwrap().0))
-            .collect::<Vec<_>>()
-    };
-    install(&ns, &[]);
-    let old = ca().await;
-    assert_eq!(bundles().await, vec![old.clone(); 3]);
-
-    // Another webhook host means other SANs: a new CA and certificate.
-    let moved = ["--webhook-url", "https://localhost:9"];
-    let out = install(&ns, &moved);
-    let new = ca().await;
-    assert_ne!(new, old);
-    assert_eq!(
-        bundles().await,
-        vec![[new.clone(), old.clone()].concat(); 3],
-        "pods still serving the old certificate stay trusted"
-    );
-    assert!(
-        stderr(&out)
-            .contains("certificate issued (the webhooks trust 2 CAs until the rotation settles)"),
-        "{}",
-        stderr(&out)
-    );
-
-    // Inside the grace period a run keeps both and changes nothing.
-    let before = everything(&client, &ns).await;
-    install(&ns, &moved);
-    assert_eq!(everything(&client, &ns).await, before);
 }

@@ -131,7 +131,7 @@ async fn a_missing_image_is_gated_copied_by_one_job_and_released() {
         "the Job's command failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    complete_job(&ns, job, true).await;
+    complete_job(&ns.client, &ns.name, job, true).await;
 
     // 3. Released within seconds, after a fresh HEAD.
     let (released, took) = wait_for(&pods, "first", "released", is_released).await;
@@ -179,7 +179,7 @@ async fn a_failed_job_reverts_the_pod_with_a_warning_event() {
     assert_eq!(jobs.len(), 1);
     let out = run_job_command(&jobs[0]);
     assert!(!out.status.success(), "copying a missing image must fail");
-    complete_job(&ns, &jobs[0], false).await;
+    complete_job(&ns.client, &ns.name, &jobs[0], false).await;
     let (reverted, _) = wait_for(&pods, "doomed", "reverted", is_released).await;
     assert_eq!(image(&reverted), source, "the original image is back");
     let warnings = events(&ns, "doomed", "MirrorFailed").await;
@@ -242,7 +242,7 @@ async fn two_replicas_release_each_pod_exactly_once() {
     let jobs = copy_jobs(&ns).await;
     assert_eq!(jobs.len(), 1, "one Job for six pods");
     assert!(run_job_command(&jobs[0]).status.success());
-    complete_job(&ns, &jobs[0], true).await;
+    complete_job(&ns.client, &ns.name, &jobs[0], true).await;
     for name in &names {
         let (pod, _) = wait_for(&pods, name, "released", is_released).await;
         assert_eq!(image(&pod), first.target_of(&source));
@@ -274,7 +274,7 @@ async fn a_restarted_serve_settles_pods_gated_while_it_was_down() {
     drop(serve);
     // While serve is down the copy lands and the Job completes.
     assert!(run_job_command(&jobs[0]).status.success());
-    complete_job(&ns, &jobs[0], true).await;
+    complete_job(&ns.client, &ns.name, &jobs[0], true).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         gates(&pods.get("patient").await.unwrap()),
@@ -345,5 +345,168 @@ async fn a_pod_in_an_enabled_namespace_gets_the_managed_pull_secret_once() {
         }]);
     let created = pods.create(&PostParams::default(), &already).await.unwrap();
     assert_eq!(pull_secrets(&created), ["privatize-ecr"]);
+    drop(serve);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_target_allows_the_pod_unchanged_and_counts_it() {
+    let _serial = SERIAL.lock().await;
+    let ns = TestNamespace::new("gate-down").await;
+    // Nothing listens on port 1: every presence check fails.
+    let serve = GateServe::start(&ns, &["--target-registry", "127.0.0.1:1/mirror"]).await;
+    let (source, _) = common::testbed().image("tiny");
+    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    let created = pods
+        .create(&PostParams::default(), &pod("as-is", &source))
+        .await
+        .unwrap();
+    assert_eq!(image(&created), source);
+    assert!(gates(&created).is_empty());
+    assert!(copy_jobs(&ns).await.is_empty());
+    assert_eq!(
+        serve.metric("privatize_images_allowed_unchanged_total{reason=\"presence_unknown\"}"),
+        1.0
+    );
+    drop(serve);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_copy_job_allows_the_pod_unchanged_and_counts_it() {
+    let _serial = SERIAL.lock().await;
+    let ns = TestNamespace::new("gate-nojob").await;
+    // Jobs go to a namespace that does not exist: the apiserver refuses them.
+    let serve =
+        GateServe::start(&ns, &["--copy-job-namespace", "no-such-namespace-for-jobs"]).await;
+    let source = format!(
+        "{}/test/refused:v{}",
+        common::testbed().source(),
+        common::unique()
+    );
+    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    let created = pods
+        .create(&PostParams::default(), &pod("as-is", &source))
+        .await
+        .unwrap();
+    assert_eq!(image(&created), source);
+    assert!(gates(&created).is_empty());
+    assert_eq!(
+        serve.metric("privatize_images_allowed_unchanged_total{reason=\"job\"}"),
+        1.0
+    );
+    drop(serve);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_admission_rewrites_but_creates_no_job() {
+    let _serial = SERIAL.lock().await;
+    let ns = TestNamespace::new("gate-dry").await;
+    let serve = GateServe::start(&ns, &[]).await;
+    let source = format!(
+        "{}/test/dry:v{}",
+        common::testbed().source(),
+        common::unique()
+    );
+    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    let params = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let answered = pods.create(&params, &pod("dry", &source)).await.unwrap();
+    assert_eq!(image(&answered), serve.target_of(&source));
+    assert_eq!(gates(&answered), ["privatize.io/mirror"]);
+    assert!(copy_jobs(&ns).await.is_empty(), "a dry run created a Job");
+    assert!(pods.get_opt("dry").await.unwrap().is_none());
+    drop(serve);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swap_policy_always_rewrites_at_once_and_exists_keeps_the_original_until_the_copy_lands() {
+    let _serial = SERIAL.lock().await;
+    let ns = TestNamespace::new("gate-policy").await;
+    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    let serve = GateServe::start(&ns, &["--swap-policy", "always"]).await;
+    let (source, _) = common::testbed().image("docker-list");
+    let created = pods
+        .create(&PostParams::default(), &pod("always", &source))
+        .await
+        .unwrap();
+    assert_eq!(image(&created), serve.target_of(&source));
+    assert!(gates(&created).is_empty());
+    assert_eq!(copy_jobs(&ns).await.len(), 1);
+    drop(serve);
+
+    let ns = TestNamespace::new("gate-policy-exists").await;
+    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    let serve = GateServe::start(
+        &ns,
+        &["--swap-policy", "exists", "--presence-cache-ttl", "1s"],
+    )
+    .await;
+    let first = pods
+        .create(&PostParams::default(), &pod("first", &source))
+        .await
+        .unwrap();
+    assert_eq!(
+        image(&first),
+        source,
+        "exists: the first pod keeps the original"
+    );
+    assert!(gates(&first).is_empty());
+    let jobs = copy_jobs(&ns).await;
+    assert_eq!(jobs.len(), 1, "exists: the copy still starts");
+    assert!(run_job_command(&jobs[0]).status.success());
+    complete_job(&ns.client, &ns.name, &jobs[0], true).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let later = pods
+        .create(&PostParams::default(), &pod("later", &source))
+        .await
+        .unwrap();
+    assert_eq!(
+        image(&later),
+        serve.target_of(&source),
+        "exists: a later pod gets the copy"
+    );
+    drop(serve);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pruned_image_is_noticed_and_its_finished_job_replaced() {
+    let _serial = SERIAL.lock().await;
+    let ns = TestNamespace::new("gate-pruned").await;
+    let serve = GateServe::start(&ns, &["--presence-cache-ttl", "1s"]).await;
+    let (source, _) = common::testbed().image("oci-single");
+    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    pods.create(&PostParams::default(), &pod("before", &source))
+        .await
+        .unwrap();
+    let jobs = copy_jobs(&ns).await;
+    assert!(run_job_command(&jobs[0]).status.success());
+    complete_job(&ns.client, &ns.name, &jobs[0], true).await;
+    wait_for(&pods, "before", "released", is_released).await;
+    let present = pods
+        .create(&PostParams::default(), &pod("present", &source))
+        .await
+        .unwrap();
+    assert!(gates(&present).is_empty());
+
+    common::serve_gate::prune_from_target(&serve.target_of(&source));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = pods
+        .create(&PostParams::default(), &pod("after", &source))
+        .await
+        .unwrap();
+    assert_eq!(
+        gates(&after),
+        ["privatize.io/mirror"],
+        "the pruned image was not noticed"
+    );
+    let replaced = copy_jobs(&ns).await;
+    assert_eq!(replaced.len(), 1);
+    assert_eq!(replaced[0].name_any(), jobs[0].name_any());
+    assert_ne!(
+        replaced[0].uid(),
+        jobs[0].uid(),
+        "the finished Job was not replaced"
+    );
     drop(serve);
 }

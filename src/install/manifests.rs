@@ -43,6 +43,8 @@ pub struct Settings {
     pub webhook_url: Option<String>,
     pub target_registry: Option<String>,
     pub service_account_annotations: BTreeMap<String, String>,
+    /// A dockerconfigjson Secret in the namespace that copy Jobs mount (source credentials).
+    pub source_credentials_secret: Option<String>,
     /// PEM CA bundle for the webhooks' `caBundle` (one CA, or two during a
     /// rotation); `None` renders none (gen-certs patches it in).
     pub ca_bundle: Option<String>,
@@ -63,6 +65,13 @@ pub fn objects(s: &Settings) -> Result<Vec<Object>> {
     out.push(Object::new(&workloads::refresh_cron_job(s))?);
     out.push(Object::new(&webhook::configuration(s))?);
     Ok(out)
+}
+
+/// Objects earlier versions installed and this one does not: install and
+/// uninstall delete them (when privatize manages them), so an upgrade keeps
+/// no rights it no longer grants.
+pub fn retired(s: &Settings) -> Result<Vec<Object>> {
+    rbac::retired(s)
 }
 
 fn labels() -> BTreeMap<String, String> {

@@ -24,7 +24,8 @@ use tokio_util::sync::CancellationToken;
 /// How soon after an event the sweep runs (events in between are coalesced).
 const SETTLE: Duration = Duration::from_millis(200);
 
-use super::jobs::{self, job_name, job_state, JobSettings, JobState};
+use super::flights::Flights;
+use super::jobs::{self, job_name, job_state, Ensured, JobSettings, JobState};
 use super::metrics::Metrics;
 use super::presence::Checker;
 use super::release::{is_gated, release_patch, revert_patch, verdict, waits, Verdict, Wait};
@@ -44,6 +45,9 @@ pub struct Gate {
     pub instance: String,
     /// Poked when something may let a gated pod go (a Job finished, a pod was gated).
     pub nudge: Arc<Notify>,
+    /// Copy Jobs the pod webhook made sure of lately (by name); a Job that
+    /// finishes is forgotten here, so a pruned image gets its Job replaced.
+    pub ensured_jobs: Flights<Result<Ensured, String>>,
 }
 
 impl Gate {
@@ -132,6 +136,9 @@ impl Gate {
 
     fn count_finished(&self, job: &Job, seen: &mut HashSet<String>) {
         let state = job_state(job);
+        if state != JobState::Running {
+            self.ensured_jobs.forget(&job.name_any());
+        }
         let uid = job.uid().unwrap_or_default();
         if state == JobState::Running || !seen.insert(uid) {
             return;

@@ -175,6 +175,7 @@ where
         operation = %summary.operation,
         path = route.path,
         decision = outcome.as_str(),
+        images = response.audit_annotations.get(super::pods::IMAGES_AUDIT_KEY).map(String::as_str).unwrap_or_default(),
         latency_ms = elapsed.as_millis() as u64,
         "admission"
     );

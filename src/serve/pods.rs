@@ -21,13 +21,13 @@ use super::metrics::Metrics;
 use super::presence::Checker;
 use crate::cli::ServeArgs;
 use crate::mutate::pods::{candidates, decide, Decision, Facts, Outcome, Presence, Settings};
+use crate::mutate::secrets::{ECR_ANYWHERE_NAMESPACE_LABEL, NAMESPACE_LABEL};
 use tokio_util::sync::CancellationToken;
 
 /// Namespace labels that enable ECR credentials (ours, and ecr-anywhere's).
-const ENABLED_LABELS: [(&str, &str); 2] = [
-    ("privatize.io/ecr-credentials", "enabled"),
-    ("ecr-anywhere.centml.ai/namespace", "enabled"),
-];
+const ENABLED_LABELS: [(&str, &str); 2] = [NAMESPACE_LABEL, ECR_ANYWHERE_NAMESPACE_LABEL];
+/// Audit annotation (and log field) with the per-container decision.
+pub const IMAGES_AUDIT_KEY: &str = "images";
 /// Time limit of one copy-Job creation (DESIGN §10).
 const JOB_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a namespace's pull-Secret answer is kept.
@@ -44,7 +44,6 @@ pub struct Pods {
     pub metrics: Arc<Metrics>,
     pub gate: Arc<Gate>,
     pub pull_secret_name: String,
-    job_flights: Flights<Result<Ensured, String>>,
     pull_secrets: Flights<Option<String>>,
 }
 
@@ -76,7 +75,6 @@ impl Pods {
             metrics,
             gate,
             pull_secret_name,
-            job_flights: Flights::default(),
             pull_secrets: Flights::default(),
         }
     }
@@ -112,7 +110,7 @@ impl Pods {
             return self.unchanged(response, "job", format!("{err:#}"));
         }
         self.count(&decision);
-        log(&request, &decision);
+        let summary = images_summary(&decision);
         let mut response = if decision.patch.is_empty() {
             response
         } else {
@@ -127,6 +125,11 @@ impl Pods {
         if !decision.warnings.is_empty() {
             response.warnings = Some(decision.warnings);
         }
+        if !summary.is_empty() {
+            response
+                .audit_annotations
+                .insert(IMAGES_AUDIT_KEY.into(), summary);
+        }
         response
     }
 
@@ -138,7 +141,8 @@ impl Pods {
             let metrics = self.metrics.clone();
             let key = name.clone();
             let (result, _) = self
-                .job_flights
+                .gate
+                .ensured_jobs
                 .get(&key, move || async move {
                     let result = match tokio::time::timeout(JOB_TIMEOUT, jobs::ensure(&client, &job)).await {
                         Ok(Ok(ensured)) => Ok(ensured),
@@ -286,22 +290,28 @@ fn presence_label(presence: Presence) -> &'static str {
     }
 }
 
-fn log(request: &AdmissionRequest<Pod>, decision: &Decision) {
+/// The per-container decision, for the admission's log line (the HTTP
+/// layer writes it) and the apiserver's audit log (as an audit annotation,
+/// prefixed there with the webhook's name).
+fn images_summary(decision: &Decision) -> String {
     let images: Vec<String> = decision
         .images
         .iter()
-        .map(|i| format!("{}={:?}", i.container, i.outcome))
+        .map(|i| match &i.target {
+            Some(target) if i.outcome.rewrites() => {
+                format!(
+                    "{}: {} -> {} ({})",
+                    i.container,
+                    i.original,
+                    target,
+                    i.outcome.label()
+                )
+            }
+            _ => format!("{}: {} ({})", i.container, i.original, i.outcome.label()),
+        })
         .collect();
-    tracing::info!(
-        uid = %request.uid,
-        namespace = %request.namespace.as_deref().unwrap_or_default(),
-        pod = %request.name,
-        operation = ?request.operation,
-        images = ?images,
-        gated = decision.gated,
-        patched = !decision.patch.is_empty(),
-        copies = decision.copies.len(),
-        dry_run = request.dry_run,
-        "pod admission"
-    );
+    match &decision.skipped {
+        Some(reason) => format!("skipped: {}", reason.label()),
+        None => images.join("; "),
+    }
 }

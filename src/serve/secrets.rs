@@ -1,30 +1,174 @@
-//! The Secret webhook: ECR credential injection into managed Secrets. STUB:
-//! the shell of `serve` calls this API; injection replaces these bodies.
+//! The Secret webhook: fresh ECR logins injected into managed Secrets. Converts
+//! the review to a typed Secret request, looks up one token per region (cached,
+//! single flight), and answers with `mutate::secrets`' decision. Fails closed.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::SystemTime;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use k8s_openapi::api::core::v1::Secret;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse};
 use kube::core::DynamicObject;
+use tracing::{info, warn};
 
 use super::metrics::Metrics;
-use crate::cli::ServeArgs;
+use crate::cli::{ServeArgs, TargetKind};
+use crate::ecr::tokens::TokenCache;
+use crate::ecr::Token;
+use crate::mutate::secrets::{decide, registries_needed, Decision, EcrRegistry, Settings};
 
-/// Everything the Secret path needs between admissions (token cache, ...).
-pub struct Secrets {}
+/// Everything the Secret path needs between admissions.
+pub struct Secrets {
+    settings: Settings,
+    tokens: TokenCache,
+    metrics: Arc<Metrics>,
+}
 
 impl Secrets {
     pub async fn new(
-        _args: &ServeArgs,
+        args: &ServeArgs,
         _client: kube::Client,
-        _metrics: Arc<Metrics>,
+        metrics: Arc<Metrics>,
     ) -> Result<Self> {
-        Ok(Self {})
+        let settings = Settings {
+            registry: ecr_registry(args).await?,
+        };
+        match &settings.registry {
+            Some(registry) => info!(
+                registry = %registry.host,
+                region = %registry.region,
+                "managed Secrets get logins for the ECR target"
+            ),
+            None => {
+                info!("no ECR target: managed Secrets get logins only for the registries they list")
+            }
+        }
+        let counted = metrics.clone();
+        Ok(Self {
+            settings,
+            tokens: TokenCache::new().on_fetch(move |region| counted.token_fetched(region)),
+            metrics,
+        })
     }
 
-    /// Answers one Secret admission. This webhook is `failurePolicy: Fail`:
-    /// a failure denies with a message.
+    /// Answers one Secret admission. This webhook is `failurePolicy: Fail`: a
+    /// managed Secret that cannot get fresh logins is denied, with a message
+    /// naming the registry and the error.
     pub async fn admit(&self, request: AdmissionRequest<DynamicObject>) -> AdmissionResponse {
-        AdmissionResponse::from(&request).deny("ECR credential injection is not implemented yet")
+        let response = AdmissionResponse::from(&request);
+        let request = match typed(request) {
+            Ok(request) => request,
+            Err(err) => return response.deny(format!("{err:#}")),
+        };
+        let registries = match registries_needed(&request, &self.settings) {
+            Ok(registries) => registries,
+            Err(denial) => {
+                warn!(uid = %request.uid, reason = %denial, "managed Secret denied");
+                return response.deny(denial);
+            }
+        };
+        let mut tokens: HashMap<String, Token> = HashMap::new();
+        let mut by_region: HashMap<&str, Token> = HashMap::new();
+        for registry in &registries {
+            let token = match by_region.get(registry.region.as_str()) {
+                Some(token) => token.clone(),
+                // dryRun fetches nothing: only a cached token may be shown.
+                None if request.dry_run => match self.tokens.cached(&registry.region) {
+                    Some(token) => token,
+                    None => {
+                        let message = format!(
+                            "dry run: no ECR token for {} is cached, so the Secret is shown \
+                             without its login (a real request fetches one)",
+                            registry.host
+                        );
+                        return with_warning(response, message);
+                    }
+                },
+                None => match self.tokens.token(&registry.region).await {
+                    Ok(token) => token,
+                    Err(err) => {
+                        let message = format!(
+                            "getting an ECR token for {} (region {}): {err:#}",
+                            registry.host, registry.region
+                        );
+                        warn!(uid = %request.uid, error = %message, "managed Secret denied");
+                        return response.deny(message);
+                    }
+                },
+            };
+            by_region.insert(&registry.region, token.clone());
+            tokens.insert(registry.host.clone(), token);
+        }
+        match decide(&request, &self.settings, &tokens, SystemTime::now()) {
+            Ok(Decision::Unchanged(_)) => response,
+            Ok(Decision::Inject(injection)) => {
+                let expires_at = humantime::format_rfc3339_seconds(injection.expires_at);
+                match response.with_patch(json_patch::Patch(injection.patch)) {
+                    Ok(response) => {
+                        if !request.dry_run {
+                            self.metrics.secret_injected();
+                        }
+                        info!(
+                            uid = %request.uid,
+                            registries = ?injection.registries,
+                            %expires_at,
+                            dry_run = request.dry_run,
+                            "ECR logins injected"
+                        );
+                        response
+                    }
+                    Err(err) => AdmissionResponse::from(&request)
+                        .deny(format!("encoding the Secret patch: {err}")),
+                }
+            }
+            Err(denial) => {
+                warn!(uid = %request.uid, reason = %denial, "managed Secret denied");
+                response.deny(denial)
+            }
+        }
     }
+}
+
+fn with_warning(mut response: AdmissionResponse, message: String) -> AdmissionResponse {
+    response.warnings.get_or_insert_with(Vec::new).push(message);
+    response
+}
+
+/// The request with its objects read as Secrets.
+fn typed(request: AdmissionRequest<DynamicObject>) -> Result<AdmissionRequest<Secret>> {
+    let types = request.types.clone();
+    let value = serde_json::to_value(&request).context("reading the admission request")?;
+    let mut typed: AdmissionRequest<Secret> =
+        serde_json::from_value(value).context("reading the Secret in the admission request")?;
+    typed.types = types;
+    Ok(typed)
+}
+
+/// `ECR_REGISTRY` as an ECR registry with its region: from the host name, or, for
+/// a host that is not an ECR host with `PRIVATIZE_TARGET_KIND=ecr` (a test registry
+/// paired with an ECR API emulator), from the AWS settings. `None` without an ECR
+/// target, as the pod side decides it.
+async fn ecr_registry(args: &ServeArgs) -> Result<Option<EcrRegistry>> {
+    let Some(target) = args.target_registry.as_deref() else {
+        return Ok(None);
+    };
+    let host = target
+        .split('/')
+        .next()
+        .unwrap_or(target)
+        .to_ascii_lowercase();
+    match (args.transport.target_kind, EcrRegistry::parse(&host)) {
+        (TargetKind::Registry, _) => return Ok(None),
+        (_, Some(registry)) => return Ok(Some(registry)),
+        (TargetKind::Auto, None) => return Ok(None),
+        (TargetKind::Ecr, None) => {}
+    }
+    let client = crate::ecr::client(None).await?;
+    let region = client
+        .config()
+        .region()
+        .map(|r| r.to_string())
+        .context("no AWS region is known for the ECR target: set AWS_REGION")?;
+    Ok(Some(EcrRegistry { host, region }))
 }

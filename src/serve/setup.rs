@@ -78,6 +78,7 @@ pub async fn pods(args: &ServeArgs, client: Client, metrics: Arc<Metrics>) -> Re
         gate_timeout: args.gate_timeout,
         instance,
         nudge: Arc::new(Notify::new()),
+        ensured_jobs: Default::default(),
     });
     Ok(Pods::from_parts(
         settings,

@@ -3,9 +3,11 @@
 //! an independent client (curl), never through privatize's own code.
 #![allow(dead_code)]
 
+pub mod aws_counter;
 pub mod front;
 pub mod kube;
 pub mod proxy;
+pub mod secret_webhook;
 pub mod serve;
 pub mod serve_gate;
 pub mod token_gateway;

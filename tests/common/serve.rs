@@ -121,6 +121,7 @@ impl Serve {
         std::fs::create_dir_all(&dir).unwrap();
         let cert = TestCert::issue();
         let mut cas = vec![cert.ca_pem.clone()];
+        let tb = super::testbed();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_privatize"));
         for key in [
             "SERVER_TLS_CERT",
@@ -164,6 +165,18 @@ impl Serve {
             // Test defaults as environment, so `options.args` can override them.
             .env("PRIVATIZE_TLS_RELOAD_INTERVAL", "200ms")
             .env("PRIVATIZE_SHUTDOWN_DELAY", "200ms")
+            // The pod side against the testbed: its TLS "ECR" as the target, moto as the ECR API.
+            .env("ECR_REGISTRY", format!("{}/serve-tests", tb.target()))
+            .env("PRIVATIZE_TARGET_KIND", "ecr")
+            .env("PRIVATIZE_CA_FILE", &tb.env["TARGET_CA_FILE"])
+            .env("PRIVATIZE_PLAIN_HTTP", tb.source())
+            .env("PRIVATIZE_EXCLUDE", "example.invalid")
+            .env("COPY_JOB_IMAGE", "127.0.0.1:15000/privatize/privatize:test")
+            .env("AWS_ENDPOINT_URL", &tb.env["MOTO_ENDPOINT"])
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", &tb.env["AWS_REGION"])
+            .env("AWS_MAX_ATTEMPTS", "1")
             .args(&options.args)
             .envs(options.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())

@@ -26,7 +26,8 @@ pub struct GateServe {
     dir: std::path::PathBuf,
 }
 
-fn free_port() -> u16 {
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -237,7 +238,7 @@ pub fn run_job_command(job: &Job) -> Output {
 }
 
 /// Writes a finished Job status, as the Job controller would.
-pub async fn complete_job(ns: &TestNamespace, job: &Job, success: bool) {
+pub async fn complete_job(client: &kube::Client, namespace: &str, job: &Job, success: bool) {
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     let status = if success {
         json!({"status": {
@@ -256,7 +257,7 @@ pub async fn complete_job(ns: &TestNamespace, job: &Job, success: bool) {
             ]
         }})
     };
-    Api::<Job>::namespaced(ns.client.clone(), &ns.name)
+    Api::<Job>::namespaced(client.clone(), namespace)
         .patch_status(
             &job.name_any(),
             &PatchParams::default(),
@@ -273,4 +274,53 @@ pub fn target_digest(reference: &str) -> String {
     let (status, body) = testbed().target_manifest(&image.repository, &tag);
     assert_eq!(status, 200, "{reference} is not in the target");
     super::sha256(&body)
+}
+
+impl GateServe {
+    /// The value of one metric sample (`name{labels}` as printed), 0 when absent.
+    pub fn metric(&self, sample: &str) -> f64 {
+        let url = format!("http://127.0.0.1:{}/metrics", self.http_port);
+        let out = Command::new("curl").args(["-sf", &url]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix(sample).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+}
+
+/// Deletes a manifest from the target registry (a lifecycle rule pruning it).
+pub fn prune_from_target(reference: &str) {
+    let tb = testbed();
+    let image = privatize::image::ImageRef::parse(reference).unwrap();
+    let digest = target_digest(reference);
+    let url = format!(
+        "https://{}/v2/{}/manifests/{digest}",
+        tb.target(),
+        image.repository
+    );
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "DELETE",
+            "--cacert",
+        ])
+        .arg(&tb.env["TARGET_CA_FILE"])
+        .arg("-u")
+        .arg(format!(
+            "{}:{}",
+            tb.env["TARGET_USER"], tb.env["TARGET_PASSWORD"]
+        ))
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "202",
+        "deleting {url}"
+    );
 }

@@ -18,8 +18,11 @@ use crate::common::{stderr, unique};
 
 pub const MANAGED: &str = "app.kubernetes.io/managed-by=privatize";
 pub const URL: &str = "https://127.0.0.1:9";
+/// The target registry an install is given unless a test names one.
+pub const TARGET: &str = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
 
-/// `install --no-wait` with the test image and, unless `extra` names one, the test URL.
+/// `install --no-wait` with the test image and, unless `extra` names them,
+/// the test URL and target registry.
 pub fn install(namespace: &str, extra: &[&str]) -> std::process::Output {
     let mut cmd = privatize();
     cmd.args([
@@ -33,6 +36,9 @@ pub fn install(namespace: &str, extra: &[&str]) -> std::process::Output {
     .args(extra);
     if !extra.contains(&"--webhook-url") {
         cmd.args(["--webhook-url", URL]);
+    }
+    if !extra.contains(&"--target-registry") {
+        cmd.args(["--target-registry", TARGET]);
     }
     let out = cmd.output().unwrap();
     assert!(out.status.success(), "install failed: {}", stderr(&out));
@@ -137,18 +143,16 @@ pub async fn everything(client: &Client, ns: &str) -> BTreeMap<String, String> {
 /// Every object an install is made of, as `everything` lists them (sorted).
 pub fn installed_objects(ns: &str) -> Vec<String> {
     let mut all: Vec<String> = [
-        "ClusterRole/privatize-copy-job",
         "ClusterRole/privatize-refresh",
         "ClusterRole/privatize-webhook",
-        "ClusterRoleBinding/privatize-copy-job",
         "ClusterRoleBinding/privatize-refresh",
         "ClusterRoleBinding/privatize-webhook",
         "CronJob/privatize-refresh-secrets",
         "Deployment/privatize",
         "MutatingWebhookConfiguration/privatize",
         "PodDisruptionBudget/privatize",
-        "Role/privatize-webhook-jobs",
-        "RoleBinding/privatize-webhook-jobs",
+        "Role/privatize-webhook",
+        "RoleBinding/privatize-webhook",
         "Secret/privatize-tls",
         "Service/privatize",
         "ServiceAccount/privatize",
@@ -161,6 +165,28 @@ pub fn installed_objects(ns: &str) -> Vec<String> {
     .collect();
     all.sort();
     all
+}
+
+/// Creates an RBAC object of `kind` (ClusterRole, ClusterRoleBinding, Role
+/// or RoleBinding; the namespaced ones in `ns`) from JSON.
+pub async fn create_rbac(client: &Client, ns: &str, kind: &str, object: serde_json::Value) {
+    async fn create<K>(api: Api<K>, object: serde_json::Value)
+    where
+        K: Resource + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
+    {
+        let typed: K = serde_json::from_value(object).unwrap();
+        api.create(&kube::api::PostParams::default(), &typed)
+            .await
+            .unwrap();
+    }
+    let client = client.clone();
+    match kind {
+        "ClusterRole" => create(Api::<ClusterRole>::all(client), object).await,
+        "ClusterRoleBinding" => create(Api::<ClusterRoleBinding>::all(client), object).await,
+        "Role" => create(Api::<Role>::namespaced(client, ns), object).await,
+        "RoleBinding" => create(Api::<RoleBinding>::namespaced(client, ns), object).await,
+        other => panic!("create_rbac: unknown kind {other}"),
+    }
 }
 
 /// A running `privatize` child, killed if the test fails while it runs.
@@ -216,7 +242,8 @@ pub fn certificates(pem: &[u8]) -> Vec<Vec<u8>> {
 }
 
 /// RBAC exactly as specified: every rule in full, so an emptied or widened
-/// rule fails here.
+/// rule fails here. Each rule is an API call serve or refresh-secrets makes;
+/// the copy Jobs' ServiceAccount is bound to nothing.
 pub async fn assert_rbac_as_specified(client: &Client, ns: &str) {
     let rule = |groups: &[&str], resources: &[&str], names: &[&str], verbs: &[&str]| {
         let mut rule =
@@ -226,12 +253,6 @@ pub async fn assert_rbac_as_specified(client: &Client, ns: &str) {
         }
         rule
     };
-    let events = rule(
-        &["", "events.k8s.io"],
-        &["events"],
-        &[],
-        &["create", "patch"],
-    );
     let roles: BTreeMap<String, serde_json::Value> = Api::<ClusterRole>::all(client.clone())
         .list(&ListParams::default().labels(MANAGED))
         .await
@@ -245,17 +266,10 @@ pub async fn assert_rbac_as_specified(client: &Client, ns: &str) {
         (
             "privatize-webhook",
             serde_json::json!([
-                rule(&[""], &["pods"], &[], &["get", "list", "watch", "patch"]),
-                rule(&[""], &["namespaces"], &[], &["get", "list", "watch"]),
+                rule(&[""], &["pods"], &[], &["list", "watch", "patch"]),
+                rule(&[""], &["namespaces"], &[], &["get"]),
                 rule(&[""], &["secrets"], &["privatize-ecr"], &["get"]),
-                events,
-            ]),
-        ),
-        (
-            "privatize-copy-job",
-            serde_json::json!([
-                rule(&[""], &["pods"], &[], &["get", "list", "patch"]),
-                events,
+                rule(&["events.k8s.io"], &["events"], &[], &["create", "patch"]),
             ]),
         ),
         (
@@ -276,45 +290,76 @@ pub async fn assert_rbac_as_specified(client: &Client, ns: &str) {
     .collect();
     assert_eq!(roles, expected);
     let role = Api::<Role>::namespaced(client.clone(), ns)
-        .get("privatize-webhook-jobs")
+        .get("privatize-webhook")
         .await
         .unwrap();
     assert_eq!(
         serde_json::to_value(role.rules).unwrap(),
-        serde_json::json!([rule(
-            &["batch"],
-            &["jobs"],
-            &[],
-            &["create", "get", "list", "watch"]
-        )])
+        serde_json::json!([
+            rule(
+                &["batch"],
+                &["jobs"],
+                &[],
+                &["create", "get", "list", "watch", "delete"]
+            ),
+            rule(&[""], &["pods"], &[], &["get"]),
+        ])
     );
-    for (binding, account) in [
-        ("privatize-webhook", "privatize-webhook"),
-        ("privatize-copy-job", "privatize"),
-        ("privatize-refresh", "privatize-refresh"),
-    ] {
-        let bound = Api::<ClusterRoleBinding>::all(client.clone())
-            .get(binding)
-            .await
-            .unwrap();
-        assert_eq!(bound.role_ref.kind, "ClusterRole");
-        assert_eq!(bound.role_ref.name, binding);
-        assert_eq!(
-            serde_json::to_value(bound.subjects).unwrap(),
-            serde_json::json!([{"kind": "ServiceAccount", "name": account, "namespace": ns}]),
-            "{binding}"
-        );
-    }
-    let bound = Api::<RoleBinding>::namespaced(client.clone(), ns)
-        .get("privatize-webhook-jobs")
+    // Every binding of the install, by subject: the copy Jobs' account has none.
+    let mut bound: Vec<(String, String, String)> = Api::<ClusterRoleBinding>::all(client.clone())
+        .list(&ListParams::default().labels(MANAGED))
         .await
-        .unwrap();
-    assert_eq!(
-        (bound.role_ref.kind.as_str(), bound.role_ref.name.as_str()),
-        ("Role", "privatize-webhook-jobs")
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|b| b.meta().deletion_timestamp.is_none())
+        .map(|b| {
+            assert_eq!(b.role_ref.name, b.name_any());
+            (
+                format!("{}/{}", b.role_ref.kind, b.role_ref.name),
+                b.name_any(),
+                serde_json::to_string(&b.subjects).unwrap(),
+            )
+        })
+        .collect();
+    bound.extend(
+        Api::<RoleBinding>::namespaced(client.clone(), ns)
+            .list(&ListParams::default().labels(MANAGED))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|b| {
+                (
+                    format!("{}/{}", b.role_ref.kind, b.role_ref.name),
+                    b.name_any(),
+                    serde_json::to_string(&b.subjects).unwrap(),
+                )
+            }),
     );
+    bound.sort();
+    let subject = |account: &str| {
+        serde_json::json!([{"kind": "ServiceAccount", "name": account, "namespace": ns}])
+            .to_string()
+    };
     assert_eq!(
-        serde_json::to_value(bound.subjects).unwrap(),
-        serde_json::json!([{"kind": "ServiceAccount", "name": "privatize-webhook", "namespace": ns}])
+        bound,
+        [
+            (
+                "ClusterRole/privatize-refresh".to_string(),
+                "privatize-refresh".to_string(),
+                subject("privatize-refresh")
+            ),
+            (
+                "ClusterRole/privatize-webhook".to_string(),
+                "privatize-webhook".to_string(),
+                subject("privatize-webhook")
+            ),
+            (
+                "Role/privatize-webhook".to_string(),
+                "privatize-webhook".to_string(),
+                subject("privatize-webhook")
+            ),
+        ]
     );
 }

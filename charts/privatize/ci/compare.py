@@ -3,7 +3,7 @@
 
     charts/privatize/ci/compare.py [--helm HELM] [--privatize CMD | --reference FILE] [--namespace NS]
                                     [--image IMG] [--target-registry REG] [--webhook-url URL]
-                                    [--sa-annotation K=V ...]
+                                    [--sa-annotation K=V ...] [--source-credentials-secret NAME]
 
 Renders both sides with equivalent settings (helm values derived from the install flags),
 then compares every object semantically (parsed YAML, not text). Expected differences are
@@ -55,6 +55,7 @@ def main():
     ap.add_argument("--target-registry", default=None)
     ap.add_argument("--webhook-url", default=None)
     ap.add_argument("--sa-annotation", action="append", default=[])
+    ap.add_argument("--source-credentials-secret", default=None)
     args = ap.parse_args()
 
     helm = args.helm or subprocess.run(
@@ -75,6 +76,9 @@ def main():
     if args.webhook_url:
         install += ["--webhook-url", args.webhook_url]
         values["webhookUrl"] = args.webhook_url
+    if args.source_credentials_secret:
+        install += ["--source-credentials-secret", args.source_credentials_secret]
+        values["sourceCredentialsSecret"] = args.source_credentials_secret
     if args.sa_annotation:
         annotations = {}
         for a in args.sa_annotation:
@@ -84,7 +88,8 @@ def main():
         values["serviceAccount"] = {"annotations": annotations}
 
     env = dict(os.environ)
-    for var in ("PRIVATIZE_NAMESPACE", "PRIVATIZE_IMAGE", "ECR_REGISTRY"):
+    for var in ("PRIVATIZE_NAMESPACE", "PRIVATIZE_IMAGE", "ECR_REGISTRY",
+                "PRIVATIZE_SOURCE_CREDENTIALS_SECRET"):
         env.pop(var, None)  # the flags above are the whole configuration
     if args.reference:
         with open(args.reference) as f:

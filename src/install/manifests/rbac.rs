@@ -1,21 +1,35 @@
-//! Least-privilege RBAC: each identity (server, copy Jobs, CronJob) gets only
-//! the verbs its role uses, bound to its own ServiceAccount.
+//! Least-privilege RBAC: each identity gets only the API calls its code
+//! makes, bound to its own ServiceAccount. The copy Jobs' ServiceAccount gets
+//! none at all (a copy talks to registries, never to Kubernetes).
 
 use anyhow::Result;
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
 
-use super::{meta, strings, Settings, COPY_JOB_ACCOUNT, REFRESH_ACCOUNT, SERVER_ACCOUNT};
+use super::{meta, strings, Settings, REFRESH_ACCOUNT, SERVER_ACCOUNT};
 use crate::k8s::Object;
 
-/// The server's namespaced Role: it creates and watches its copy Jobs.
-const JOBS_ROLE: &str = "privatize-webhook-jobs";
+/// The server's ClusterRole and its namespaced Role (same name, other kind).
+pub const SERVER_ROLE: &str = "privatize-webhook";
+/// The refresh CronJob's ClusterRole.
+pub const REFRESH_ROLE: &str = "privatize-refresh";
+/// The managed pull Secret, the one Secret the server may read.
+const PULL_SECRET: &str = "privatize-ecr";
+
+/// RBAC objects of earlier versions, deleted by install and uninstall: a
+/// ClusterRole that gave the copy Jobs' ServiceAccount pod and Event rights,
+/// and the server's Role under its old name.
+pub const RETIRED_CLUSTER_ROLE: &str = "privatize-copy-job";
+pub const RETIRED_ROLE: &str = "privatize-webhook-jobs";
 
 /// The ClusterRoles and their Bindings, then the server's Role and RoleBinding.
 pub(super) fn objects(s: &Settings) -> Result<Vec<Object>> {
     let mut out = Vec::new();
-    for (name, account, rules) in cluster_roles() {
+    for (name, account, rules) in [
+        (SERVER_ROLE, SERVER_ACCOUNT, server_cluster_rules()),
+        (REFRESH_ROLE, REFRESH_ACCOUNT, refresh_rules()),
+    ] {
         out.push(Object::new(&ClusterRole {
             metadata: meta(name, None),
             rules: Some(rules),
@@ -28,51 +42,75 @@ pub(super) fn objects(s: &Settings) -> Result<Vec<Object>> {
         })?);
     }
     out.push(Object::new(&Role {
-        metadata: meta(JOBS_ROLE, Some(&s.namespace)),
-        rules: Some(vec![rule(
-            ["batch"],
-            ["jobs"],
-            &["create", "get", "list", "watch"],
-        )]),
+        metadata: meta(SERVER_ROLE, Some(&s.namespace)),
+        rules: Some(server_namespace_rules()),
     })?);
     out.push(Object::new(&RoleBinding {
-        metadata: meta(JOBS_ROLE, Some(&s.namespace)),
-        role_ref: role_ref("Role", JOBS_ROLE),
+        metadata: meta(SERVER_ROLE, Some(&s.namespace)),
+        role_ref: role_ref("Role", SERVER_ROLE),
         subjects: Some(vec![subject(s, SERVER_ACCOUNT)]),
     })?);
     Ok(out)
 }
 
-/// ClusterRole name, the ServiceAccount bound to it, and its rules.
-fn cluster_roles() -> [(&'static str, &'static str, Vec<PolicyRule>); 3] {
-    let events = || rule(["", "events.k8s.io"], ["events"], &["create", "patch"]);
-    [
-        (
-            "privatize-webhook",
-            SERVER_ACCOUNT,
-            vec![
-                rule([""], ["pods"], &["get", "list", "watch", "patch"]),
-                rule([""], ["namespaces"], &["get", "list", "watch"]),
-                PolicyRule {
-                    resource_names: Some(strings(["privatize-ecr"])),
-                    ..rule([""], ["secrets"], &["get"])
-                },
-                events(),
-            ],
+/// What earlier versions installed and this one no longer does, as objects
+/// to delete.
+pub(super) fn retired(s: &Settings) -> Result<Vec<Object>> {
+    Ok(vec![
+        Object::new(&ClusterRoleBinding {
+            metadata: meta(RETIRED_CLUSTER_ROLE, None),
+            ..Default::default()
+        })?,
+        Object::new(&ClusterRole {
+            metadata: meta(RETIRED_CLUSTER_ROLE, None),
+            ..Default::default()
+        })?,
+        Object::new(&RoleBinding {
+            metadata: meta(RETIRED_ROLE, Some(&s.namespace)),
+            ..Default::default()
+        })?,
+        Object::new(&Role {
+            metadata: meta(RETIRED_ROLE, Some(&s.namespace)),
+            ..Default::default()
+        })?,
+    ])
+}
+
+/// `serve` across the cluster: watch the pods it gated and patch them
+/// (gate.rs), read a namespace's labels for the pull Secret (pods.rs), check
+/// that the managed pull Secret exists (pods.rs, by name only), and record
+/// Events on pods (kube's Recorder: events.k8s.io/v1, create then patch).
+fn server_cluster_rules() -> Vec<PolicyRule> {
+    vec![
+        rule([""], ["pods"], &["list", "watch", "patch"]),
+        rule([""], ["namespaces"], &["get"]),
+        PolicyRule {
+            resource_names: Some(strings([PULL_SECRET])),
+            ..rule([""], ["secrets"], &["get"])
+        },
+        rule(["events.k8s.io"], ["events"], &["create", "patch"]),
+    ]
+}
+
+/// `serve` in its own namespace: the copy Jobs (jobs.rs creates, reads and
+/// replaces finished ones; gate.rs lists and watches) and its own pod
+/// (setup.rs reads its image and what copy Jobs inherit).
+fn server_namespace_rules() -> Vec<PolicyRule> {
+    vec![
+        rule(
+            ["batch"],
+            ["jobs"],
+            &["create", "get", "list", "watch", "delete"],
         ),
-        (
-            "privatize-copy-job",
-            COPY_JOB_ACCOUNT,
-            vec![rule([""], ["pods"], &["get", "list", "patch"]), events()],
-        ),
-        (
-            "privatize-refresh",
-            REFRESH_ACCOUNT,
-            vec![
-                rule([""], ["namespaces"], &["get", "list"]),
-                rule([""], ["secrets"], &["get", "list", "create", "patch"]),
-            ],
-        ),
+        rule([""], ["pods"], &["get"]),
+    ]
+}
+
+/// `refresh-secrets`.
+fn refresh_rules() -> Vec<PolicyRule> {
+    vec![
+        rule([""], ["namespaces"], &["get", "list"]),
+        rule([""], ["secrets"], &["get", "list", "create", "patch"]),
     ]
 }
 

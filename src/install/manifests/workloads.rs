@@ -25,8 +25,14 @@ use super::{
 };
 
 const NON_ROOT_UID: i64 = 65532;
-/// Where the server reads its certificate (the TLS Secret, mounted).
+/// Where the server reads its certificate (the TLS Secret, mounted); serve's
+/// default --tls-cert-path and --tls-key-path point here.
 const TLS_MOUNT: &str = "/etc/privatize/tls";
+/// The server's container: serve finds its own image under this name.
+const SERVER_CONTAINER: &str = "privatize";
+/// Above serve's default shutdown delay (5s, /readyz failing before the
+/// listeners close) plus its shutdown timeout (20s, requests in flight).
+const TERMINATION_GRACE_SECONDS: i64 = 30;
 
 pub(super) fn service(s: &Settings) -> Service {
     let port = |name: &str, port: i32| ServicePort {
@@ -63,6 +69,9 @@ pub(super) fn deployment(s: &Settings) -> Deployment {
     if let Some(registry) = &s.target_registry {
         env.push(env_value("ECR_REGISTRY", registry));
     }
+    if let Some(secret) = &s.source_credentials_secret {
+        env.push(env_value("PRIVATIZE_SOURCE_CREDENTIALS_SECRET", secret));
+    }
     let probe = |path: &str, period: i32, failure_threshold: Option<i32>| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
@@ -79,7 +88,7 @@ pub(super) fn deployment(s: &Settings) -> Deployment {
         ..Default::default()
     };
     let server = Container {
-        name: "privatize".into(),
+        name: SERVER_CONTAINER.into(),
         image: Some(s.image.clone()),
         args: Some(strings(["serve"])),
         ports: Some(vec![port("https", 8443), port("http", 8080)]),
@@ -124,6 +133,7 @@ pub(super) fn deployment(s: &Settings) -> Deployment {
                 }),
                 spec: Some(PodSpec {
                     service_account_name: Some(SERVER_ACCOUNT.into()),
+                    termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
                     security_context: Some(pod_security()),
                     affinity: Some(Affinity {
                         pod_anti_affinity: Some(PodAntiAffinity {
@@ -267,5 +277,26 @@ fn container_security() -> SecurityContext {
             ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn the_grace_period_outlasts_serves_default_shutdown() {
+        let Command::Serve(args) = Cli::try_parse_from(["privatize", "serve"]).unwrap().command
+        else {
+            unreachable!("parsed `serve`")
+        };
+        let shutdown = args.shutdown_delay + args.shutdown_timeout;
+        assert_eq!(shutdown, Duration::from_secs(25));
+        assert!(shutdown < Duration::from_secs(TERMINATION_GRACE_SECONDS as u64));
     }
 }

@@ -1,0 +1,476 @@
+//! The Secret admission decision: fresh ECR logins written into managed
+//! `kubernetes.io/dockerconfigjson` Secrets, every other registry's entry kept byte
+//! for byte. Pure: the tokens come in, looked up by the I/O layer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::time::SystemTime;
+
+use base64::Engine as _;
+use json_patch::{AddOperation, PatchOperation};
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::admission::{AdmissionRequest, Operation};
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+
+use super::pointer;
+use crate::ecr::{parse_ecr_host, Token};
+
+/// Secret label opting in to managed ECR credentials.
+pub const MANAGED_LABEL: (&str, &str) = ("privatize.io/ecr-credentials", "managed");
+/// ecr-anywhere's Secret label, honoured so its users need not relabel.
+pub const ECR_ANYWHERE_MANAGED_LABEL: (&str, &str) = ("ecr-anywhere.centml.ai/managed", "true");
+/// Namespace label enabling managed ECR credentials.
+pub const NAMESPACE_LABEL: (&str, &str) = ("privatize.io/ecr-credentials", "enabled");
+/// ecr-anywhere's namespace label.
+pub const ECR_ANYWHERE_NAMESPACE_LABEL: (&str, &str) =
+    ("ecr-anywhere.centml.ai/namespace", "enabled");
+/// Annotation: extra ECR registry hosts (comma-separated) the Secret gets logins for.
+pub const REGISTRIES_ANNOTATION: &str = "privatize.io/registries";
+/// Annotation: RFC 3339 time the injected logins expire (the earliest of them).
+pub const EXPIRES_AT: &str = "privatize.io/expires-at";
+/// Annotation: RFC 3339 time (milliseconds) of the last injection.
+pub const REFRESHED_AT: &str = "privatize.io/refreshed-at";
+/// Annotation set by `refresh-secrets` to make the webhook re-inject; never touched here.
+pub const REFRESH_REQUESTED_AT: &str = "privatize.io/refresh-requested-at";
+/// The only Secret type a managed Secret may have.
+pub const SECRET_TYPE: &str = "kubernetes.io/dockerconfigjson";
+/// The data key holding the docker config.
+pub const CONFIG_KEY: &str = ".dockerconfigjson";
+
+/// An ECR registry host and the region its login token comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EcrRegistry {
+    /// Lower-case host, the `auths` key written.
+    pub host: String,
+    pub region: String,
+}
+
+impl EcrRegistry {
+    /// An ECR host (`<account>.dkr.ecr.<region>.amazonaws.com`, FIPS and dual-stack
+    /// included) with the region it names; `None` for any other host.
+    pub fn parse(host: &str) -> Option<Self> {
+        parse_ecr_host(host).map(|ecr| Self {
+            host: host.to_ascii_lowercase(),
+            region: ecr.region,
+        })
+    }
+}
+
+/// What the decision needs besides the request.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// `ECR_REGISTRY`: every managed Secret gets a login for it. Its region comes from
+    /// the host, or from the AWS settings when the host is not an ECR host (a test
+    /// registry with `PRIVATIZE_TARGET_KIND=ecr`). `None` without an ECR target.
+    pub registry: Option<EcrRegistry>,
+}
+
+/// Why a managed Secret is refused; the message reaches the user through the apiserver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial(pub String);
+
+impl fmt::Display for Denial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What to do with an admitted Secret.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Not ours to change: allowed as it is (the reason is for logs).
+    Unchanged(&'static str),
+    /// Fresh logins written.
+    Inject(Injection),
+}
+
+/// The patch writing fresh logins, and what it says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Injection {
+    pub patch: Vec<PatchOperation>,
+    /// Hosts whose `auths` entry was written.
+    pub registries: Vec<String>,
+    /// The earliest expiry of the tokens written (annotation `privatize.io/expires-at`).
+    pub expires_at: SystemTime,
+}
+
+/// Whether a Secret's labels opt it in (either label scheme).
+pub fn is_managed(labels: &BTreeMap<String, String>) -> bool {
+    has_label(labels, MANAGED_LABEL) || has_label(labels, ECR_ANYWHERE_MANAGED_LABEL)
+}
+
+/// Whether a namespace's labels enable managed credentials (either label scheme).
+pub fn namespace_enabled(labels: &BTreeMap<String, String>) -> bool {
+    has_label(labels, NAMESPACE_LABEL) || has_label(labels, ECR_ANYWHERE_NAMESPACE_LABEL)
+}
+
+fn has_label(labels: &BTreeMap<String, String>, (key, value): (&str, &str)) -> bool {
+    labels.get(key).is_some_and(|v| v == value)
+}
+
+/// RFC 3339 in UTC with milliseconds, as the annotations are written.
+pub fn format_time(at: SystemTime) -> String {
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+/// Reads an annotation time (RFC 3339, UTC); `None` when it is not one.
+pub fn parse_time(text: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(text.trim()).ok()
+}
+
+/// The registries whose tokens the decision will need, `ECR_REGISTRY` first; empty
+/// when the Secret is not ours to change. Everything that would deny the Secret
+/// anyway denies here, before any token is fetched.
+pub fn registries_needed(
+    request: &AdmissionRequest<Secret>,
+    settings: &Settings,
+) -> Result<Vec<EcrRegistry>, Denial> {
+    Ok(match scope(request, settings)? {
+        Scope::Skip(_) => Vec::new(),
+        Scope::Managed { registries, .. } => registries,
+    })
+}
+
+/// Decides a Secret admission: a managed Secret gets an `auths` entry per registry
+/// from `tokens` (keyed by host), and annotations `expires-at` and `refreshed-at`
+/// (`now`). A needed token missing from `tokens` denies.
+pub fn decide(
+    request: &AdmissionRequest<Secret>,
+    settings: &Settings,
+    tokens: &HashMap<String, Token>,
+    now: SystemTime,
+) -> Result<Decision, Denial> {
+    let (secret, registries, config) = match scope(request, settings)? {
+        Scope::Skip(reason) => return Ok(Decision::Unchanged(reason)),
+        Scope::Managed {
+            secret,
+            registries,
+            config,
+        } => (secret, registries, config),
+    };
+    let mut logins = Vec::new();
+    for registry in &registries {
+        let token = tokens.get(&registry.host).ok_or_else(|| {
+            Denial(format!(
+                "{}: no ECR token for {} (region {})",
+                describe(request),
+                registry.host,
+                registry.region
+            ))
+        })?;
+        logins.push((registry.host.as_str(), token));
+    }
+    let expires_at = logins
+        .iter()
+        .map(|(_, token)| token.expires_at)
+        .min()
+        .expect("a managed Secret always has at least one registry");
+    let document = config.with_logins(&logins);
+    let encoded = base64::engine::general_purpose::STANDARD.encode(document);
+
+    let mut patch = Vec::new();
+    if secret.data.is_some() {
+        patch.push(add(&["data", CONFIG_KEY], Value::String(encoded)));
+    } else {
+        patch.push(add(&["data"], json!({ CONFIG_KEY: encoded })));
+    }
+    let expires = format_time(expires_at);
+    let refreshed = format_time(now);
+    if secret.metadata.annotations.is_some() {
+        patch.push(add(
+            &["metadata", "annotations", EXPIRES_AT],
+            expires.into(),
+        ));
+        patch.push(add(
+            &["metadata", "annotations", REFRESHED_AT],
+            refreshed.into(),
+        ));
+    } else {
+        patch.push(add(
+            &["metadata", "annotations"],
+            json!({ EXPIRES_AT: expires, REFRESHED_AT: refreshed }),
+        ));
+    }
+    Ok(Decision::Inject(Injection {
+        patch,
+        registries: registries.into_iter().map(|r| r.host).collect(),
+        expires_at,
+    }))
+}
+
+enum Scope<'a> {
+    Skip(&'static str),
+    Managed {
+        secret: &'a Secret,
+        registries: Vec<EcrRegistry>,
+        config: DockerConfig,
+    },
+}
+
+fn scope<'a>(
+    request: &'a AdmissionRequest<Secret>,
+    settings: &Settings,
+) -> Result<Scope<'a>, Denial> {
+    if !matches!(request.operation, Operation::Create | Operation::Update) {
+        return Ok(Scope::Skip("not a create or update"));
+    }
+    let Some(secret) = request.object.as_ref() else {
+        return Ok(Scope::Skip("no object"));
+    };
+    let labels = secret.metadata.labels.clone().unwrap_or_default();
+    if !is_managed(&labels) {
+        return Ok(Scope::Skip("not a managed Secret"));
+    }
+    let kind = secret.type_.as_deref().unwrap_or("Opaque");
+    if kind != SECRET_TYPE {
+        return Err(Denial(format!(
+            "{} is labelled for managed ECR credentials but has type {kind}: \
+             a managed Secret must have type {SECRET_TYPE}",
+            describe(request)
+        )));
+    }
+    let registries = registries(request, secret, settings)?;
+    let config = match secret.data.as_ref().and_then(|data| data.get(CONFIG_KEY)) {
+        None => DockerConfig::default(),
+        Some(bytes) => DockerConfig::parse(&bytes.0).map_err(|why| {
+            Denial(format!(
+                "{}: data {CONFIG_KEY} is not a docker config ({why}); \
+                 leave it out or set it to {{\"auths\":{{}}}} and privatize fills it in",
+                describe(request)
+            ))
+        })?,
+    };
+    Ok(Scope::Managed {
+        secret,
+        registries,
+        config,
+    })
+}
+
+/// `ECR_REGISTRY`, then each host of the registries annotation, without duplicates.
+fn registries(
+    request: &AdmissionRequest<Secret>,
+    secret: &Secret,
+    settings: &Settings,
+) -> Result<Vec<EcrRegistry>, Denial> {
+    let mut registries: Vec<EcrRegistry> = settings.registry.iter().cloned().collect();
+    let listed = secret
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(REGISTRIES_ANNOTATION));
+    for host in listed
+        .into_iter()
+        .flat_map(|list| list.split(','))
+        .map(str::trim)
+        .filter(|host| !host.is_empty())
+    {
+        let registry = EcrRegistry::parse(host).ok_or_else(|| {
+            Denial(format!(
+                "{}: annotation {REGISTRIES_ANNOTATION} names {host:?}, which is not an ECR \
+                 registry host (<account>.dkr.ecr.<region>.amazonaws.com)",
+                describe(request)
+            ))
+        })?;
+        if !registries.iter().any(|r| r.host == registry.host) {
+            registries.push(registry);
+        }
+    }
+    if registries.is_empty() {
+        return Err(Denial(format!(
+            "{}: no ECR registry to write a login for: privatize has no ECR target \
+             (ECR_REGISTRY) and annotation {REGISTRIES_ANNOTATION} lists none",
+            describe(request)
+        )));
+    }
+    Ok(registries)
+}
+
+/// `Secret <namespace>/<name>` for messages (generateName when the name is not set yet).
+fn describe(request: &AdmissionRequest<Secret>) -> String {
+    let metadata = request.object.as_ref().map(|s| &s.metadata);
+    let name = metadata
+        .and_then(|m| m.name.clone())
+        .filter(|n| !n.is_empty())
+        .or_else(|| Some(request.name.clone()).filter(|n| !n.is_empty()))
+        .or_else(|| metadata.and_then(|m| m.generate_name.as_ref().map(|g| format!("{g}*"))))
+        .unwrap_or_else(|| "?".to_string());
+    match &request.namespace {
+        Some(namespace) => format!("Secret {namespace}/{name}"),
+        None => format!("Secret {name}"),
+    }
+}
+
+fn add(tokens: &[&str], value: Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation {
+        path: pointer(tokens.iter().copied()),
+        value,
+    })
+}
+
+/// A docker config as raw JSON: top-level members and `auths` entries in their
+/// order, each value exactly the bytes it came as.
+#[derive(Default)]
+struct DockerConfig {
+    members: Vec<(String, Box<RawValue>)>,
+    auths: Vec<(String, Box<RawValue>)>,
+}
+
+impl DockerConfig {
+    /// Empty (or blank) data is an empty config; anything else must be a JSON object
+    /// whose `auths`, when present, is an object.
+    fn parse(bytes: &[u8]) -> Result<Self, String> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self::default());
+        }
+        let Ordered(members) = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let mut config = Self::default();
+        for (key, value) in members {
+            if key == "auths" {
+                let Ordered(auths) = serde_json::from_str(value.get())
+                    .map_err(|e| format!("\"auths\" is not a JSON object: {e}"))?;
+                config.auths = auths;
+            }
+            config.members.push((key, value));
+        }
+        Ok(config)
+    }
+
+    /// The document with a fresh entry per login: entries for those hosts (under any
+    /// spelling: `https://host/…`) are replaced, the rest kept as they were.
+    fn with_logins(&self, logins: &[(&str, &Token)]) -> String {
+        let mut auths: Vec<(String, String)> = self
+            .auths
+            .iter()
+            .filter(|(key, _)| !logins.iter().any(|(host, _)| auth_host(key) == *host))
+            .map(|(key, value)| (key.clone(), value.get().to_string()))
+            .collect();
+        for (host, token) in logins {
+            let user_password = format!("{}:{}", token.username, token.password);
+            let entry = json!({
+                "username": token.username,
+                "password": token.password,
+                "auth": base64::engine::general_purpose::STANDARD.encode(user_password),
+            });
+            auths.push((host.to_string(), entry.to_string()));
+        }
+        let auths = object(&auths);
+        let mut members: Vec<(String, String)> = Vec::new();
+        let mut placed = false;
+        for (key, value) in &self.members {
+            if key == "auths" {
+                if !placed {
+                    members.push((key.clone(), auths.clone()));
+                    placed = true;
+                }
+            } else {
+                members.push((key.clone(), value.get().to_string()));
+            }
+        }
+        if !placed {
+            members.insert(0, ("auths".to_string(), auths));
+        }
+        object(&members)
+    }
+}
+
+/// The host an `auths` key names: `https://host/v1/` and `HOST` both give `host`.
+fn auth_host(key: &str) -> String {
+    let key = key
+        .strip_prefix("https://")
+        .or_else(|| key.strip_prefix("http://"))
+        .unwrap_or(key);
+    key.split('/').next().unwrap_or(key).to_ascii_lowercase()
+}
+
+/// A JSON object from members whose values are already JSON text.
+fn object(members: &[(String, String)]) -> String {
+    let body: Vec<String> = members
+        .iter()
+        .map(|(key, value)| format!("{}:{value}", Value::String(key.clone())))
+        .collect();
+    format!("{{{}}}", body.join(","))
+}
+
+/// A JSON object's members in document order, values as raw JSON.
+struct Ordered(Vec<(String, Box<RawValue>)>);
+
+impl<'de> Deserialize<'de> for Ordered {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct OrderedVisitor;
+        impl<'de> Visitor<'de> for OrderedVisitor {
+            type Value = Ordered;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Ordered, A::Error> {
+                let mut members: Vec<(String, Box<RawValue>)> = Vec::new();
+                while let Some((key, value)) = map.next_entry::<String, Box<RawValue>>()? {
+                    // A repeated key: the last one wins, as in every JSON reader Go has.
+                    members.retain(|(k, _)| *k != key);
+                    members.push((key, value));
+                }
+                Ok(Ordered(members))
+            }
+        }
+        deserializer.deserialize_map(OrderedVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_keys_name_their_host_under_any_spelling() {
+        for key in [
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+            "https://123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+            "https://123456789012.DKR.ecr.eu-west-1.amazonaws.com/v1/",
+        ] {
+            assert_eq!(
+                auth_host(key),
+                "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
+            );
+        }
+        assert_eq!(auth_host("ghcr.io"), "ghcr.io");
+    }
+
+    #[test]
+    fn config_values_keep_their_bytes_and_order() {
+        let text = br#"{"credsStore" : "x",  "auths":{"b.io":{ "auth" : "YTpi" },"a.io":{"auth":"YzpkCg==","extra":[1, 2]}}}"#;
+        let config = DockerConfig::parse(text).unwrap();
+        let token = Token {
+            username: "AWS".into(),
+            password: "pw".into(),
+            expires_at: SystemTime::UNIX_EPOCH,
+        };
+        let out = config.with_logins(&[("r.io", &token)]);
+        assert_eq!(
+            out,
+            r#"{"credsStore":"x","auths":{"b.io":{ "auth" : "YTpi" },"a.io":{"auth":"YzpkCg==","extra":[1, 2]},"r.io":{"auth":"QVdTOnB3","password":"pw","username":"AWS"}}}"#
+        );
+    }
+
+    #[test]
+    fn blank_config_is_empty_and_non_objects_are_refused() {
+        assert!(DockerConfig::parse(b"").unwrap().auths.is_empty());
+        assert!(DockerConfig::parse(b" \n").unwrap().auths.is_empty());
+        assert!(DockerConfig::parse(b"[]").is_err());
+        assert!(DockerConfig::parse(b"FAKE").is_err());
+        assert!(DockerConfig::parse(br#"{"auths":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn annotation_times_round_trip() {
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_790_000_000_123);
+        let text = format_time(at);
+        assert_eq!(text, "2026-09-21T14:13:20.123Z");
+        assert_eq!(parse_time(&text), Some(at));
+        assert!(parse_time("2026-09-21T14:13:20Z").is_some());
+        assert_eq!(parse_time("tomorrow"), None);
+    }
+}
