@@ -157,8 +157,11 @@ async fn a_failing_ecr_api_denies_the_secret_and_fails_the_refresh() {
         ServeOptions::default().env("AWS_ENDPOINT_URL", format!("http://{closed}")),
     );
     let _registration = register_serve(&ns, &serve).await;
-    let expected = "getting an ECR token for 127.0.0.1:15443 (region us-east-1): \
-                    getting an ECR authorization token: dispatch failure";
+    let expected = format!(
+        "getting an ECR token for {} (region {}): getting an ECR authorization token: dispatch failure",
+        testbed().target(),
+        testbed().env["AWS_REGION"]
+    );
 
     let refused = Api::<Secret>::namespaced(ns.client.clone(), &ns.name)
         .create(&PostParams::default(), &secret("new", &[MANAGED], &[]))
