@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse};
 use kube::core::DynamicObject;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::metrics::Metrics;
 use crate::cli::{ServeArgs, TargetKind};
@@ -109,7 +109,8 @@ impl Secrets {
                         if !request.dry_run {
                             self.metrics.secret_injected();
                         }
-                        info!(
+                        // The HTTP layer's `admission` line is the one info line per review.
+                        debug!(
                             uid = %request.uid,
                             registries = ?injection.registries,
                             %expires_at,
