@@ -217,9 +217,13 @@ impl Gate {
                         .await;
                     }
                 }
-                Verdict::Revert { reason, image } => {
+                Verdict::Revert {
+                    reason,
+                    image,
+                    cause,
+                } => {
                     if self.patch(&pod, revert_patch(&pod)).await {
-                        self.metrics.pod_reverted(revert_reason(&reason), waited);
+                        self.metrics.pod_reverted(cause, waited);
                         tracing::warn!(namespace = %pod.namespace().unwrap_or_default(), pod = %pod.name_any(), image = %image, reason = %reason, "pod reverted to its original images");
                         self.event(
                             recorder,
@@ -314,15 +318,6 @@ impl Gate {
         {
             tracing::warn!(error = %format!("{err:#}"), reason, "event not recorded");
         }
-    }
-}
-
-/// A fixed metric label for a revert reason.
-fn revert_reason(reason: &str) -> &'static str {
-    if reason.contains("gate timeout") {
-        "timeout"
-    } else {
-        "job_failed"
     }
 }
 

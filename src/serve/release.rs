@@ -28,7 +28,12 @@ pub enum Verdict {
     /// Every image is in the target: remove the gate.
     Release,
     /// The copy failed for good: images back to the originals, gate removed.
-    Revert { reason: String, image: String },
+    Revert {
+        reason: String,
+        image: String,
+        /// A fixed label for metrics: `job_failed` or `timeout`.
+        cause: &'static str,
+    },
     /// Keep waiting.
     Wait,
 }
@@ -115,6 +120,7 @@ pub fn verdict(
             return Verdict::Revert {
                 reason: format!("copy Job {job} failed"),
                 image: wait.source.to_string(),
+                cause: "job_failed",
             };
         }
     }
@@ -126,6 +132,7 @@ pub fn verdict(
                 gate_timeout.as_secs()
             ),
             image: wait.source.to_string(),
+            cause: "timeout",
         };
     }
     Verdict::Wait
@@ -361,7 +368,12 @@ mod tests {
         );
         let failed = HashMap::from([(w[1].1.clone(), JobState::Failed)]);
         match verdict(&w, &one_missing, &failed, minute, minute * 10) {
-            Verdict::Revert { reason, image } => {
+            Verdict::Revert {
+                reason,
+                image,
+                cause,
+            } => {
+                assert_eq!(cause, "job_failed");
                 assert_eq!(image, "docker.io/library/nginx:1.27");
                 assert!(reason.contains(&w[1].1), "{reason}");
             }
@@ -373,7 +385,8 @@ mod tests {
             Verdict::Release
         );
         match verdict(&w, &one_missing, &none, minute * 11, minute * 10) {
-            Verdict::Revert { reason, .. } => {
+            Verdict::Revert { reason, cause, .. } => {
+                assert_eq!(cause, "timeout");
                 assert!(reason.contains("gate timeout of 600s"), "{reason}")
             }
             other => panic!("expected a revert, got {other:?}"),
