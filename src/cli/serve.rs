@@ -1,0 +1,195 @@
+//! `privatize serve`'s flags: the listeners, TLS, the pod webhook, copy Jobs
+//! and the gate. Split from cli.rs only for length.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+use super::{redacted, RepositoryArgs, TransportArgs};
+
+/// TLS for the webhook server. Its `Debug` hides the key.
+#[derive(Clone, Args)]
+pub struct TlsArgs {
+    /// Serving certificate file (PEM); re-read when it changes
+    #[arg(
+        long,
+        env = "SERVER_TLS_CERT_PATH",
+        default_value = "/etc/privatize/tls/tls.crt"
+    )]
+    pub tls_cert_path: PathBuf,
+
+    /// Serving key file (PEM); re-read when it changes
+    #[arg(
+        long,
+        env = "SERVER_TLS_KEY_PATH",
+        default_value = "/etc/privatize/tls/tls.key"
+    )]
+    pub tls_key_path: PathBuf,
+
+    /// Serving certificate as PEM text (wins over --tls-cert-path)
+    #[arg(long, env = "SERVER_TLS_CERT", hide_env_values = true)]
+    pub tls_cert: Option<String>,
+
+    /// Serving key as PEM text (wins over --tls-key-path)
+    #[arg(long, env = "SERVER_TLS_KEY", hide_env_values = true)]
+    pub tls_key: Option<String>,
+}
+
+impl std::fmt::Debug for TlsArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsArgs")
+            .field("tls_cert_path", &self.tls_cert_path)
+            .field("tls_key_path", &self.tls_key_path)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &redacted(&self.tls_key))
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SwapPolicy {
+    /// Private image plus a scheduling gate until the copy lands
+    Gate,
+    /// Private image at once (a pull may fail until the copy lands)
+    Always,
+    /// Original image until the copy exists
+    Exists,
+}
+
+/// `privatize serve`
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// HTTPS port for admission reviews
+    #[arg(long, env = "SERVER_HTTPS_PORT", default_value_t = 8443)]
+    pub https_port: u16,
+
+    /// Plain-HTTP port for /healthz, /readyz and /metrics
+    #[arg(long, env = "SERVER_HTTP_PORT", default_value_t = 8080)]
+    pub http_port: u16,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
+
+    /// Target registry with an optional prefix: REGISTRY[/PREFIX]
+    #[arg(long = "target-registry", env = "ECR_REGISTRY")]
+    pub target_registry: Option<String>,
+
+    /// What a pod whose image is not mirrored yet gets
+    #[arg(long, env = "PRIVATIZE_SWAP_POLICY", value_enum, default_value_t = SwapPolicy::Gate)]
+    pub swap_policy: SwapPolicy,
+
+    /// Registries or image globs never rewritten (comma-separated); the target is always excluded
+    #[arg(long, env = "PRIVATIZE_EXCLUDE", value_delimiter = ',')]
+    pub exclude: Vec<String>,
+
+    /// Namespaces (globs) whose pods are never rewritten
+    #[arg(
+        long,
+        env = "PRIVATIZE_EXCLUDE_NAMESPACES",
+        value_delimiter = ',',
+        default_value = "kube-system,privatize"
+    )]
+    pub exclude_namespaces: Vec<String>,
+
+    /// Only rewrite images from these registries (comma-separated); all when empty
+    #[arg(long, env = "PRIVATIZE_INCLUDE_REGISTRIES", value_delimiter = ',')]
+    pub include_registries: Vec<String>,
+
+    /// Log and count what would change, change nothing
+    #[arg(long, env = "PRIVATIZE_DRY_RUN", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub dry_run: bool,
+
+    /// Namespace of the copy Jobs
+    #[arg(long, env = "COPY_JOB_NAMESPACE", default_value = "privatize")]
+    pub copy_job_namespace: String,
+
+    /// Image of the copy Jobs [default: the image `serve` runs, from the downward API]
+    #[arg(long, env = "COPY_JOB_IMAGE")]
+    pub copy_job_image: Option<String>,
+
+    /// Service account of the copy Jobs
+    #[arg(
+        long,
+        env = "COPY_JOB_SERVICE_ACCOUNT_NAME",
+        default_value = "privatize"
+    )]
+    pub copy_job_service_account_name: String,
+
+    /// backoffLimit of the copy Jobs
+    #[arg(long, env = "COPY_JOB_BACKOFF_LIMIT", default_value_t = 1)]
+    pub copy_job_backoff_limit: i32,
+
+    /// completions of the copy Jobs
+    #[arg(long, env = "COPY_JOB_COMPLETION", default_value_t = 1)]
+    pub copy_job_completion: i32,
+
+    /// Name of the managed pull Secret added to rewritten pods in ECR-enabled namespaces
+    #[arg(
+        long,
+        env = "PRIVATIZE_PULL_SECRET_NAME",
+        default_value = "privatize-ecr"
+    )]
+    pub pull_secret_name: String,
+
+    #[command(flatten)]
+    pub transport: TransportArgs,
+
+    /// Address both ports listen on (`0.0.0.0`, `::`, `127.0.0.1`)
+    #[arg(long, env = "PRIVATIZE_LISTEN_ADDRESS", default_value = "0.0.0.0")]
+    pub listen_address: std::net::IpAddr,
+
+    /// Time one admission may take; past it a pod is allowed unchanged (with a warning) and a Secret is denied
+    #[arg(long, env = "PRIVATIZE_ADMISSION_BUDGET", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub admission_budget: std::time::Duration,
+
+    /// How often the certificate files are read to notice a rotated certificate
+    #[arg(long, env = "PRIVATIZE_TLS_RELOAD_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub tls_reload_interval: std::time::Duration,
+
+    /// Time a client has for the TLS handshake and for each request's headers (HTTP/1.1: counted from the end of the previous request)
+    #[arg(long, env = "PRIVATIZE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: std::time::Duration,
+
+    /// Time a client has to send a whole request body (408 past it)
+    #[arg(long, env = "PRIVATIZE_BODY_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub body_read_timeout: std::time::Duration,
+
+    /// A connection with no request in flight and no bytes moving for this long is closed (an idle HTTP/1.1 connection already closes after --header-read-timeout)
+    #[arg(long, env = "PRIVATIZE_IDLE_TIMEOUT", default_value = "90s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: std::time::Duration,
+
+    /// On SIGTERM, /readyz fails this long before the listeners close, so endpoints drop the pod first
+    #[arg(long, env = "PRIVATIZE_SHUTDOWN_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub shutdown_delay: std::time::Duration,
+
+    /// After the listeners close, requests in flight get this long to finish
+    #[arg(long, env = "PRIVATIZE_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: std::time::Duration,
+
+    /// How long a "present" answer from the target registry is trusted (a pruned repository is noticed after this)
+    #[arg(long, env = "PRIVATIZE_PRESENCE_CACHE_TTL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub presence_cache_ttl: std::time::Duration,
+
+    /// How often every gated pod is looked at again (catches missed Job events)
+    #[arg(long, env = "PRIVATIZE_SWEEP_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub sweep_interval: std::time::Duration,
+
+    /// A pod gated longer than this gets its original images back and is released
+    #[arg(long, env = "PRIVATIZE_GATE_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub gate_timeout: std::time::Duration,
+
+    /// activeDeadlineSeconds of the copy Jobs
+    #[arg(long, env = "PRIVATIZE_COPY_JOB_ACTIVE_DEADLINE", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub copy_job_active_deadline: std::time::Duration,
+
+    /// ttlSecondsAfterFinished of the copy Jobs
+    #[arg(long, env = "PRIVATIZE_COPY_JOB_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub copy_job_ttl: std::time::Duration,
+
+    /// A kubernetes.io/dockerconfigjson Secret in the copy-Job namespace, mounted as every copy Job's DOCKER_CONFIG (source credentials; a pod's own imagePullSecrets are never used)
+    #[arg(long, env = "PRIVATIZE_SOURCE_CREDENTIALS_SECRET")]
+    pub source_credentials_secret: Option<String>,
+
+    #[command(flatten)]
+    pub repository: RepositoryArgs,
+}
