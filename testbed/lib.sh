@@ -70,7 +70,9 @@ wait_until() {
   local deadline=$((SECONDS + timeout))
   while :; do
     if "$@" >/dev/null 2>&1; then return 0; fi
-    if ! pid_of "$name" >/dev/null; then
+    # A process caught mid-exec shows an empty /proc/PID/cmdline for a moment:
+    # look twice before calling it dead.
+    if ! pid_of "$name" >/dev/null && ! { sleep 0.2; pid_of "$name" >/dev/null; }; then
       log "$name exited during startup; last lines of $STATE/$name.log:"
       tail -n 30 "$STATE/$name.log" >&2 || true
       die "$name failed to start"
