@@ -30,6 +30,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::cli::ServeArgs;
+use crate::ecr::tokens::TokenCache;
 use listener::Timeouts;
 use metrics::Metrics;
 use pods::Pods;
@@ -94,8 +95,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let acceptor = tls::acceptor(certificates.resolver())?;
 
     let client = crate::k8s::client().await?;
-    let pods = Arc::new(Pods::new(&args, client.clone(), metrics.clone()).await?);
-    let secrets = Arc::new(Secrets::new(&args, client.clone(), metrics.clone()).await?);
+    // One ECR token cache for both webhooks: one GetAuthorizationToken per region.
+    let counted = metrics.clone();
+    let tokens = Arc::new(TokenCache::new().on_fetch(move |region| counted.token_fetched(region)));
+    let pods = Arc::new(Pods::new(&args, client.clone(), metrics.clone(), tokens.clone()).await?);
+    let secrets = Arc::new(Secrets::new(&args, metrics.clone(), tokens).await?);
     let state = Arc::new(State {
         pods: pods.clone(),
         secrets,

@@ -20,6 +20,7 @@ use super::jobs::{self, Ensured, JobSettings};
 use super::metrics::Metrics;
 use super::presence::Checker;
 use crate::cli::ServeArgs;
+use crate::ecr::tokens::TokenCache;
 use crate::mutate::pods::{candidates, decide, Decision, Facts, Outcome, Presence, Settings};
 use crate::mutate::secrets::{ECR_ANYWHERE_NAMESPACE_LABEL, NAMESPACE_LABEL};
 use tokio_util::sync::CancellationToken;
@@ -49,8 +50,13 @@ pub struct Pods {
 
 impl Pods {
     /// Builds the pod webhook and its gate controller from serve's flags.
-    pub async fn new(args: &ServeArgs, client: Client, metrics: Arc<Metrics>) -> Result<Self> {
-        super::setup::pods(args, client, metrics).await
+    pub async fn new(
+        args: &ServeArgs,
+        client: Client,
+        metrics: Arc<Metrics>,
+        tokens: Arc<TokenCache>,
+    ) -> Result<Self> {
+        super::setup::pods(args, client, metrics, tokens).await
     }
 
     /// The gate controller; returns when `shutdown` fires.
@@ -248,10 +254,7 @@ async fn lookup_pull_secret(
 fn typed(request: AdmissionRequest<DynamicObject>) -> Result<AdmissionRequest<Pod>> {
     let read = |object: Option<DynamicObject>| -> Result<Option<Pod>> {
         object
-            .map(|o| {
-                let value = serde_json::to_value(o).context("reading the pod")?;
-                serde_json::from_value(value).context("reading the pod")
-            })
+            .map(|o| o.try_parse::<Pod>().context("reading the pod"))
             .transpose()
     };
     Ok(AdmissionRequest {

@@ -2,7 +2,7 @@
 //! behind a short single-flight cache. The gate asks with `fresh` (no cache).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::registry::Client;
 use anyhow::Result;
@@ -10,7 +10,7 @@ use oci_client::secrets::RegistryAuth;
 use tokio::sync::Mutex;
 
 use super::flights::Flights;
-use crate::ecr;
+use crate::ecr::tokens::TokenCache;
 use crate::image::ImageRef;
 use crate::mutate::pods::Presence;
 use crate::registry::{self, Transport};
@@ -28,30 +28,30 @@ pub struct CacheTimes {
 
 /// How privatize logs in to the target.
 pub enum TargetAuth {
-    /// ECR: a GetAuthorizationToken login, renewed every hour.
-    Ecr(aws_sdk_ecr::Client),
+    /// ECR: a login from the token cache the Secret webhook shares (renewed there).
+    Ecr {
+        region: String,
+        tokens: Arc<TokenCache>,
+    },
     /// Any registry: fixed credentials (or anonymous).
     Fixed(RegistryAuth),
 }
 
-/// A logged-in registry client, rebuilt when the ECR token is renewed
-/// (oci-client keeps the first credentials it is given per host).
+/// A logged-in registry client, rebuilt when the login changes (oci-client
+/// keeps the first credentials it is given per host).
 struct Login {
     client: Client,
-    made: Instant,
+    auth: RegistryAuth,
 }
 
 /// Presence checks against the target registry.
 pub struct Checker {
     transport: Transport,
     auth: TargetAuth,
-    login: Mutex<Option<Arc<Login>>>,
+    login: Mutex<Option<Login>>,
     cache: Flights<Presence>,
     times: CacheTimes,
 }
-
-/// ECR tokens last 12 h; a new client (and token) every hour keeps well clear of that.
-const LOGIN_LIFETIME: Duration = Duration::from_secs(3600);
 
 impl Checker {
     pub fn new(transport: Transport, auth: TargetAuth, times: CacheTimes) -> Self {
@@ -112,25 +112,23 @@ impl Checker {
     }
 
     async fn client(&self, target: &ImageRef) -> Result<Client> {
-        let mut login = self.login.lock().await;
-        if let Some(current) = login.as_ref() {
-            if current.made.elapsed() < LOGIN_LIFETIME {
-                return Ok(current.client.clone());
-            }
-        }
         let auth = match &self.auth {
             TargetAuth::Fixed(auth) => auth.clone(),
-            TargetAuth::Ecr(ecr_client) => {
-                let token = ecr::authorization_token(ecr_client).await?;
+            TargetAuth::Ecr { region, tokens } => {
+                let token = tokens.token(region).await?;
                 RegistryAuth::Basic(token.username, token.password)
             }
         };
+        let mut login = self.login.lock().await;
+        if let Some(current) = login.as_ref().filter(|l| l.auth == auth) {
+            return Ok(current.client.clone());
+        }
         let client = registry::client(&self.transport)?;
-        registry::login(&client, target, auth).await;
-        *login = Some(Arc::new(Login {
+        registry::login(&client, target, auth.clone()).await;
+        *login = Some(Login {
             client: client.clone(),
-            made: Instant::now(),
-        }));
+            auth,
+        });
         Ok(client)
     }
 }

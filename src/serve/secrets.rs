@@ -13,26 +13,27 @@ use kube::core::DynamicObject;
 use tracing::{debug, info, warn};
 
 use super::metrics::Metrics;
-use crate::cli::{ServeArgs, TargetKind};
+use super::setup::ecr_target;
+use crate::cli::ServeArgs;
 use crate::ecr::tokens::TokenCache;
 use crate::ecr::Token;
-use crate::mutate::secrets::{decide, registries_needed, Decision, EcrRegistry, Settings};
+use crate::mutate::secrets::{decide, registries_needed, Decision, Settings};
 
 /// Everything the Secret path needs between admissions.
 pub struct Secrets {
     settings: Settings,
-    tokens: TokenCache,
+    tokens: Arc<TokenCache>,
     metrics: Arc<Metrics>,
 }
 
 impl Secrets {
     pub async fn new(
         args: &ServeArgs,
-        _client: kube::Client,
         metrics: Arc<Metrics>,
+        tokens: Arc<TokenCache>,
     ) -> Result<Self> {
         let settings = Settings {
-            registry: ecr_registry(args).await?,
+            registry: ecr_target(args).await?,
         };
         match &settings.registry {
             Some(registry) => info!(
@@ -44,10 +45,9 @@ impl Secrets {
                 info!("no ECR target: managed Secrets get logins only for the registries they list")
             }
         }
-        let counted = metrics.clone();
         Ok(Self {
             settings,
-            tokens: TokenCache::new().on_fetch(move |region| counted.token_fetched(region)),
+            tokens,
             metrics,
         })
     }
@@ -144,32 +144,4 @@ fn typed(request: AdmissionRequest<DynamicObject>) -> Result<AdmissionRequest<Se
         serde_json::from_value(value).context("reading the Secret in the admission request")?;
     typed.types = types;
     Ok(typed)
-}
-
-/// `ECR_REGISTRY` as an ECR registry with its region: from the host name, or, for
-/// a host that is not an ECR host with `PRIVATIZE_TARGET_KIND=ecr` (a test registry
-/// paired with an ECR API emulator), from the AWS settings. `None` without an ECR
-/// target, as the pod side decides it.
-async fn ecr_registry(args: &ServeArgs) -> Result<Option<EcrRegistry>> {
-    let Some(target) = args.target_registry.as_deref() else {
-        return Ok(None);
-    };
-    let host = target
-        .split('/')
-        .next()
-        .unwrap_or(target)
-        .to_ascii_lowercase();
-    match (args.transport.target_kind, EcrRegistry::parse(&host)) {
-        (TargetKind::Registry, _) => return Ok(None),
-        (_, Some(registry)) => return Ok(Some(registry)),
-        (TargetKind::Auto, None) => return Ok(None),
-        (TargetKind::Ecr, None) => {}
-    }
-    let client = crate::ecr::client(None).await?;
-    let region = client
-        .config()
-        .region()
-        .map(|r| r.to_string())
-        .context("no AWS region is known for the ECR target: set AWS_REGION")?;
-    Ok(Some(EcrRegistry { host, region }))
 }

@@ -18,9 +18,10 @@ use super::passon;
 use super::pods::Pods;
 use super::presence::{CacheTimes, Checker, TargetAuth};
 use crate::cli::{ServeArgs, TargetKind};
-use crate::ecr;
+use crate::ecr::tokens::TokenCache;
 use crate::image::TargetRegistry;
 use crate::mutate::pods::{default_exclude, Settings};
+use crate::mutate::secrets::EcrRegistry;
 use crate::registry::auth::{config_path, parse_creds, read_config};
 use crate::registry::Transport;
 
@@ -32,7 +33,12 @@ const MISSING_TTL: Duration = Duration::from_secs(5);
 const OWN_CONTAINER: &str = "privatize";
 
 /// Builds the pod webhook and its gate controller from the flags.
-pub async fn pods(args: &ServeArgs, client: Client, metrics: Arc<Metrics>) -> Result<Pods> {
+pub async fn pods(
+    args: &ServeArgs,
+    client: Client,
+    metrics: Arc<Metrics>,
+    tokens: Arc<TokenCache>,
+) -> Result<Pods> {
     let registry = args
         .target_registry
         .as_deref()
@@ -60,7 +66,7 @@ pub async fn pods(args: &ServeArgs, client: Client, metrics: Arc<Metrics>) -> Re
     };
     let checker = Arc::new(Checker::new(
         transport,
-        target_auth(args, &target.host).await?,
+        target_auth(args, &target.host, tokens).await?,
         CacheTimes {
             present: args.presence_cache_ttl,
             missing: MISSING_TTL.min(args.presence_cache_ttl),
@@ -204,18 +210,12 @@ fn repository_env(args: &ServeArgs) -> Vec<(&'static str, String)> {
     env
 }
 
-async fn target_auth(args: &ServeArgs, host: &str) -> Result<TargetAuth> {
-    let ecr_host = ecr::parse_ecr_host(host);
-    let is_ecr = match args.transport.target_kind {
-        TargetKind::Ecr => true,
-        TargetKind::Registry => false,
-        TargetKind::Auto => ecr_host.is_some(),
-    };
-    if is_ecr {
-        let client = ecr::client(ecr_host.as_ref().map(|h| h.region.as_str()))
-            .await
-            .with_context(|| format!("ECR API for {host}"))?;
-        return Ok(TargetAuth::Ecr(client));
+async fn target_auth(args: &ServeArgs, host: &str, tokens: Arc<TokenCache>) -> Result<TargetAuth> {
+    if let Some(registry) = ecr_target(args).await? {
+        return Ok(TargetAuth::Ecr {
+            region: registry.region,
+            tokens,
+        });
     }
     if let Some(creds) = &args.transport.dest_creds {
         return Ok(TargetAuth::Fixed(parse_creds(creds, "--dest-creds")?));
@@ -227,4 +227,32 @@ async fn target_auth(args: &ServeArgs, host: &str) -> Result<TargetAuth> {
             .credentials(host)?
             .unwrap_or(oci_client::secrets::RegistryAuth::Anonymous),
     ))
+}
+
+/// `ECR_REGISTRY` as an ECR registry with its region: from the host name, or, for
+/// a host that is not an ECR host with `PRIVATIZE_TARGET_KIND=ecr` (a test registry
+/// paired with an ECR API emulator), from the AWS settings. `None` without an ECR
+/// target, for both webhooks.
+pub async fn ecr_target(args: &ServeArgs) -> Result<Option<EcrRegistry>> {
+    let Some(target) = args.target_registry.as_deref() else {
+        return Ok(None);
+    };
+    let host = target
+        .split('/')
+        .next()
+        .unwrap_or(target)
+        .to_ascii_lowercase();
+    match (args.transport.target_kind, EcrRegistry::parse(&host)) {
+        (TargetKind::Registry, _) => return Ok(None),
+        (_, Some(registry)) => return Ok(Some(registry)),
+        (TargetKind::Auto, None) => return Ok(None),
+        (TargetKind::Ecr, None) => {}
+    }
+    let client = crate::ecr::client(None).await?;
+    let region = client
+        .config()
+        .region()
+        .map(|r| r.to_string())
+        .context("no AWS region is known for the ECR target: set AWS_REGION")?;
+    Ok(Some(EcrRegistry { host, region }))
 }
