@@ -66,22 +66,33 @@ impl TestNamespace {
 
 impl Drop for TestNamespace {
     fn drop(&mut self) {
-        let name = self.name.clone();
-        // A fresh runtime and client on another thread: Drop cannot await.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let client = client().await;
-                let _ = Api::<Namespace>::all(client)
-                    .delete(&name, &DeleteParams::background())
-                    .await;
-            });
-        })
-        .join();
+        delete_from_drop::<Namespace>(&self.name);
     }
+}
+
+/// Deletes a cluster-scoped object from a `Drop` (which cannot await): a
+/// fresh runtime and client on another thread. Absence is fine.
+pub fn delete_from_drop<K>(name: &str)
+where
+    K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let name = name.to_string();
+    let _ = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let client = client().await;
+            let _ = Api::<K>::all(client)
+                .delete(&name, &DeleteParams::background())
+                .await;
+        });
+    })
+    .join();
 }
 
 /// `privatize` pointed at the testbed apiserver.

@@ -16,7 +16,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
 use privatize::ecr::Token;
 use privatize::mutate::secrets::{decide, Decision, EcrRegistry, Settings};
@@ -165,19 +165,6 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let client = super::kube::client().await;
-                let _ = Api::<MutatingWebhookConfiguration>::all(client)
-                    .delete(&name, &DeleteParams::default())
-                    .await;
-            });
-        })
-        .join();
+        super::kube::delete_from_drop::<MutatingWebhookConfiguration>(&self.name);
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
 use serde_json::json;
 
@@ -205,19 +205,7 @@ impl Drop for GateServe {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if let Some(name) = self.webhook.take() {
-            let _ = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(async {
-                    let client = super::kube::client().await;
-                    let _ = Api::<MutatingWebhookConfiguration>::all(client)
-                        .delete(&name, &DeleteParams::default())
-                        .await;
-                });
-            })
-            .join();
+            super::kube::delete_from_drop::<MutatingWebhookConfiguration>(&name);
         }
     }
 }
