@@ -11,7 +11,6 @@ use aws_config::environment::EnvironmentVariableRegionProvider;
 use aws_config::meta::region::RegionProviderChain;
 use aws_config::profile::ProfileFileRegionProvider;
 use aws_config::Region;
-use aws_sdk_ecr::error::DisplayErrorContext;
 use aws_sdk_ecr::types::{
     EncryptionConfiguration, EncryptionType, ImageScanningConfiguration, ImageTagMutability,
     Repository, Tag,
@@ -453,9 +452,20 @@ async fn set_lifecycle(client: &Client, name: &str, policy: &str) -> Result<()> 
     Ok(())
 }
 
-/// An SDK error with its whole cause chain (the SDK's own Display says only "service error").
+/// An SDK error with its whole cause chain on one line (the SDK's own
+/// Display says only "service error", and its `DisplayErrorContext` ends with
+/// a multi-kilobyte `Debug` dump). Causes that repeat their parent are skipped.
 fn sdk_error(err: impl std::error::Error) -> anyhow::Error {
-    anyhow::anyhow!("{}", DisplayErrorContext(err))
+    let mut parts = vec![err.to_string()];
+    let mut cause = err.source();
+    while let Some(current) = cause {
+        let text = current.to_string();
+        if !parts.last().is_some_and(|last| last.contains(&text)) {
+            parts.push(text);
+        }
+        cause = current.source();
+    }
+    anyhow::anyhow!("{}", parts.join(": "))
 }
 
 fn mutability(immutable: bool) -> ImageTagMutability {

@@ -175,6 +175,8 @@ async fn a_failing_ecr_api_denies_the_secret_and_fails_the_refresh() {
         )),
         "{refused}"
     );
+    // The cause chain, not the SDK's Debug dump of it.
+    assert!(!refused.contains("DispatchFailure("), "{refused}");
     assert!(
         Api::<Secret>::namespaced(ns.client.clone(), &ns.name)
             .get_opt("new")
