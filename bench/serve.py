@@ -33,6 +33,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
+from benchlib import BenchError, log, run_checked, read_env_file, base_env  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 MANAGED_BY = "app.kubernetes.io/managed-by=privatize"
 SOURCE_ANNOTATION = "privatize.io/source"
@@ -43,43 +44,6 @@ GOAL_RPS_RATIO = 0.7       # mutate req/s >= 0.7 x healthz req/s
 GOAL_P99_64_MS = 10.0      # mutate p99 < 10 ms at 64 connections
 GOAL_ADDED_P50_MS = 5.0    # added latency per pod creation through the apiserver, p50
 GOAL_RSS_MIB = 40.0
-
-
-class BenchError(Exception):
-    pass
-
-
-def log(msg):
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
-
-
-def run_checked(argv, *, timeout, env=None, what=None):
-    """Run a helper command (not measured); raise BenchError on failure."""
-    try:
-        p = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"{what or argv[0]}: timed out after {timeout} s")
-    if p.returncode != 0:
-        raise BenchError(f"{what or argv[0]}: exit {p.returncode}\n"
-                         f"{p.stderr.decode(errors='replace')[-4000:]}")
-    return p
-
-
-def read_env_file(path):
-    env = {}
-    for line in Path(path).read_text().splitlines():
-        if "=" in line and not line.lstrip().startswith("#"):
-            k, v = line.split("=", 1)
-            env[k.strip()] = v.strip()
-    return env
-
-
-def base_env():
-    env = dict(os.environ)
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    for k in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        env.pop(k, None)
-    return env
 
 
 def loopback(addr, what):

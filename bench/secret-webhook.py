@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark privatize's Secret webhook (issue 8 section 6).
 
-Usage: python3 bench/secrets.py [--rounds N] [--requests N] [--secrets N]
+Usage: python3 bench/secret-webhook.py [--rounds N] [--requests N] [--secrets N]
 
 Two figures, both against a `privatize serve` release binary on 127.0.0.1:
 
@@ -37,6 +37,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from benchlib import BenchError, log, run_checked, read_env_file, base_env  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 SECRET_REVIEW = ROOT / "bench" / "data" / "secret-create-managed.json"
 MANAGED = ("privatize.io/ecr-credentials", "managed")
@@ -45,27 +46,6 @@ REFRESHED_AT = "privatize.io/refreshed-at"
 REFRESH_REQUESTED_AT = "privatize.io/refresh-requested-at"
 TARGET_PREFIX = "bench-secrets"  # fixed: the mirrored pod image is copied once, not per run
 REFRESH_GOAL_S = 10.0
-
-
-class BenchError(Exception):
-    pass
-
-
-def log(msg):
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
-
-
-def run_checked(argv, *, timeout, env=None, cwd=ROOT, input=None, what=None):
-    """Run a helper command (not measured); raise BenchError on failure."""
-    try:
-        p = subprocess.run(argv, cwd=cwd, env=env, input=input, capture_output=True,
-                           timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"{what or argv[0]}: timed out after {timeout} s")
-    if p.returncode != 0:
-        raise BenchError(f"{what or argv[0]}: exit {p.returncode}\n"
-                         f"{p.stderr.decode(errors='replace')[-4000:]}")
-    return p
 
 
 def run_timed(argv, *, timeout, env):
@@ -82,23 +62,6 @@ def run_timed(argv, *, timeout, env):
         err += f"\n[bench] killed after the {timeout} s timeout".encode()
     wall = time.perf_counter() - t0
     return p.returncode, wall, out.decode(errors="replace"), err.decode(errors="replace")
-
-
-def read_env_file(path):
-    env = {}
-    for line in Path(path).read_text().splitlines():
-        if "=" in line and not line.lstrip().startswith("#"):
-            k, v = line.split("=", 1)
-            env[k.strip()] = v.strip()
-    return env
-
-
-def base_env():
-    env = dict(os.environ)
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    for k in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        env.pop(k, None)
-    return env
 
 
 def privatize_env(tenv, kubeconfig):
