@@ -1,0 +1,3 @@
+module privatize.test/pause
+
+go 1.24.0
