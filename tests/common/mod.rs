@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod aws_counter;
+pub mod cluster;
 pub mod front;
 pub mod kube;
 pub mod proxy;
