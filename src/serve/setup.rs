@@ -2,6 +2,7 @@
 //! settings, the copy-Job template (with what Jobs inherit from serve), the
 //! presence checker and the gate controller.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,15 +12,18 @@ use kube::api::Api;
 use kube::Client;
 use tokio::sync::Notify;
 
+use super::copy_ca;
 use super::gate::Gate;
-use super::jobs::JobSettings;
+use super::jobs::{self, JobSettings};
 use super::metrics::Metrics;
 use super::passon;
 use super::pods::Pods;
 use super::presence::{CacheTimes, Checker, TargetAuth};
 use crate::cli::{ServeArgs, TargetKind};
+use crate::copy_job::template::{self, PodTemplate};
+use crate::copy_job::{self, CA_DIR, CA_VOLUME};
 use crate::ecr::tokens::TokenCache;
-use crate::image::TargetRegistry;
+use crate::image::{ImageRef, TargetRegistry};
 use crate::mutate::pods::{default_exclude, Settings};
 use crate::mutate::secrets::EcrRegistry;
 use crate::registry::auth::{config_path, parse_creds, read_config};
@@ -59,7 +63,17 @@ pub async fn pods(
         dry_run: args.dry_run,
     };
     let own_pod = own_pod(&client).await?;
-    let jobs = job_settings(args, own_pod.as_ref())?;
+    let pod_template = match &args.copy_job_pod_template {
+        Some(path) => read_pod_template(path)?,
+        None => PodTemplate::default(),
+    };
+    if !args.transport.ca_files.is_empty() {
+        copy_ca::check(&client, &args.copy_job_namespace, &args.transport.ca_files).await?;
+    }
+    let jobs = job_settings(args, own_pod.as_ref(), pod_template)?;
+    if let Some(path) = &args.copy_job_pod_template {
+        check_merged(&jobs, path)?;
+    }
     let transport = Transport {
         ca_files: args.transport.ca_files.clone(),
         plain_http: args.transport.plain_http.clone(),
@@ -109,7 +123,30 @@ async fn own_pod(client: &Client) -> Result<Option<Pod>> {
         .with_context(|| format!("reading serve's own pod {namespace}/{name}"))
 }
 
-fn job_settings(args: &ServeArgs, own_pod: Option<&Pod>) -> Result<JobSettings> {
+/// Reads and validates `--copy-job-pod-template`.
+fn read_pod_template(path: &Path) -> Result<PodTemplate> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the copy-Job pod template {}", path.display()))?;
+    template::parse(&text)
+        .with_context(|| format!("invalid copy-Job pod template {}", path.display()))
+}
+
+/// The template merged into a sample Job must not clash with what privatize gives Jobs.
+fn check_merged(jobs: &JobSettings, path: &Path) -> Result<()> {
+    let sample = ImageRef::parse("example.invalid/sample:1")?;
+    let job = jobs::copy_job(jobs, &sample, &sample);
+    let pod = job.spec.and_then(|s| s.template.spec).unwrap_or_default();
+    match template::clash(&pod) {
+        Some(clash) => bail!("invalid copy-Job pod template {}: {clash}", path.display()),
+        None => Ok(()),
+    }
+}
+
+fn job_settings(
+    args: &ServeArgs,
+    own_pod: Option<&Pod>,
+    pod_template: PodTemplate,
+) -> Result<JobSettings> {
     let image = match (&args.copy_job_image, own_pod) {
         (Some(image), _) => image.clone(),
         (None, Some(pod)) => pod
@@ -127,14 +164,9 @@ fn job_settings(args: &ServeArgs, own_pod: Option<&Pod>) -> Result<JobSettings> 
             "no copy-Job image: set COPY_JOB_IMAGE (or --copy-job-image) when serve does not run in a pod"
         ),
     };
-    let ca_paths: Vec<String> = args
-        .transport
-        .ca_files
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect();
     let mut pass = match own_pod {
-        Some(pod) => passon::from_pod(pod, OWN_CONTAINER, &ca_paths),
+        // The CA files are not passed from serve's paths: the Jobs mount the CA ConfigMap.
+        Some(pod) => passon::from_pod(pod, OWN_CONTAINER, &[]),
         None => {
             let (pass, withheld) = passon::from_process(std::env::vars());
             if !withheld.is_empty() {
@@ -151,8 +183,9 @@ fn job_settings(args: &ServeArgs, own_pod: Option<&Pod>) -> Result<JobSettings> 
             ..Default::default()
         });
     };
-    if !ca_paths.is_empty() {
-        set("PRIVATIZE_CA_FILE", ca_paths.join(","));
+    let with_ca = !args.transport.ca_files.is_empty();
+    if with_ca {
+        set("PRIVATIZE_CA_FILE", copy_job::ca_file());
     }
     if !args.transport.plain_http.is_empty() {
         set("PRIVATIZE_PLAIN_HTTP", args.transport.plain_http.join(","));
@@ -167,6 +200,11 @@ fn job_settings(args: &ServeArgs, own_pod: Option<&Pod>) -> Result<JobSettings> 
     for (name, value) in repository_env(args) {
         set(name, value);
     }
+    if with_ca {
+        pass.volumes
+            .retain(|(v, m)| v.name != CA_VOLUME && m.mount_path != CA_DIR);
+        pass.volumes.push(copy_ca::volume());
+    }
     Ok(JobSettings {
         namespace: args.copy_job_namespace.clone(),
         image,
@@ -178,6 +216,7 @@ fn job_settings(args: &ServeArgs, own_pod: Option<&Pod>) -> Result<JobSettings> 
         source_credentials_secret: args.source_credentials_secret.clone(),
         env: pass.env,
         volumes: pass.volumes,
+        pod_template,
     })
 }
 
