@@ -295,3 +295,69 @@ pub async fn ecr_target(args: &ServeArgs) -> Result<Option<EcrRegistry>> {
         .context("no AWS region is known for the ECR target: set AWS_REGION")?;
     Ok(Some(EcrRegistry { host, region }))
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn serve_args(args: &[&str]) -> ServeArgs {
+        let argv = ["privatize", "serve"].iter().chain(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Serve(args) => *args,
+            _ => unreachable!("parsed `serve`"),
+        }
+    }
+
+    #[test]
+    fn in_a_pod_the_jobs_mount_the_ca_config_map_once_and_not_serves_own_ca_volume() {
+        // serve's pod as install renders it: the CA ConfigMap under another volume name.
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "spec": {
+                "containers": [{
+                    "name": "privatize",
+                    "image": "example.com/privatize:1",
+                    "env": [{"name": "PRIVATIZE_CA_FILE", "value": "/etc/privatize/ca/ca.pem"}],
+                    "volumeMounts": [{"name": "ca", "mountPath": "/etc/privatize/ca"}]
+                }],
+                "volumes": [{"name": "ca", "configMap": {"name": "privatize-ca"}}]
+            }
+        }))
+        .unwrap();
+        let args = serve_args(&["--ca-file", "/etc/privatize/ca/ca.pem"]);
+        let jobs = job_settings(&args, Some(&pod), PodTemplate::default()).unwrap();
+        let volumes: Vec<(&str, &str)> = jobs
+            .volumes
+            .iter()
+            .map(|(v, m)| (v.name.as_str(), m.mount_path.as_str()))
+            .collect();
+        assert_eq!(volumes, [(CA_VOLUME, CA_DIR)]);
+        let ca: Vec<&EnvVar> = jobs
+            .env
+            .iter()
+            .filter(|e| e.name == "PRIVATIZE_CA_FILE")
+            .collect();
+        assert_eq!(ca.len(), 1);
+        assert_eq!(ca[0].value.as_deref(), Some("/etc/privatize/ca/ca.pem"));
+    }
+
+    #[test]
+    fn outside_a_pod_the_jobs_get_the_config_map_not_serves_host_path() {
+        let args = serve_args(&[
+            "--ca-file",
+            "/home/me/ca.pem",
+            "--copy-job-image",
+            "example.com/privatize:1",
+        ]);
+        let jobs = job_settings(&args, None, PodTemplate::default()).unwrap();
+        assert_eq!(jobs.volumes.len(), 1);
+        assert_eq!(jobs.volumes[0].0.name, CA_VOLUME);
+        assert!(jobs.env.iter().all(|e| !e
+            .value
+            .as_deref()
+            .unwrap_or_default()
+            .contains("/home/me")));
+    }
+}
