@@ -18,6 +18,14 @@ pub const CA_DIR: &str = "/etc/privatize/ca";
 /// The name of that volume in serve's pod and in the Jobs.
 pub const CA_VOLUME: &str = "privatize-ca";
 
+/// The ConfigMap with the copy-Job pod template (`install --copy-job-pod-template`).
+pub const TEMPLATE_CONFIG_MAP: &str = "privatize-copy-job-template";
+/// Its one key: the template file as given.
+pub const TEMPLATE_KEY: &str = "pod-template.yaml";
+/// Where serve mounts it (read-only), and the name of that volume.
+pub const TEMPLATE_DIR: &str = "/etc/privatize/copy-job-template";
+pub const TEMPLATE_VOLUME: &str = "copy-job-template";
+
 /// The CA file inside the mount: PRIVATIZE_CA_FILE of serve's Deployment and of the Jobs.
 pub fn ca_file() -> String {
     format!("{CA_DIR}/{CA_KEY}")
