@@ -80,6 +80,7 @@ complete -c privatize -n "__fish_privatize_using_subcommand serve" -l gate-timeo
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l copy-job-active-deadline -d 'activeDeadlineSeconds of the copy Jobs' -r
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l copy-job-ttl -d 'ttlSecondsAfterFinished of the copy Jobs' -r
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l source-credentials-secret -d 'A kubernetes.io/dockerconfigjson Secret in the copy-Job namespace, mounted as every copy Job\'s DOCKER_CONFIG (source credentials; a pod\'s own imagePullSecrets are never used)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l copy-job-pod-template -d 'Partial pod spec (YAML or JSON) merged into every copy Job\'s pod: nodeSelector, tolerations, affinity, imagePullSecrets, hostNetwork, the copy container\'s resources, env, volumeMounts... (fields privatize owns are refused)' -r -F
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l scan-on-push -d 'Scan images on push in new ECR repositories' -r -f -a "true\t''
 false\t''"
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l tag-mutability -d 'Tag mutability of new ECR repositories' -r -f -a "MUTABLE\t''
@@ -161,6 +162,9 @@ complete -c privatize -n "__fish_privatize_using_subcommand install" -l webhook-
 complete -c privatize -n "__fish_privatize_using_subcommand install" -l target-registry -d 'Target registry the webhook mirrors into: REGISTRY[/PREFIX]' -r
 complete -c privatize -n "__fish_privatize_using_subcommand install" -l service-account-annotation -d 'Annotation KEY=VALUE on privatize\'s ServiceAccounts, e.g. `eks.amazonaws.com/role-arn=arn:aws:iam::…:role/privatize` for IRSA (repeatable)' -r
 complete -c privatize -n "__fish_privatize_using_subcommand install" -l source-credentials-secret -d 'A kubernetes.io/dockerconfigjson Secret in --namespace that every copy Job mounts as its DOCKER_CONFIG: credentials for private sources and Docker Hub rate limits (create it yourself)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand install" -l copy-job-pod-template -d 'Partial pod spec (YAML or JSON) merged into every copy Job\'s pod, validated here and stored in a ConfigMap serve mounts (see `serve --copy-job-pod-template`)' -r -F
+complete -c privatize -n "__fish_privatize_using_subcommand install" -l ca-file -d 'PEM file of extra CA certificates for registries (repeatable): stored in the ConfigMap privatize-ca that serve and every copy Job mount' -r -F
+complete -c privatize -n "__fish_privatize_using_subcommand install" -l replicas -d 'Replicas of the webhook server; 0 runs none in the cluster (serve runs elsewhere, registered with --webhook-url)' -r
 complete -c privatize -n "__fish_privatize_using_subcommand install" -l wait-timeout -d 'Seconds to wait for the Deployment to become available' -r
 complete -c privatize -n "__fish_privatize_using_subcommand install" -l log-format -d 'Log line format: `text` for people, `json` for log collectors' -r -f -a "text\t''
 json\t''"

@@ -313,6 +313,18 @@ pub struct InstallArgs {
     #[arg(long, env = "PRIVATIZE_SOURCE_CREDENTIALS_SECRET")]
     pub source_credentials_secret: Option<String>,
 
+    /// Partial pod spec (YAML or JSON) merged into every copy Job's pod, validated here and stored in a ConfigMap serve mounts (see `serve --copy-job-pod-template`)
+    #[arg(long, env = "PRIVATIZE_COPY_JOB_POD_TEMPLATE", value_name = "FILE")]
+    pub copy_job_pod_template: Option<PathBuf>,
+
+    /// PEM file of extra CA certificates for registries (repeatable): stored in the ConfigMap privatize-ca that serve and every copy Job mount
+    #[arg(long = "ca-file", env = "PRIVATIZE_CA_FILE", value_delimiter = ',')]
+    pub ca_files: Vec<PathBuf>,
+
+    /// Replicas of the webhook server; 0 runs none in the cluster (serve runs elsewhere, registered with --webhook-url)
+    #[arg(long, env = "PRIVATIZE_REPLICAS", default_value_t = 2)]
+    pub replicas: u16,
+
     /// Do not wait for the Deployment to become available
     #[arg(long)]
     pub no_wait: bool,

@@ -17,6 +17,7 @@ use kube::api::Api;
 use kube::{Client, Resource, ResourceExt};
 
 use crate::cli::{InstallArgs, UninstallArgs};
+use crate::copy_job::{self, template};
 use crate::k8s::{self, Object, MANAGED_BY};
 use crate::tls::{self, Outcome};
 use manifests::{objects, retired, Settings, NAME, TLS_SECRET};
@@ -84,6 +85,10 @@ pub async fn uninstall(args: UninstallArgs) -> Result<()> {
         service_account_annotations: BTreeMap::new(),
         source_credentials_secret: None,
         ca_bundle: None,
+        replicas: 2,
+        // None: `retire` deletes the ConfigMaps an install made.
+        copy_job_pod_template: None,
+        registry_ca: None,
     };
     let client = k8s::client().await?;
     let tls_secret = Object::new(&Secret {
@@ -247,6 +252,27 @@ fn settings(args: &InstallArgs) -> Result<Settings> {
             );
         }
     }
+    let copy_job_pod_template = match &args.copy_job_pod_template {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the copy-Job pod template {}", path.display()))?;
+            template::parse(&text)
+                .with_context(|| format!("invalid copy-Job pod template {}", path.display()))?;
+            Some(text)
+        }
+        None => None,
+    };
+    let registry_ca = if args.ca_files.is_empty() {
+        None
+    } else {
+        let mut files = Vec::new();
+        for path in &args.ca_files {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading CA file {}", path.display()))?;
+            files.push((path.display().to_string(), pem));
+        }
+        Some(copy_job::ca_bundle(&files)?)
+    };
     Ok(Settings {
         namespace: args.namespace.clone(),
         image: args.image.clone(),
@@ -255,6 +281,9 @@ fn settings(args: &InstallArgs) -> Result<Settings> {
         service_account_annotations,
         source_credentials_secret: args.source_credentials_secret.clone(),
         ca_bundle: None,
+        replicas: args.replicas.into(),
+        copy_job_pod_template,
+        registry_ca,
     })
 }
 
@@ -321,6 +350,9 @@ mod tests {
             service_account_annotations: BTreeMap::new(),
             source_credentials_secret: None,
             ca_bundle: None,
+            replicas: 2,
+            copy_job_pod_template: None,
+            registry_ca: None,
         }
     }
 

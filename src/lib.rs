@@ -2,6 +2,7 @@
 //! keep ECR pull credentials fresh anywhere. One module per room or edge.
 
 pub mod cli;
+pub mod copy_job;
 pub mod ecr;
 pub mod gen_certs;
 pub mod generate;

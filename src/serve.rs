@@ -2,6 +2,7 @@
 //! serves admissions on HTTPS and probes/metrics on plain HTTP, runs the gate
 //! controller, and on SIGTERM fails /readyz, waits, then drains and exits 0.
 
+pub mod copy_ca;
 pub mod flights;
 pub mod gate;
 pub mod http;

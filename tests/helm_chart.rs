@@ -69,6 +69,11 @@ fn objects(yaml: &str) -> BTreeMap<String, Value> {
         if kind == "Namespace" || kind == "Secret" || hook {
             continue;
         }
+        // The template's text differs (the chart renders it from values): compare what it says.
+        if kind == "ConfigMap" && value["metadata"]["name"] == "privatize-copy-job-template" {
+            let text = value["data"]["pod-template.yaml"].as_str().unwrap();
+            value["data"]["pod-template.yaml"] = serde_yaml_ng::from_str(text).unwrap();
+        }
         for hook in value["webhooks"].as_array_mut().into_iter().flatten() {
             hook["clientConfig"]
                 .as_object_mut()
@@ -136,6 +141,73 @@ fn chart_values_mirror_install_flags() {
         ],
     );
     assert_same(&chart, &install);
+}
+
+#[test]
+fn chart_copy_job_template_ca_bundle_and_replicas_mirror_install_flags() {
+    let dir = std::env::temp_dir().join(format!("privatize-chart-{}", common::unique()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let template = "hostNetwork: true\nnodeSelector: {example.com/egress: \"true\"}\n\
+                    containers: [{name: sync-image, resources: {limits: {memory: 1Gi}}}]\n";
+    std::fs::write(dir.join("template.yaml"), template).unwrap();
+    let indented: String = template.lines().map(|l| format!("  {l}\n")).collect();
+    std::fs::write(
+        dir.join("values.yaml"),
+        format!("copyJobPodTemplate:\n{indented}"),
+    )
+    .unwrap();
+    let ca = privatize::tls::issue(&["x".into()]).unwrap().ca_pem;
+    std::fs::write(dir.join("ca.pem"), &ca).unwrap();
+    let path = |name: &str| dir.join(name).display().to_string();
+    let chart = helm_template(
+        "privatize",
+        &[
+            "-f",
+            &path("values.yaml"),
+            "--set-file",
+            &format!("registryCaBundle={}", path("ca.pem")),
+            "--set",
+            "replicaCount=0",
+        ],
+    );
+    let install = install_dry_run(
+        "privatize",
+        &[
+            "--copy-job-pod-template",
+            &path("template.yaml"),
+            "--ca-file",
+            &path("ca.pem"),
+            "--replicas",
+            "0",
+        ],
+    );
+    assert_same(&chart, &install);
+    let objects = objects(&install);
+    assert_eq!(
+        objects["ConfigMap/privatize/privatize-ca"]["data"]["ca.pem"],
+        ca
+    );
+    assert!(
+        !objects
+            .keys()
+            .any(|k| k.starts_with("PodDisruptionBudget/")),
+        "no budget without replicas"
+    );
+    let pod = &objects["Deployment/privatize/privatize"]["spec"]["template"]["spec"];
+    assert_eq!(
+        objects["Deployment/privatize/privatize"]["spec"]["replicas"],
+        0
+    );
+    let mounts = &pod["containers"][0]["volumeMounts"];
+    assert_eq!(
+        mounts,
+        &serde_json::json!([
+            {"name": "tls", "mountPath": "/etc/privatize/tls", "readOnly": true},
+            {"name": "copy-job-template", "mountPath": "/etc/privatize/copy-job-template", "readOnly": true},
+            {"name": "privatize-ca", "mountPath": "/etc/privatize/ca", "readOnly": true}
+        ])
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -217,6 +289,10 @@ async fn the_apiserver_accepts_the_charts_objects() {
             "aws.webIdentity.enabled=true",
             "--set",
             "aws.webIdentity.roleArn=arn:aws:iam::1:role/x",
+            "--set",
+            "copyJobPodTemplate.hostNetwork=true",
+            "--set",
+            "registryCaBundle=PEM",
         ],
     );
     let applied = common::kube::server_side_dry_run(&ns.client, &yaml).await;
@@ -226,10 +302,13 @@ async fn the_apiserver_accepts_the_charts_objects() {
             .any(|a| a == "MutatingWebhookConfiguration/privatize"),
         "{applied:?}"
     );
-    assert!(
-        applied.iter().any(|a| a == "Secret/privatize-tls"),
-        "{applied:?}"
-    );
+    for object in [
+        "Secret/privatize-tls",
+        "ConfigMap/privatize-ca",
+        "ConfigMap/privatize-copy-job-template",
+    ] {
+        assert!(applied.iter().any(|a| a == object), "{object}: {applied:?}");
+    }
 }
 
 #[test]

@@ -26,6 +26,10 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 #[path = "serve_gate/policies.rs"]
 mod policies;
 
+/// The copy-Job pod template and the CA ConfigMap (same lock).
+#[path = "serve_gate/placing.rs"]
+mod placing;
+
 fn pod(name: &str, image: &str) -> Pod {
     serde_json::from_value(json!({
         "metadata": {"name": name},

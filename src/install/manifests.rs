@@ -2,6 +2,7 @@
 //! from the settings (a misspelt field does not compile). No I/O;
 //! `install --dry-run` prints exactly these. Callers find objects by kind and name.
 
+mod config;
 mod rbac;
 mod webhook;
 mod workloads;
@@ -48,9 +49,16 @@ pub struct Settings {
     /// PEM CA bundle for the webhooks' `caBundle` (one CA, or two during a
     /// rotation); `None` renders none (gen-certs patches it in).
     pub ca_bundle: Option<String>,
+    /// Replicas of the webhook server (a PodDisruptionBudget only above 1).
+    pub replicas: i32,
+    /// The copy-Job pod template's text (validated), for its ConfigMap.
+    pub copy_job_pod_template: Option<String>,
+    /// Extra CA certificates for registries (PEM), for the CA ConfigMap.
+    pub registry_ca: Option<String>,
 }
 
-/// Every object, in a sensible apply order. `install` and `uninstall` do not
+/// Every object, in a sensible apply order (a PodDisruptionBudget only for
+/// more than one replica, the ConfigMaps only when set). `install` and `uninstall` do not
 /// rely on the order: they pick the Namespace and the webhook configuration
 /// out by kind and name.
 pub fn objects(s: &Settings) -> Result<Vec<Object>> {
@@ -59,9 +67,14 @@ pub fn objects(s: &Settings) -> Result<Vec<Object>> {
         out.push(Object::new(&service_account(s, account))?);
     }
     out.extend(rbac::objects(s)?);
+    for config_map in config::config_maps(s) {
+        out.push(Object::new(&config_map)?);
+    }
     out.push(Object::new(&workloads::service(s))?);
     out.push(Object::new(&workloads::deployment(s))?);
-    out.push(Object::new(&workloads::disruption_budget(s))?);
+    if s.replicas > 1 {
+        out.push(Object::new(&workloads::disruption_budget(s))?);
+    }
     out.push(Object::new(&workloads::refresh_cron_job(s))?);
     out.push(Object::new(&webhook::configuration(s))?);
     Ok(out)
@@ -71,7 +84,15 @@ pub fn objects(s: &Settings) -> Result<Vec<Object>> {
 /// uninstall delete them (when privatize manages them), so an upgrade keeps
 /// no rights it no longer grants.
 pub fn retired(s: &Settings) -> Result<Vec<Object>> {
-    rbac::retired(s)
+    let mut out = rbac::retired(s)?;
+    for config_map in config::unused_config_maps(s) {
+        out.push(Object::new(&config_map)?);
+    }
+    if s.replicas <= 1 {
+        // One replica must stay drainable; none needs no budget.
+        out.push(Object::new(&workloads::disruption_budget(s))?);
+    }
+    Ok(out)
 }
 
 fn labels() -> BTreeMap<String, String> {

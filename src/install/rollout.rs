@@ -30,6 +30,10 @@ pub fn rollout(deployment: &Deployment) -> Rollout {
         .as_ref()
         .and_then(|s| s.replicas)
         .unwrap_or(1);
+    if wanted == 0 {
+        // No replica to wait for (serve runs outside the cluster).
+        return Rollout::Done("0 replicas wanted".into());
+    }
     let status = deployment.status.clone().unwrap_or_default();
     if status.observed_generation.unwrap_or(0) < generation {
         return Rollout::Waiting(format!(
@@ -212,6 +216,13 @@ mod tests {
                     .into()
             )
         );
+    }
+
+    #[test]
+    fn zero_replicas_are_rolled_out_at_once_even_before_the_controller_looks() {
+        let mut none = deployment(1, serde_json::Value::Null);
+        none.spec.as_mut().unwrap().replicas = Some(0);
+        assert_eq!(rollout(&none), Rollout::Done("0 replicas wanted".into()));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, PostParams, Preconditions, PropagationPolicy};
 use kube::Client;
 
+use crate::copy_job::template::{PodTemplate, COPY_CONTAINER};
 use crate::image::ImageRef;
 use crate::k8s::MANAGED_BY;
 use crate::manifest::sha256_digest;
@@ -44,6 +45,8 @@ pub struct JobSettings {
     pub env: Vec<EnvVar>,
     /// Volumes (and their mounts) passed on, e.g. the projected web-identity token and the CA bundle.
     pub volumes: Vec<(Volume, VolumeMount)>,
+    /// The user's pod template (`--copy-job-pod-template`), merged in last.
+    pub pod_template: PodTemplate,
 }
 
 /// The deterministic Job name: `privatize-sync-<first 16 hex of sha256(source + " " + target)>`.
@@ -108,7 +111,7 @@ pub fn copy_job(settings: &JobSettings, source: &ImageRef, target: &ImageRef) ->
         });
     }
     let container = Container {
-        name: "sync-image".into(),
+        name: COPY_CONTAINER.into(),
         image: Some(settings.image.clone()),
         args: Some(vec![
             "sync-image".into(),
@@ -145,6 +148,27 @@ pub fn copy_job(settings: &JobSettings, source: &ImageRef, target: &ImageRef) ->
         }),
         ..Default::default()
     };
+    let mut pod = PodSpec {
+        restart_policy: Some("Never".into()),
+        service_account_name: Some(settings.service_account.clone()),
+        // A copy needs no Kubernetes API.
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(NON_ROOT_UID),
+            run_as_group: Some(NON_ROOT_UID),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        containers: vec![container],
+        volumes: (!volumes.is_empty()).then_some(volumes),
+        ..Default::default()
+    };
+    settings.pod_template.apply(&mut pod);
     Job {
         metadata: ObjectMeta {
             name: Some(job_name(source, target)),
@@ -164,26 +188,7 @@ pub fn copy_job(settings: &JobSettings, source: &ImageRef, target: &ImageRef) ->
                     annotations: Some(pod_annotations),
                     ..Default::default()
                 }),
-                spec: Some(PodSpec {
-                    restart_policy: Some("Never".into()),
-                    service_account_name: Some(settings.service_account.clone()),
-                    // A copy needs no Kubernetes API.
-                    automount_service_account_token: Some(false),
-                    enable_service_links: Some(false),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(NON_ROOT_UID),
-                        run_as_group: Some(NON_ROOT_UID),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
-                    containers: vec![container],
-                    volumes: (!volumes.is_empty()).then_some(volumes),
-                    ..Default::default()
-                }),
+                spec: Some(pod),
             },
             ..Default::default()
         }),

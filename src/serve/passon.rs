@@ -1,6 +1,6 @@
 //! Pure: what a copy Job inherits from `serve` (DESIGN §10): its AWS wiring
-//! (env, the projected web-identity token), target credentials, the CA file
-//! and transport settings. In a cluster they are copied from serve's own
+//! (env, the projected web-identity token) and target credentials (the CA
+//! files reach Jobs through the CA ConfigMap instead). In a cluster they are copied from serve's own
 //! pod spec, secret references and volumes included; outside one (tests,
 //! development) from the process environment, secrets excepted.
 

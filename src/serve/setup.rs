@@ -2,6 +2,7 @@
 //! settings, the copy-Job template (with what Jobs inherit from serve), the
 //! presence checker and the gate controller.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,15 +12,18 @@ use kube::api::Api;
 use kube::Client;
 use tokio::sync::Notify;
 
+use super::copy_ca;
 use super::gate::Gate;
-use super::jobs::JobSettings;
+use super::jobs::{self, JobSettings};
 use super::metrics::Metrics;
 use super::passon;
 use super::pods::Pods;
 use super::presence::{CacheTimes, Checker, TargetAuth};
 use crate::cli::{ServeArgs, TargetKind};
+use crate::copy_job::template::{self, PodTemplate};
+use crate::copy_job::{self, CA_DIR, CA_VOLUME};
 use crate::ecr::tokens::TokenCache;
-use crate::image::TargetRegistry;
+use crate::image::{ImageRef, TargetRegistry};
 use crate::mutate::pods::{default_exclude, Settings};
 use crate::mutate::secrets::EcrRegistry;
 use crate::registry::auth::{config_path, parse_creds, read_config};
@@ -59,7 +63,17 @@ pub async fn pods(
         dry_run: args.dry_run,
     };
     let own_pod = own_pod(&client).await?;
-    let jobs = job_settings(args, own_pod.as_ref())?;
+    let pod_template = match &args.copy_job_pod_template {
+        Some(path) => read_pod_template(path)?,
+        None => PodTemplate::default(),
+    };
+    if !args.transport.ca_files.is_empty() {
+        copy_ca::check(&client, &args.copy_job_namespace, &args.transport.ca_files).await?;
+    }
+    let jobs = job_settings(args, own_pod.as_ref(), pod_template)?;
+    if let Some(path) = &args.copy_job_pod_template {
+        check_merged(&jobs, path)?;
+    }
     let transport = Transport {
         ca_files: args.transport.ca_files.clone(),
         plain_http: args.transport.plain_http.clone(),
@@ -109,7 +123,30 @@ async fn own_pod(client: &Client) -> Result<Option<Pod>> {
         .with_context(|| format!("reading serve's own pod {namespace}/{name}"))
 }
 
-fn job_settings(args: &ServeArgs, own_pod: Option<&Pod>) -> Result<JobSettings> {
+/// Reads and validates `--copy-job-pod-template`.
+fn read_pod_template(path: &Path) -> Result<PodTemplate> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the copy-Job pod template {}", path.display()))?;
+    template::parse(&text)
+        .with_context(|| format!("invalid copy-Job pod template {}", path.display()))
+}
+
+/// The template merged into a sample Job must not clash with what privatize gives Jobs.
+fn check_merged(jobs: &JobSettings, path: &Path) -> Result<()> {
+    let sample = ImageRef::parse("example.invalid/sample:1")?;
+    let job = jobs::copy_job(jobs, &sample, &sample);
+    let pod = job.spec.and_then(|s| s.template.spec).unwrap_or_default();
+    match template::clash(&pod) {
+        Some(clash) => bail!("invalid copy-Job pod template {}: {clash}", path.display()),
+        None => Ok(()),
+    }
+}
+
+fn job_settings(
+    args: &ServeArgs,
+    own_pod: Option<&Pod>,
+    pod_template: PodTemplate,
+) -> Result<JobSettings> {
     let image = match (&args.copy_job_image, own_pod) {
         (Some(image), _) => image.clone(),
         (None, Some(pod)) => pod
@@ -127,14 +164,9 @@ fn job_settings(args: &ServeArgs, own_pod: Option<&Pod>) -> Result<JobSettings> 
             "no copy-Job image: set COPY_JOB_IMAGE (or --copy-job-image) when serve does not run in a pod"
         ),
     };
-    let ca_paths: Vec<String> = args
-        .transport
-        .ca_files
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect();
     let mut pass = match own_pod {
-        Some(pod) => passon::from_pod(pod, OWN_CONTAINER, &ca_paths),
+        // The CA files are not passed from serve's paths: the Jobs mount the CA ConfigMap.
+        Some(pod) => passon::from_pod(pod, OWN_CONTAINER, &[]),
         None => {
             let (pass, withheld) = passon::from_process(std::env::vars());
             if !withheld.is_empty() {
@@ -151,8 +183,9 @@ fn job_settings(args: &ServeArgs, own_pod: Option<&Pod>) -> Result<JobSettings> 
             ..Default::default()
         });
     };
-    if !ca_paths.is_empty() {
-        set("PRIVATIZE_CA_FILE", ca_paths.join(","));
+    let with_ca = !args.transport.ca_files.is_empty();
+    if with_ca {
+        set("PRIVATIZE_CA_FILE", copy_job::ca_file());
     }
     if !args.transport.plain_http.is_empty() {
         set("PRIVATIZE_PLAIN_HTTP", args.transport.plain_http.join(","));
@@ -167,6 +200,11 @@ fn job_settings(args: &ServeArgs, own_pod: Option<&Pod>) -> Result<JobSettings> 
     for (name, value) in repository_env(args) {
         set(name, value);
     }
+    if with_ca {
+        pass.volumes
+            .retain(|(v, m)| v.name != CA_VOLUME && m.mount_path != CA_DIR);
+        pass.volumes.push(copy_ca::volume());
+    }
     Ok(JobSettings {
         namespace: args.copy_job_namespace.clone(),
         image,
@@ -178,6 +216,7 @@ fn job_settings(args: &ServeArgs, own_pod: Option<&Pod>) -> Result<JobSettings> 
         source_credentials_secret: args.source_credentials_secret.clone(),
         env: pass.env,
         volumes: pass.volumes,
+        pod_template,
     })
 }
 
@@ -255,4 +294,70 @@ pub async fn ecr_target(args: &ServeArgs) -> Result<Option<EcrRegistry>> {
         .map(|r| r.to_string())
         .context("no AWS region is known for the ECR target: set AWS_REGION")?;
     Ok(Some(EcrRegistry { host, region }))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn serve_args(args: &[&str]) -> ServeArgs {
+        let argv = ["privatize", "serve"].iter().chain(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Serve(args) => *args,
+            _ => unreachable!("parsed `serve`"),
+        }
+    }
+
+    #[test]
+    fn in_a_pod_the_jobs_mount_the_ca_config_map_once_and_not_serves_own_ca_volume() {
+        // serve's pod as install renders it: the CA ConfigMap under another volume name.
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "spec": {
+                "containers": [{
+                    "name": "privatize",
+                    "image": "example.com/privatize:1",
+                    "env": [{"name": "PRIVATIZE_CA_FILE", "value": "/etc/privatize/ca/ca.pem"}],
+                    "volumeMounts": [{"name": "ca", "mountPath": "/etc/privatize/ca"}]
+                }],
+                "volumes": [{"name": "ca", "configMap": {"name": "privatize-ca"}}]
+            }
+        }))
+        .unwrap();
+        let args = serve_args(&["--ca-file", "/etc/privatize/ca/ca.pem"]);
+        let jobs = job_settings(&args, Some(&pod), PodTemplate::default()).unwrap();
+        let volumes: Vec<(&str, &str)> = jobs
+            .volumes
+            .iter()
+            .map(|(v, m)| (v.name.as_str(), m.mount_path.as_str()))
+            .collect();
+        assert_eq!(volumes, [(CA_VOLUME, CA_DIR)]);
+        let ca: Vec<&EnvVar> = jobs
+            .env
+            .iter()
+            .filter(|e| e.name == "PRIVATIZE_CA_FILE")
+            .collect();
+        assert_eq!(ca.len(), 1);
+        assert_eq!(ca[0].value.as_deref(), Some("/etc/privatize/ca/ca.pem"));
+    }
+
+    #[test]
+    fn outside_a_pod_the_jobs_get_the_config_map_not_serves_host_path() {
+        let args = serve_args(&[
+            "--ca-file",
+            "/home/me/ca.pem",
+            "--copy-job-image",
+            "example.com/privatize:1",
+        ]);
+        let jobs = job_settings(&args, None, PodTemplate::default()).unwrap();
+        assert_eq!(jobs.volumes.len(), 1);
+        assert_eq!(jobs.volumes[0].0.name, CA_VOLUME);
+        assert!(jobs.env.iter().all(|e| !e
+            .value
+            .as_deref()
+            .unwrap_or_default()
+            .contains("/home/me")));
+    }
 }

@@ -137,3 +137,88 @@ pub async fn server_side_dry_run(client: &Client, yaml: &str) -> Vec<String> {
     }
     applied
 }
+
+/// A client for the apiserver of another kubeconfig (a test's own cluster).
+pub async fn client_from(kubeconfig: &std::path::Path) -> Client {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig).expect("reading the kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig");
+    Client::try_from(config).expect("kube client")
+}
+
+/// Creates or updates the copy Jobs' CA ConfigMap (`privatize-ca`, key
+/// `ca.pem`) in `namespace`, as `install --ca-file` does.
+pub async fn put_ca_config_map(client: &Client, namespace: &str, pem: &str) {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Patch, PatchParams};
+    let config_map = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": privatize::copy_job::CA_CONFIG_MAP},
+        "data": {(privatize::copy_job::CA_KEY): pem}
+    });
+    Api::<ConfigMap>::namespaced(client.clone(), namespace)
+        .patch(
+            privatize::copy_job::CA_CONFIG_MAP,
+            &PatchParams::apply("privatize-tests").force(),
+            &Patch::Apply(&config_map),
+        )
+        .await
+        .expect("writing the CA ConfigMap");
+}
+
+/// From code that cannot await: the namespace (created when absent) gets the
+/// CA ConfigMap with the testbed target's CA.
+pub fn put_testbed_ca_blocking(namespace: &str) {
+    let namespace = namespace.to_string();
+    let pem = std::fs::read_to_string(&super::testbed().env["TARGET_CA_FILE"]).unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let client = client().await;
+            let object: Namespace =
+                serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}}))
+                    .unwrap();
+            let _ = Api::<Namespace>::all(client.clone())
+                .create(&PostParams::default(), &object)
+                .await;
+            put_ca_config_map(&client, &namespace, &pem).await;
+        });
+    })
+    .join()
+    .expect("writing the CA ConfigMap");
+}
+
+/// The data of a ConfigMap, read from code that cannot await.
+pub fn config_map_data_blocking(
+    kubeconfig: &std::path::Path,
+    namespace: &str,
+    name: &str,
+) -> std::collections::BTreeMap<String, String> {
+    let (kubeconfig, namespace, name) = (
+        kubeconfig.to_path_buf(),
+        namespace.to_string(),
+        name.to_string(),
+    );
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let client = client_from(&kubeconfig).await;
+            Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client, &namespace)
+                .get(&name)
+                .await
+                .unwrap_or_else(|e| panic!("reading ConfigMap {namespace}/{name}: {e}"))
+                .data
+                .unwrap_or_default()
+        })
+    })
+    .join()
+    .expect("reading a ConfigMap")
+}

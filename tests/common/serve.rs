@@ -27,6 +27,9 @@ pub enum CertMode {
     MissingFiles,
 }
 
+/// The copy-Job namespace of these servers (shared, never deleted: it holds the CA ConfigMap).
+pub const COPY_JOB_NAMESPACE: &str = "privatize-serve-tests";
+
 /// What to start `serve` with.
 pub struct ServeOptions {
     /// Extra arguments after `serve` (they come last, so they win).
@@ -149,6 +152,10 @@ impl Serve {
                     .env("SERVER_TLS_KEY", &cert.key_pem);
             }
         }
+        if options.kubeconfig.is_none() {
+            // serve checks at start that copy Jobs get its CA file through this ConfigMap.
+            super::kube::put_testbed_ca_blocking(COPY_JOB_NAMESPACE);
+        }
         let kubeconfig = options
             .kubeconfig
             .clone()
@@ -172,6 +179,7 @@ impl Serve {
             .env("PRIVATIZE_PLAIN_HTTP", tb.source())
             .env("PRIVATIZE_EXCLUDE", "example.invalid")
             .env("COPY_JOB_IMAGE", "127.0.0.1:15000/privatize/privatize:test")
+            .env("COPY_JOB_NAMESPACE", COPY_JOB_NAMESPACE)
             .env("AWS_ENDPOINT_URL", &tb.env["MOTO_ENDPOINT"])
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")

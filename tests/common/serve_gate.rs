@@ -13,7 +13,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
 use serde_json::json;
 
-use super::kube::{kubeconfig_path, TestNamespace};
+use super::kube::{config_map_data_blocking, kubeconfig_path, put_ca_config_map, TestNamespace};
 use super::testbed;
 
 /// A running `serve` for one test namespace; stopped (and unregistered) on drop.
@@ -36,8 +36,10 @@ pub fn free_port() -> u16 {
 }
 
 impl GateServe {
-    /// Starts serve and registers it for pods in `ns`.
+    /// Starts serve and registers it for pods in `ns`. The copy-Job
+    /// namespace first gets the CA ConfigMap, as `install --ca-file` makes it.
     pub async fn start(ns: &TestNamespace, extra: &[&str]) -> Self {
+        put_testbed_ca(ns, extra).await;
         let mut serve = Self::spawn(ns, extra, free_port());
         serve.register(ns).await;
         serve
@@ -45,6 +47,7 @@ impl GateServe {
 
     /// Starts serve on a given HTTPS port (a restart) and registers it.
     pub async fn start_on(ns: &TestNamespace, extra: &[&str], port: u16) -> Self {
+        put_testbed_ca(ns, extra).await;
         let mut serve = Self::spawn(ns, extra, port);
         serve.register(ns).await;
         serve
@@ -58,7 +61,47 @@ impl GateServe {
         serve
     }
 
+    /// Runs serve expecting it to stop at start; its output (killed after 20s).
+    pub fn run_to_exit(ns: &TestNamespace, extra: &[&str]) -> Output {
+        let (mut cmd, _) = Self::command(ns, extra, free_port());
+        let mut child = cmd.stderr(Stdio::piped()).spawn().expect("starting serve");
+        let start = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if start.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.wait_with_output().unwrap()
+    }
+
     fn spawn(ns: &TestNamespace, extra: &[&str], https_port: u16) -> Self {
+        let (mut cmd, dir) = Self::command(ns, extra, https_port);
+        let prefix = format!("gate/{}", ns.name);
+        let http_port: u16 = cmd
+            .get_args()
+            .skip_while(|a| *a != "--http-port")
+            .nth(1)
+            .and_then(|p| p.to_str()?.parse().ok())
+            .unwrap();
+        let log = std::fs::File::create(dir.join("serve.log")).unwrap();
+        let child = cmd.stderr(log).spawn().expect("starting privatize serve");
+        Self {
+            child,
+            https_port,
+            http_port,
+            prefix,
+            webhook: None,
+            dir,
+        }
+    }
+
+    fn command(
+        ns: &TestNamespace,
+        extra: &[&str],
+        https_port: u16,
+    ) -> (Command, std::path::PathBuf) {
         let tb = testbed();
         let dir = std::env::temp_dir().join(format!("privatize-serve-{}", super::unique()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -68,10 +111,8 @@ impl GateServe {
         std::fs::write(dir.join("ca.crt"), &issued.ca_pem).unwrap();
         let prefix = format!("gate/{}", ns.name);
         let http_port = free_port();
-        let log = std::fs::File::create(dir.join("serve.log")).unwrap();
-        let child = tb
-            .privatize()
-            .env("KUBECONFIG", kubeconfig_path())
+        let mut cmd = tb.privatize();
+        cmd.env("KUBECONFIG", kubeconfig_path())
             .env("ECR_REGISTRY", format!("{}/{prefix}", tb.target()))
             .env("PRIVATIZE_TARGET_KIND", "ecr")
             // The testbed's registries live on 127.0.0.1, which the default list excludes.
@@ -89,18 +130,8 @@ impl GateServe {
             .arg(dir.join("tls.key"))
             .args(extra)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting privatize serve");
-        Self {
-            child,
-            https_port,
-            http_port,
-            prefix,
-            webhook: None,
-            dir,
-        }
+            .stdout(Stdio::null());
+        (cmd, dir)
     }
 
     fn wait_ready(&self) {
@@ -210,14 +241,60 @@ impl Drop for GateServe {
     }
 }
 
+/// The copy-Job namespace of serve's flags (`ns` unless --copy-job-namespace)
+/// gets the testbed's CA in the ConfigMap serve checks at start.
+async fn put_testbed_ca(ns: &TestNamespace, extra: &[&str]) {
+    let namespace = extra
+        .iter()
+        .skip_while(|a| **a != "--copy-job-namespace")
+        .nth(1)
+        .copied()
+        .unwrap_or(&ns.name);
+    let pem = std::fs::read_to_string(&testbed().env["TARGET_CA_FILE"]).unwrap();
+    put_ca_config_map(&ns.client, namespace, &pem).await;
+}
+
 /// Runs a copy Job's own command line (its args and plain env values) with
 /// the testbed's transport settings, as the Job's pod would.
 pub fn run_job_command(job: &Job) -> Output {
+    run_job_command_in(job, &kubeconfig_path())
+}
+
+/// The same on the cluster of `kubeconfig`. Plays the kubelet for ConfigMap
+/// volumes (the CA bundle): their data is written to a directory, and env
+/// values under their mount path point there.
+pub fn run_job_command_in(job: &Job, kubeconfig: &std::path::Path) -> Output {
     let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
     let container = &pod.containers[0];
+    let namespace = job.metadata.namespace.as_deref().unwrap();
+    let mut mounted = Vec::new();
+    for mount in container.volume_mounts.iter().flatten() {
+        let config_map = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == mount.name)
+            .and_then(|v| v.config_map.as_ref());
+        let Some(config_map) = config_map else {
+            continue;
+        };
+        let dir = std::env::temp_dir().join(format!("privatize-volume-{}", super::unique()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (key, value) in config_map_data_blocking(kubeconfig, namespace, &config_map.name) {
+            std::fs::write(dir.join(key), value).unwrap();
+        }
+        mounted.push((mount.mount_path.clone(), dir));
+    }
     let mut cmd = testbed().privatize();
     for env in container.env.iter().flatten() {
         if let Some(value) = &env.value {
+            let value = mounted
+                .iter()
+                .find_map(|(path, dir)| {
+                    let rest = value.strip_prefix(path.as_str())?;
+                    Some(format!("{}{rest}", dir.display()))
+                })
+                .unwrap_or_else(|| value.clone());
             cmd.env(&env.name, value);
         }
     }

@@ -21,7 +21,7 @@ use serde_json::json;
 
 use crate::cluster::{free_ports, PrivateCluster};
 use crate::common::serve::http_get;
-use crate::common::serve_gate::run_job_command;
+use crate::common::serve_gate::run_job_command_in;
 use crate::common::{stderr, testbed, unique};
 use crate::support::{set_status, Running};
 
@@ -46,6 +46,9 @@ async fn an_installed_serve_admits_gates_and_releases_a_pod_with_installs_rbac()
             .env("KUBECONFIG", &cluster.kubeconfig)
             .args(["install", "--namespace", NS, "--image", IMAGE])
             .args(["--target-registry", &target_registry, "--webhook-url", &url])
+            // The target's CA: in the ConfigMap serve checks and the copy Job mounts.
+            .arg("--ca-file")
+            .arg(&tb.env["TARGET_CA_FILE"])
             .args(["--wait-timeout", "120"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -94,6 +97,10 @@ async fn an_installed_serve_admits_gates_and_releases_a_pod_with_installs_rbac()
     // The testbed's transport (moto, the target's CA, the plain-HTTP source) first.
     let mut cmd = tb.privatize();
     for env in container.env.iter().flatten() {
+        // The CA file's path in the pod is the ConfigMap's mount: here, the testbed's file.
+        if env.name == "PRIVATIZE_CA_FILE" {
+            continue;
+        }
         if let Some(value) = &env.value {
             cmd.env(&env.name, value);
         }
@@ -224,7 +231,7 @@ async fn an_installed_serve_admits_gates_and_releases_a_pod_with_installs_rbac()
     assert_eq!(job_pod.containers[0].image.as_deref(), Some(IMAGE));
 
     // 8. The Job controller's part: run the Job's command, mark it complete.
-    let out = run_job_command(job);
+    let out = run_job_command_in(job, &cluster.kubeconfig);
     assert!(out.status.success(), "the Job failed: {}", stderr(&out));
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     Api::<Job>::namespaced(client.clone(), NS)

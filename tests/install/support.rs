@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::CronJob;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, ListParams};
@@ -122,6 +122,7 @@ pub async fn everything(client: &Client, ns: &str) -> BTreeMap<String, String> {
     let mut all = BTreeMap::new();
     all.extend(versions::<ServiceAccount>(client, Some(ns)).await);
     all.extend(versions::<Secret>(client, Some(ns)).await);
+    all.extend(versions::<ConfigMap>(client, Some(ns)).await);
     all.extend(versions::<Service>(client, Some(ns)).await);
     all.extend(versions::<Deployment>(client, Some(ns)).await);
     all.extend(versions::<PodDisruptionBudget>(client, Some(ns)).await);
@@ -303,6 +304,7 @@ pub async fn assert_rbac_as_specified(client: &Client, ns: &str) {
                 &["create", "get", "list", "watch", "delete"]
             ),
             rule(&[""], &["pods"], &[], &["get"]),
+            rule(&[""], &["configmaps"], &["privatize-ca"], &["get"]),
         ])
     );
     // Every binding of the install, by subject: the copy Jobs' account has none.

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, PostParams};
 use kube::ResourceExt;
 
@@ -39,9 +39,14 @@ async fn an_unreachable_target_allows_the_pod_unchanged_and_counts_it() {
 async fn a_refused_copy_job_allows_the_pod_unchanged_and_counts_it() {
     let _serial = SERIAL.lock().await;
     let ns = TestNamespace::new("gate-nojob").await;
-    // Jobs go to a namespace that does not exist: the apiserver refuses them.
-    let serve =
-        GateServe::start(&ns, &["--copy-job-namespace", "no-such-namespace-for-jobs"]).await;
+    // Jobs go to a namespace being deleted (with its CA ConfigMap, which serve
+    // checks at start): the apiserver refuses them.
+    let jobs = TestNamespace::new("gate-nojob-jobs").await;
+    let serve = GateServe::start(&ns, &["--copy-job-namespace", &jobs.name]).await;
+    Api::<Namespace>::all(ns.client.clone())
+        .delete(&jobs.name, &Default::default())
+        .await
+        .unwrap();
     let source = format!(
         "{}/test/refused:v{}",
         common::testbed().source(),

@@ -8,6 +8,7 @@ use k8s_openapi::api::rbac::v1::{
 };
 
 use super::{meta, strings, Settings, REFRESH_ACCOUNT, SERVER_ACCOUNT};
+use crate::copy_job::CA_CONFIG_MAP;
 use crate::k8s::Object;
 
 /// The server's ClusterRole and its namespaced Role (same name, other kind).
@@ -93,8 +94,9 @@ fn server_cluster_rules() -> Vec<PolicyRule> {
 }
 
 /// `serve` in its own namespace: the copy Jobs (jobs.rs creates, reads and
-/// replaces finished ones; gate.rs lists and watches) and its own pod
-/// (setup.rs reads its image and what copy Jobs inherit).
+/// replaces finished ones; gate.rs lists and watches), its own pod
+/// (setup.rs reads its image and what copy Jobs inherit) and the copy Jobs'
+/// CA ConfigMap (copy_ca.rs checks it at start, by name only).
 fn server_namespace_rules() -> Vec<PolicyRule> {
     vec![
         rule(
@@ -103,6 +105,10 @@ fn server_namespace_rules() -> Vec<PolicyRule> {
             &["create", "get", "list", "watch", "delete"],
         ),
         rule([""], ["pods"], &["get"]),
+        PolicyRule {
+            resource_names: Some(strings([CA_CONFIG_MAP])),
+            ..rule([""], ["configmaps"], &["get"])
+        },
     ]
 }
 

@@ -72,6 +72,8 @@ pub(super) fn deployment(s: &Settings) -> Deployment {
     if let Some(secret) = &s.source_credentials_secret {
         env.push(env_value("PRIVATIZE_SOURCE_CREDENTIALS_SECRET", secret));
     }
+    let (config_env, config_volumes, config_mounts) = super::config::server_wiring(s);
+    env.extend(config_env);
     let probe = |path: &str, period: i32, failure_threshold: Option<i32>| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
@@ -97,12 +99,17 @@ pub(super) fn deployment(s: &Settings) -> Deployment {
         liveness_probe: Some(probe("/healthz", 10, Some(3))),
         resources: Some(resources("50m", "64Mi", "256Mi")),
         security_context: Some(container_security()),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "tls".into(),
-            mount_path: TLS_MOUNT.into(),
-            read_only: Some(true),
-            ..Default::default()
-        }]),
+        volume_mounts: Some(
+            [VolumeMount {
+                name: "tls".into(),
+                mount_path: TLS_MOUNT.into(),
+                read_only: Some(true),
+                ..Default::default()
+            }]
+            .into_iter()
+            .chain(config_mounts)
+            .collect(),
+        ),
         ..Default::default()
     };
     let spread = WeightedPodAffinityTerm {
@@ -116,7 +123,7 @@ pub(super) fn deployment(s: &Settings) -> Deployment {
     Deployment {
         metadata: meta(NAME, Some(&s.namespace)),
         spec: Some(DeploymentSpec {
-            replicas: Some(2),
+            replicas: Some(s.replicas),
             selector: selector(),
             // Never below two serving replicas during a rollout.
             strategy: Some(DeploymentStrategy {
@@ -145,14 +152,19 @@ pub(super) fn deployment(s: &Settings) -> Deployment {
                         ..Default::default()
                     }),
                     containers: vec![server],
-                    volumes: Some(vec![Volume {
-                        name: "tls".into(),
-                        secret: Some(SecretVolumeSource {
-                            secret_name: Some(TLS_SECRET.into()),
+                    volumes: Some(
+                        [Volume {
+                            name: "tls".into(),
+                            secret: Some(SecretVolumeSource {
+                                secret_name: Some(TLS_SECRET.into()),
+                                ..Default::default()
+                            }),
                             ..Default::default()
-                        }),
-                        ..Default::default()
-                    }]),
+                        }]
+                        .into_iter()
+                        .chain(config_volumes)
+                        .collect(),
+                    ),
                     ..Default::default()
                 }),
             },
