@@ -14,5 +14,6 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/privatize /usr/local/bin/privatize
 USER 65532:65532
+WORKDIR /
 ENTRYPOINT ["/usr/local/bin/privatize"]
 CMD ["--help"]

@@ -8,6 +8,11 @@ use anyhow::Result;
 use privatize::cli::{Cli, Command, LogArgs, LogFormat};
 use tracing_subscriber::EnvFilter;
 
+// musl's allocator serialises threads; the static image's binary needs a faster one.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
     init_logging(&cli.log);
