@@ -15,6 +15,7 @@ between rounds. Only 127.0.0.1 is contacted.
 """
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -73,8 +74,9 @@ class Bench:
         digest = run_checked([str(ROOT / "scripts/build-image"), "--push", self.image],
                              timeout=1800).stdout.decode().strip()
         self.image = f"{self.image}@{digest}"  # pinned: the node may hold an older :bench
+        checkout = hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]  # as scripts/build-image
         self.privatize = str(Path(os.environ.get("PRIVATIZE_CACHE", Path.home() / ".cache/privatize"))
-                             / "cargo-target/x86_64-unknown-linux-musl/release/privatize")
+                             / "cargo-target" / checkout / "x86_64-unknown-linux-musl/release/privatize")
         if not Path(self.privatize).exists():
             raise BenchError(f"{self.privatize}: not built by scripts/build-image")
         self.system = f"privatize-bench-{self.session}"
