@@ -2,13 +2,17 @@
 //! "Placing copies"), a partial pod spec in YAML or JSON, read once and merged
 //! into every copy Job's pod.
 //!
-//! Merge rule: maps merge, lists append, scalars replace (`nodeSelector`,
-//! `tolerations`, `imagePullSecrets`, `volumes`, `hostNetwork`, ...). The one
-//! entry `containers` may hold is the copy container (`sync-image`): its
-//! `resources` replace privatize's defaults, its `imagePullPolicy` is taken,
-//! and its `env`, `envFrom` and `volumeMounts` are appended (an `env` entry
-//! replaces privatize's entry of the same name). Fields privatize owns, and
-//! fields no pod spec has, are errors naming the field.
+//! Only placement and credential fields are taken (an allow-list: a copy must
+//! never gain an API token, host access or a gate it cannot pass):
+//! `ALLOWED_POD_FIELDS`, and volumes of the kinds in `ALLOWED_VOLUME_KINDS`
+//! (a projected `serviceAccountToken` needs an audience other than the
+//! apiserver's). Merge rule: maps merge, lists append, scalars replace. The
+//! one entry `containers` may hold is the copy container (`sync-image`): its
+//! `resources` are merged key by key into privatize's defaults, its
+//! `imagePullPolicy` is taken, and its `env` (no `PRIVATIZE_*` or
+//! `DOCKER_CONFIG`: those are serve's settings), `envFrom` and `volumeMounts`
+//! (of template volumes) are appended. Fields privatize owns, fields not
+//! taken, and fields no pod spec has are errors naming the field.
 
 use anyhow::{bail, Context, Result};
 use k8s_openapi::api::core::v1::{
@@ -46,6 +50,30 @@ const OWNED_POD_FIELDS: [(&str, &str); 11] = [
     ("hostPID", "a copy sees no other process"),
     ("hostIPC", "a copy shares no IPC with the node"),
     ("shareProcessNamespace", "a copy sees no other process"),
+];
+/// Pod-spec fields taken from the template.
+const ALLOWED_POD_FIELDS: [&str; 12] = [
+    "nodeSelector",
+    "tolerations",
+    "affinity",
+    "priorityClassName",
+    "imagePullSecrets",
+    "hostNetwork",
+    "dnsPolicy",
+    "dnsConfig",
+    "topologySpreadConstraints",
+    "runtimeClassName",
+    "schedulerName",
+    "volumes",
+];
+/// Volume kinds taken: credentials and scratch space, never the host's files.
+const ALLOWED_VOLUME_KINDS: [&str; 6] = [
+    "configMap",
+    "secret",
+    "emptyDir",
+    "projected",
+    "downwardAPI",
+    "csi",
 ];
 /// Fields of the copy container privatize sets itself.
 const OWNED_CONTAINER_FIELDS: [(&str, &str); 6] = [
@@ -109,12 +137,80 @@ pub fn parse(text: &str) -> Result<PodTemplate> {
     };
     let mut spec = pod.clone();
     spec.insert("containers".into(), Value::Array(Vec::new()));
-    typed::<PodSpec>(&spec, "")?;
+    let typed_spec = typed::<PodSpec>(&spec, "")?;
+    if let Some(field) = pod
+        .keys()
+        .find(|k| !ALLOWED_POD_FIELDS.contains(&k.as_str()))
+    {
+        bail!(
+            "{field}: not taken from the template (a copy Job's pod takes {})",
+            ALLOWED_POD_FIELDS.join(", ")
+        );
+    }
+    for (i, volume) in pod
+        .get("volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        check_volume(volume, &format!("volumes[{i}]"))?;
+    }
     let container = match container {
         Some(c) => copy_container(c)?,
         None => CopyContainer::default(),
     };
+    let volumes: Vec<&str> = typed_spec
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| v.name.as_str())
+        .collect();
+    if let Some(mount) = container
+        .volume_mounts
+        .iter()
+        .find(|m| !volumes.contains(&m.name.as_str()))
+    {
+        bail!(
+            "containers[0].volumeMounts: {} names no volume of the template",
+            mount.name
+        );
+    }
     Ok(PodTemplate { pod, container })
+}
+
+/// A volume of an allowed kind; a projected service-account token only for
+/// another audience than the apiserver (the default audience is an API token).
+fn check_volume(volume: &Value, at: &str) -> Result<()> {
+    let Some(fields) = volume.as_object() else {
+        return Ok(());
+    };
+    if let Some(kind) = fields
+        .keys()
+        .find(|k| *k != "name" && !ALLOWED_VOLUME_KINDS.contains(&k.as_str()))
+    {
+        bail!(
+            "{at}.{kind}: not taken from the template (copy Jobs may mount {})",
+            ALLOWED_VOLUME_KINDS.join(", ")
+        );
+    }
+    let sources = fields
+        .get("projected")
+        .and_then(|p| p.get("sources"))
+        .and_then(Value::as_array);
+    for (i, source) in sources.into_iter().flatten().enumerate() {
+        let Some(token) = source.get("serviceAccountToken") else {
+            continue;
+        };
+        let audience = token.get("audience").and_then(Value::as_str).unwrap_or("");
+        if audience.is_empty() || audience.starts_with("https://kubernetes.default.svc") {
+            bail!(
+                "{at}.projected.sources[{i}].serviceAccountToken.audience: needs an audience \
+                 other than the apiserver's (e.g. sts.amazonaws.com): a copy gets no Kubernetes API token"
+            );
+        }
+    }
+    Ok(())
 }
 
 fn copy_container(value: Value) -> Result<CopyContainer> {
@@ -145,6 +241,24 @@ fn copy_container(value: Value) -> Result<CopyContainer> {
             TAKEN_CONTAINER_FIELDS[1..].join(", ")
         );
     }
+    if let Some(env) = container
+        .env
+        .iter()
+        .flatten()
+        .find(|e| own_variable(&e.name))
+    {
+        bail!(
+            "{AT}.env: {} is privatize's own setting (give serve the flag or variable instead)",
+            env.name
+        );
+    }
+    if container
+        .resources
+        .as_ref()
+        .is_some_and(|r| r.claims.is_some())
+    {
+        bail!("{AT}.resources.claims: not taken from the template");
+    }
     Ok(CopyContainer {
         resources: container.resources,
         image_pull_policy: container.image_pull_policy,
@@ -152,6 +266,11 @@ fn copy_container(value: Value) -> Result<CopyContainer> {
         env_from: container.env_from.unwrap_or_default(),
         volume_mounts: container.volume_mounts.unwrap_or_default(),
     })
+}
+
+/// Variables serve sets in every copy Job from its own settings.
+fn own_variable(name: &str) -> bool {
+    name.starts_with("PRIVATIZE_") || name == "DOCKER_CONFIG"
 }
 
 /// Deserializes `fields` as a `T`, naming the field that does not fit, and
@@ -236,8 +355,17 @@ impl PodTemplate {
             .find(|c| c.name == COPY_CONTAINER)
         {
             let t = &self.container;
-            if t.resources.is_some() {
-                copy.resources = t.resources.clone();
+            if let Some(more) = &t.resources {
+                let resources = copy.resources.get_or_insert_with(Default::default);
+                for (mine, theirs) in [
+                    (&mut resources.limits, &more.limits),
+                    (&mut resources.requests, &more.requests),
+                ] {
+                    if let Some(theirs) = theirs {
+                        mine.get_or_insert_with(Default::default)
+                            .extend(theirs.clone());
+                    }
+                }
             }
             if t.image_pull_policy.is_some() {
                 copy.image_pull_policy = t.image_pull_policy.clone();

@@ -43,7 +43,7 @@ fn error(template: &str) -> String {
 }
 
 #[test]
-fn yaml_maps_merge_lists_append_scalars_replace_and_resources_are_replaced() {
+fn yaml_maps_merge_lists_append_scalars_replace_and_resources_merge_by_key() {
     let pod = merged(PLACING_YAML);
     assert_eq!(pod["hostNetwork"], true);
     assert_eq!(pod["dnsPolicy"], "ClusterFirstWithHostNet");
@@ -71,7 +71,7 @@ fn yaml_maps_merge_lists_append_scalars_replace_and_resources_are_replaced() {
     assert_eq!(
         c["resources"],
         json!({"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}}),
-        "resources replace privatize's defaults"
+        "the template's requests and limits win key by key"
     );
     let env: Vec<(&str, &Value)> = c["env"]
         .as_array()
@@ -264,4 +264,72 @@ fn a_template_volume_clashing_with_privatizes_is_found() {
     let mut pod = copy_pod();
     parse(PLACING_YAML).unwrap().apply(&mut pod);
     assert_eq!(clash(&pod), None);
+}
+
+#[test]
+fn resources_merge_key_by_key_so_a_template_with_requests_keeps_the_memory_limit() {
+    let pod = merged("containers: [{resources: {requests: {cpu: 200m}}}]");
+    assert_eq!(
+        pod["containers"][0]["resources"],
+        json!({"requests": {"cpu": "200m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}})
+    );
+}
+
+#[test]
+fn pod_fields_outside_placement_and_credentials_are_refused() {
+    for (field, value) in [
+        ("schedulingGates", json!([{"name": "x"}])),
+        ("hostUsers", json!(true)),
+        ("nodeName", json!("n1")),
+        (
+            "hostAliases",
+            json!([{"ip": "10.0.0.1", "hostnames": ["a"]}]),
+        ),
+    ] {
+        let err = error(&json!({ field: value }).to_string());
+        assert!(
+            err.starts_with(&format!(
+                "{field}: not taken from the template (a copy Job's pod takes nodeSelector, "
+            )),
+            "{field}: {err}"
+        );
+    }
+}
+
+#[test]
+fn host_paths_and_api_tokens_cannot_reach_a_copy() {
+    assert_eq!(
+        error("volumes: [{name: h, hostPath: {path: /}}]"),
+        "volumes[0].hostPath: not taken from the template (copy Jobs may mount configMap, secret, emptyDir, projected, downwardAPI, csi)"
+    );
+    let no_audience =
+        "volumes: [{name: t, projected: {sources: [{serviceAccountToken: {path: t}}]}}]";
+    let api = "volumes: [{name: t, projected: {sources: [{serviceAccountToken: {path: t, audience: 'https://kubernetes.default.svc'}}]}}]";
+    for text in [no_audience, api] {
+        assert_eq!(
+            error(text),
+            "volumes[0].projected.sources[0].serviceAccountToken.audience: needs an audience other than \
+             the apiserver's (e.g. sts.amazonaws.com): a copy gets no Kubernetes API token",
+            "{text}"
+        );
+    }
+    assert!(parse("volumes: [{name: t, projected: {sources: [{serviceAccountToken: {path: t, audience: sts.amazonaws.com}}]}}]").is_ok());
+}
+
+#[test]
+fn serves_own_settings_cannot_be_replaced_through_env() {
+    for name in ["PRIVATIZE_PLAIN_HTTP", "PRIVATIZE_CA_FILE", "DOCKER_CONFIG"] {
+        assert_eq!(
+            error(&format!("containers: [{{env: [{{name: {name}, value: x}}]}}]")),
+            format!("containers[0].env: {name} is privatize's own setting (give serve the flag or variable instead)")
+        );
+    }
+}
+
+#[test]
+fn a_mount_must_name_a_template_volume() {
+    assert_eq!(
+        error("containers: [{volumeMounts: [{name: tokn, mountPath: /t}]}]"),
+        "containers[0].volumeMounts: tokn names no volume of the template"
+    );
 }
