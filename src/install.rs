@@ -47,7 +47,7 @@ pub async fn install(args: InstallArgs) -> Result<()> {
         apply_and_report(&client, object).await?;
     }
     // After the new RBAC is in place, so the server never lacks a right.
-    retire(&client, &settings).await?;
+    retire(&client, &settings, "deleted (no longer used)").await?;
     if let Some(name) = &settings.source_credentials_secret {
         check_source_credentials(&client, &settings.namespace, name).await;
     }
@@ -109,20 +109,22 @@ pub async fn uninstall(args: UninstallArgs) -> Result<()> {
         eprintln!("{:<55} {state}", object.describe());
     }
     if !args.webhook_only {
-        retire(&client, &settings).await?;
+        // What this run does not render (the optional ConfigMaps, older
+        // versions' objects) goes too.
+        retire(&client, &settings, "deleted").await?;
     }
     Ok(())
 }
 
 /// Deletes what an earlier version installed and this one does not (see
-/// `manifests::retired`), when privatize manages it.
-async fn retire(client: &Client, settings: &Settings) -> Result<()> {
+/// `manifests::retired`), when privatize manages it; `said` is the report.
+async fn retire(client: &Client, settings: &Settings, said: &str) -> Result<()> {
     for object in retired(settings)? {
         let managed = k8s::get(client, &object).await?.is_some_and(|o| {
             o.labels().get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1)
         });
         if managed && k8s::delete(client, &object).await? {
-            eprintln!("{:<55} deleted (no longer used)", object.describe());
+            eprintln!("{:<55} {said}", object.describe());
         }
     }
     Ok(())
@@ -251,6 +253,12 @@ fn settings(args: &InstallArgs) -> Result<Settings> {
                  (lower-case letters, digits, '-' and '.', at most 253)"
             );
         }
+    }
+    if args.replicas == 0 && args.webhook_url.is_none() {
+        bail!(
+            "--replicas 0 needs --webhook-url: with no server pod the webhooks would call a Service \
+             with no endpoints, and the Secret webhooks (failurePolicy Fail) would refuse every managed Secret"
+        );
     }
     let copy_job_pod_template = match &args.copy_job_pod_template {
         Some(path) => {

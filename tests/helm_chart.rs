@@ -74,6 +74,11 @@ fn objects(yaml: &str) -> BTreeMap<String, Value> {
             let text = value["data"]["pod-template.yaml"].as_str().unwrap();
             value["data"]["pod-template.yaml"] = serde_yaml_ng::from_str(text).unwrap();
         }
+        // Both roll serve when the ConfigMaps change; the hashes differ with the template's text.
+        let annotations = &mut value["spec"]["template"]["metadata"]["annotations"];
+        if annotations["privatize.io/config-hash"].is_string() {
+            annotations["privatize.io/config-hash"] = "<hash>".into();
+        }
         for hook in value["webhooks"].as_array_mut().into_iter().flatten() {
             hook["clientConfig"]
                 .as_object_mut()
@@ -168,6 +173,8 @@ fn chart_copy_job_template_ca_bundle_and_replicas_mirror_install_flags() {
             &format!("registryCaBundle={}", path("ca.pem")),
             "--set",
             "replicaCount=0",
+            "--set",
+            "webhookUrl=https://127.0.0.1:9",
         ],
     );
     let install = install_dry_run(
@@ -179,9 +186,33 @@ fn chart_copy_job_template_ca_bundle_and_replicas_mirror_install_flags() {
             &path("ca.pem"),
             "--replicas",
             "0",
+            "--webhook-url",
+            "https://127.0.0.1:9",
         ],
     );
     assert_same(&chart, &install);
+    let hash = &objects(&chart)["Deployment/privatize/privatize"]["spec"]["template"]["metadata"]
+        ["annotations"]["privatize.io/config-hash"];
+    assert_eq!(
+        hash, "<hash>",
+        "the chart rolls serve on a new template too"
+    );
+    // No server pod and no URL: refused, as install refuses it.
+    let refused = Command::new(helm())
+        .args([
+            "template",
+            "privatize",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/charts/privatize"),
+        ])
+        .args(["--set", "replicaCount=0"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("replicaCount 0 needs webhookUrl"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     let objects = objects(&install);
     assert_eq!(
         objects["ConfigMap/privatize/privatize-ca"]["data"]["ca.pem"],

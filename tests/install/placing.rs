@@ -140,8 +140,42 @@ async fn install_stores_the_template_and_cas_in_config_maps_serve_mounts_and_wai
         "no budget for no replica"
     );
 
-    // Without them again: the ConfigMaps go, the budget comes back.
+    // A changed template rolls serve out (it reads the file at start).
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let hash = |d: Deployment| {
+        d.spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap_or_default()
+            .get("privatize.io/config-hash")
+            .cloned()
+    };
+    let first = hash(deployments.get("privatize").await.unwrap()).expect("a config hash");
+    assert_eq!(first.len(), 16, "{first}");
+    std::fs::write(&template, format!("{TEMPLATE}priorityClassName: copies\n")).unwrap();
+    install(
+        &ns,
+        &[
+            "--replicas",
+            "0",
+            "--copy-job-pod-template",
+            template.to_str().unwrap(),
+            "--ca-file",
+            ca_file.to_str().unwrap(),
+        ],
+    );
+    let second = hash(deployments.get("privatize").await.unwrap()).expect("a config hash");
+    assert_ne!(
+        first, second,
+        "a new template must change serve's pod template"
+    );
+
+    // Without them again: the ConfigMaps and the hash go, the budget comes back.
     install(&ns, &[]);
+    assert_eq!(hash(deployments.get("privatize").await.unwrap()), None);
     for name in ["privatize-copy-job-template", "privatize-ca"] {
         assert!(config_maps.get_opt(name).await.unwrap().is_none(), "{name}");
     }
@@ -153,7 +187,8 @@ async fn install_stores_the_template_and_cas_in_config_maps_serve_mounts_and_wai
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn install_refuses_a_bad_template_or_ca_file_before_touching_the_cluster() {
+async fn install_refuses_a_bad_template_a_bad_ca_file_or_no_server_and_no_url_before_touching_the_cluster(
+) {
     let _serial = SERIAL.lock().await;
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let installed = InstallNamespace::new();
@@ -188,6 +223,18 @@ async fn install_refuses_a_bad_template_or_ca_file_before_touching_the_cluster()
         assert_eq!(out.status.code(), Some(1));
         assert_eq!(stderr(&out), format!("error: {error}\n"));
     }
+    let out = privatize()
+        .args(["install", "--namespace", &installed.0, "--replicas", "0"])
+        .args(["--target-registry", TARGET])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "error: --replicas 0 needs --webhook-url: with no server pod the webhooks would call a \
+         Service with no endpoints, and the Secret webhooks (failurePolicy Fail) would refuse \
+         every managed Secret\n"
+    );
     assert!(Api::<Namespace>::all(client().await)
         .get_opt(&installed.0)
         .await

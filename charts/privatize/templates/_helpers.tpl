@@ -98,6 +98,9 @@ The namespaces the pod webhook's namespaceSelector leaves out, as a JSON list: t
 {{- fail (printf "invalid webhookUrl %q: no host" .) }}
 {{- end }}
 {{- end }}
+{{- if and (eq (int .Values.replicaCount) 0) (not .Values.webhookUrl) }}
+{{- fail "replicaCount 0 needs webhookUrl: with no server pod the webhooks would call a Service with no endpoints, and the Secret webhooks (failurePolicy Fail) would refuse every managed Secret" }}
+{{- end }}
 {{- if and .Values.aws.webIdentity.enabled (not .Values.aws.webIdentity.roleArn) }}
 {{- fail "aws.webIdentity.enabled needs aws.webIdentity.roleArn" }}
 {{- end }}

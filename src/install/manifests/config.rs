@@ -94,3 +94,24 @@ pub(super) fn server_wiring(s: &Settings) -> (Vec<EnvVar>, Vec<Volume>, Vec<Volu
     }
     (env, volumes, mounts)
 }
+
+/// The annotation on serve's pod template that follows the ConfigMaps'
+/// content, so that a new template or CA bundle rolls serve out (it reads
+/// them at start). None when neither is set.
+pub(super) fn config_hash(s: &Settings) -> Option<(String, String)> {
+    let mounted = all(s);
+    if mounted.iter().all(|m| m.content.is_none()) {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    for m in &mounted {
+        bytes.extend(m.content.map(String::as_bytes).unwrap_or_default());
+        bytes.push(0);
+    }
+    let digest = crate::manifest::sha256_digest(&bytes);
+    let hex = digest.trim_start_matches("sha256:");
+    Some((CONFIG_HASH.to_string(), hex[..16].to_string()))
+}
+
+/// Annotation key of `config_hash`.
+pub const CONFIG_HASH: &str = "privatize.io/config-hash";

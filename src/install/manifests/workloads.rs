@@ -136,6 +136,7 @@ pub(super) fn deployment(s: &Settings) -> Deployment {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels("webhook")),
+                    annotations: super::config::config_hash(s).map(|kv| BTreeMap::from([kv])),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
