@@ -15,8 +15,9 @@ between rounds. Only 127.0.0.1 is contacted.
 """
 
 import argparse
-import hashlib
+import datetime
 import json
+import shutil
 import os
 import statistics
 import subprocess
@@ -66,7 +67,7 @@ class Bench:
         self.env.update(exports(up.stdout.decode()))
         self.kubectl = self.env["KUBECTL"]
         self.tb = read_env_file(ROOT / "target/testbed/env")
-        state = Path(os.environ.get("PRIVATIZE_CLUSTER_DIR", ROOT / "target/cluster"))
+        state = self.state = Path(os.environ.get("PRIVATIZE_CLUSTER_DIR", ROOT / "target/cluster"))
         self.crictl = [str(state / "bin/crictl"), "--config", str(state / "etc/crictl.yaml")]
         src = self.tb["SOURCE_REGISTRY"]
         self.image = f"{src}/privatize/privatize:bench"
@@ -74,9 +75,8 @@ class Bench:
         digest = run_checked([str(ROOT / "scripts/build-image"), "--push", self.image],
                              timeout=1800).stdout.decode().strip()
         self.image = f"{self.image}@{digest}"  # pinned: the node may hold an older :bench
-        checkout = hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]  # as scripts/build-image
-        self.privatize = str(Path(os.environ.get("PRIVATIZE_CACHE", Path.home() / ".cache/privatize"))
-                             / "cargo-target" / checkout / "x86_64-unknown-linux-musl/release/privatize")
+        self.privatize = run_checked([str(ROOT / "scripts/build-image"), "--print-binary"],
+                                     timeout=1800).stdout.decode().strip()
         if not Path(self.privatize).exists():
             raise BenchError(f"{self.privatize}: not built by scripts/build-image")
         self.system = f"privatize-bench-{self.session}"
@@ -144,12 +144,14 @@ class Bench:
 
     def pod_to_running(self, ns, name, image, jobs_before=None):
         """Seconds from `kubectl create` to phase Running (a watch, not a poll);
-        with `jobs_before`, also the seconds until the new copy Job completes."""
+        with `jobs_before`, also the copy Job's own time: from the create (the
+        Job is made inside that admission) to the copy container's last log
+        line (CRI timestamps, ns), and to the Job's `Complete` as watched."""
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
                "spec": {"terminationGracePeriodSeconds": 1, "enableServiceLinks": False,
                         "containers": [{"name": "app", "image": image,
                                         "command": ["sh", "-c", "exec sleep 3600"]}]}}
-        t0 = time.monotonic()
+        t0, t0_wall = time.monotonic(), time.time()
         run_checked([self.kubectl, "-n", ns, "create", "-f", "-"], env=self.env, timeout=30,
                     input=json.dumps(pod).encode(), what="kubectl create pod")
         job_done = {}
@@ -170,7 +172,19 @@ class Bench:
         thread.join()
         if job_done.get("rc") != 0:
             raise BenchError(f"copy Job {new[0]} did not complete")
-        return running, job_done["t"] - t0
+        return running, {"copy_job": self.copy_finished(new[0]) - t0_wall,
+                         "job_complete": job_done["t"] - t0}
+
+    def copy_finished(self, job):
+        """Wall-clock time of the copy container's last log line."""
+        pod = json.loads(self.k(["-n", self.system, "get", "pods", "-l", f"job-name={job}",
+                                 "-o", "json"]).stdout)["items"][0]
+        log = (self.state / "pod-logs" / f"{self.system}_{pod['metadata']['name']}_{pod['metadata']['uid']}"
+               / "sync-image" / "0.log")
+        last = log.read_text().strip().splitlines()[-1].split(" ", 1)[0]
+        whole, _, frac = last.rstrip("Z").partition(".")
+        stamp = datetime.datetime.fromisoformat(whole).replace(tzinfo=datetime.timezone.utc)
+        return stamp.timestamp() + float(f"0.{frac or 0}")
 
     def round(self, r):
         src = self.tb["SOURCE_REGISTRY"]
@@ -187,7 +201,7 @@ class Bench:
             results[how], job = self.pod_to_running(
                 ns, name, fresh, jobs_before if how == "privatize" else None)
             if how == "privatize":
-                results["copy_job"] = job
+                results.update(job)
                 image = json.loads(self.k(["-n", ns, "get", "pod", name, "-o", "json"]).stdout)
                 target = image["spec"]["containers"][0]["image"]
                 if not target.startswith(self.registry):
@@ -202,6 +216,9 @@ class Bench:
         return out.split()
 
     def cleanup(self):
+        shutil.rmtree(self.work, ignore_errors=True)
+        if not hasattr(self, "system"):
+            return
         if self.serve:
             self.serve.terminate()
             self.serve.wait(timeout=30)
@@ -234,18 +251,21 @@ def main():
             row["added"] = row["privatize"] - row["direct"]
             rows.append(row)
             log(f"round {r}: direct {row['direct']:.2f} s, privatize {row['privatize']:.2f} s "
-                f"(added {row['added']:.2f} s), copy Job {row['copy_job']:.2f} s")
+                f"(added {row['added']:.2f} s), copy Job {row['copy_job']:.2f} s "
+                f"(Complete seen at {row['job_complete']:.2f} s)")
     except BenchError as e:
         print(f"bench/node.py: {e}", file=sys.stderr)
         return 1
     finally:
         bench.cleanup()
-    med = {k: statistics.median(r[k] for r in rows) for k in ("direct", "privatize", "added", "copy_job")}
+    med = {k: statistics.median(r[k] for r in rows)
+           for k in ("direct", "privatize", "added", "copy_job", "job_complete")}
     print(f"\npod CREATE -> Running on the node, {len(rows)} rounds (median; each round a never-seen image)")
     print(f"  direct from the source:       {med['direct']:6.2f} s")
     print(f"  through privatize:            {med['privatize']:6.2f} s   ratio {med['privatize'] / med['direct']:.2f}x")
     print(f"  added by privatize:           {med['added']:6.2f} s")
-    print(f"  the copy Job's own time:      {med['copy_job']:6.2f} s   (pod create -> Job Complete, watched)")
+    print(f"  the copy Job's own time:      {med['copy_job']:6.2f} s   (created -> copy container's last line)")
+    print(f"  ... until the Job is Complete: {med['job_complete']:6.2f} s   (as watched; the Job controller batches)")
     ok = med["added"] <= med["copy_job"] + 3
     print(f"goal: added <= copy Job + 3 s: {'met' if ok else 'NOT met'}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

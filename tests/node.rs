@@ -98,6 +98,11 @@ async fn a_deployment_is_gated_copied_by_privatizes_own_image_and_runs_from_the_
     );
     for pod in &pods {
         assert_eq!(image_of(pod), target);
+        assert!(
+            gated(pod),
+            "{} was admitted without the gate",
+            pod.name_any()
+        );
         let secrets: Vec<&str> = pod
             .spec
             .as_ref()

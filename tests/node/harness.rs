@@ -327,6 +327,7 @@ impl Drop for System {
             .privatize()
             .args(["uninstall", "--namespace", &self.namespace])
             .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
         let (client, names) = (
             self.client.clone(),
             [self.apps.clone(), self.namespace.clone()],
