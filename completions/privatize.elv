@@ -72,7 +72,7 @@ set edit:completion:arg-completer[privatize] = {|@words|
             cand --copy-job-active-deadline 'activeDeadlineSeconds of the copy Jobs'
             cand --copy-job-ttl 'ttlSecondsAfterFinished of the copy Jobs'
             cand --source-credentials-secret 'A kubernetes.io/dockerconfigjson Secret in the copy-Job namespace, mounted as every copy Job''s DOCKER_CONFIG (source credentials; a pod''s own imagePullSecrets are never used)'
-            cand --copy-job-pod-template 'Partial pod spec (YAML or JSON) merged into every copy Job''s pod: nodeSelector, tolerations, affinity, imagePullSecrets, hostNetwork, the copy container''s resources, env, volumeMounts... (fields privatize owns are refused)'
+            cand --copy-job-pod-template 'Partial pod spec (YAML or JSON) merged into every copy Job''s pod; only placement and credential fields are taken: nodeSelector, tolerations, affinity, priorityClassName, imagePullSecrets, hostNetwork, dnsPolicy, volumes (no hostPath), the copy container''s resources, env, envFrom, volumeMounts'
             cand --scan-on-push 'Scan images on push in new ECR repositories'
             cand --tag-mutability 'Tag mutability of new ECR repositories'
             cand --kms-key 'KMS key (ARN or alias) to encrypt new repositories with; AES256 when unset'

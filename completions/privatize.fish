@@ -80,7 +80,7 @@ complete -c privatize -n "__fish_privatize_using_subcommand serve" -l gate-timeo
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l copy-job-active-deadline -d 'activeDeadlineSeconds of the copy Jobs' -r
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l copy-job-ttl -d 'ttlSecondsAfterFinished of the copy Jobs' -r
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l source-credentials-secret -d 'A kubernetes.io/dockerconfigjson Secret in the copy-Job namespace, mounted as every copy Job\'s DOCKER_CONFIG (source credentials; a pod\'s own imagePullSecrets are never used)' -r
-complete -c privatize -n "__fish_privatize_using_subcommand serve" -l copy-job-pod-template -d 'Partial pod spec (YAML or JSON) merged into every copy Job\'s pod: nodeSelector, tolerations, affinity, imagePullSecrets, hostNetwork, the copy container\'s resources, env, volumeMounts... (fields privatize owns are refused)' -r -F
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l copy-job-pod-template -d 'Partial pod spec (YAML or JSON) merged into every copy Job\'s pod; only placement and credential fields are taken: nodeSelector, tolerations, affinity, priorityClassName, imagePullSecrets, hostNetwork, dnsPolicy, volumes (no hostPath), the copy container\'s resources, env, envFrom, volumeMounts' -r -F
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l scan-on-push -d 'Scan images on push in new ECR repositories' -r -f -a "true\t''
 false\t''"
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l tag-mutability -d 'Tag mutability of new ECR repositories' -r -f -a "MUTABLE\t''

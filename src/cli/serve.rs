@@ -190,7 +190,7 @@ pub struct ServeArgs {
     #[arg(long, env = "PRIVATIZE_SOURCE_CREDENTIALS_SECRET")]
     pub source_credentials_secret: Option<String>,
 
-    /// Partial pod spec (YAML or JSON) merged into every copy Job's pod: nodeSelector, tolerations, affinity, imagePullSecrets, hostNetwork, the copy container's resources, env, volumeMounts... (fields privatize owns are refused)
+    /// Partial pod spec (YAML or JSON) merged into every copy Job's pod; only placement and credential fields are taken: nodeSelector, tolerations, affinity, priorityClassName, imagePullSecrets, hostNetwork, dnsPolicy, volumes (no hostPath), the copy container's resources, env, envFrom, volumeMounts
     #[arg(long, env = "PRIVATIZE_COPY_JOB_POD_TEMPLATE", value_name = "FILE")]
     pub copy_job_pod_template: Option<PathBuf>,
 
