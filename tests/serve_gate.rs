@@ -168,6 +168,57 @@ async fn a_missing_image_is_gated_copied_by_one_job_and_released() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_pod_that_exited_0_releases_the_gate_before_its_job_is_marked_complete() {
+    let _serial = SERIAL.lock().await;
+    let ns = TestNamespace::new("gate-copy-pod").await;
+    // No sweep for an hour: only a watch event can release the pod.
+    let serve = GateServe::start(&ns, &["--sweep-interval", "1h"]).await;
+    let tb = common::testbed();
+    let (source, _) = tb.image("oci-index");
+    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    pods.create(&PostParams::default(), &pod("app", &source))
+        .await
+        .unwrap();
+    let job = copy_jobs(&ns).await.remove(0);
+    let out = run_job_command(&job);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !is_released(&pods.get("app").await.unwrap()),
+        "released with neither a finished copy pod nor a sweep"
+    );
+
+    // The Job's pod as the Job controller and kubelet leave it: Succeeded,
+    // while the Job itself is not marked complete yet.
+    let copy: Pod = serde_json::from_value(json!({
+        "metadata": {"name": format!("{}-x1", job.name_any()), "labels": {
+            "app.kubernetes.io/managed-by": "privatize", "job-name": job.name_any()
+        }},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "sync-image", "image": format!("{}/unused:1", tb.target())}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &copy).await.unwrap();
+    pods.patch_status(
+        &copy.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Succeeded"}})),
+    )
+    .await
+    .unwrap();
+    let (_, took) = wait_for(&pods, "app", "released", is_released).await;
+    eprintln!("released {took:?} after the copy pod succeeded");
+    let job = Api::<Job>::namespaced(ns.client.clone(), &ns.name)
+        .get(&job.name_any())
+        .await
+        .unwrap();
+    assert!(job
+        .status
+        .and_then(|s| s.conditions)
+        .is_none_or(|c| c.is_empty()));
+    drop(serve);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_job_reverts_the_pod_with_a_warning_event() {
     let _serial = SERIAL.lock().await;
     let ns = TestNamespace::new("gate-fail").await;

@@ -1,5 +1,6 @@
-//! The gate controller (DESIGN §10): watches privatize's copy Jobs and the
-//! pods it gated (label selector), and releases a pod once every image it
+//! The gate controller (DESIGN §10): watches privatize's copy Jobs, their
+//! pods (a copy that exited 0 is noticed before its Job is marked complete)
+//! and the pods it gated (label selectors), and releases a pod once every image it
 //! waits for answers a fresh HEAD, or reverts it to its original images when
 //! the copy failed for good. A periodic sweep catches missed signals; it
 //! also runs once the watches have listed everything, so a restart settles
@@ -52,6 +53,11 @@ pub struct Gate {
     pub ensured_jobs: Flights<Result<Ensured, String>>,
 }
 
+/// Whether a copy Job's pod has finished with success (every container exited 0).
+fn copy_succeeded(pod: &Pod) -> bool {
+    pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded")
+}
+
 impl Gate {
     /// Runs until `shutdown` fires.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Result<()> {
@@ -72,6 +78,16 @@ impl Gate {
         )
         .default_backoff()
         .reflect(job_writer)
+        .boxed();
+        // The copy Jobs' pods: a copy that exited 0 has landed its image, about
+        // two seconds before the Job controller marks its Job complete.
+        let copy_pod_api: Api<Pod> = Api::namespaced(self.client.clone(), &self.jobs.namespace);
+        let mut copy_pod_stream = watcher(
+            copy_pod_api,
+            watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1)),
+        )
+        .default_backoff()
+        .applied_objects()
         .boxed();
         let recorder = Recorder::new(
             self.client.clone(),
@@ -108,6 +124,11 @@ impl Gate {
                     Some(Ok(_)) => {}
                     Some(Err(err)) => tracing::warn!(error = %err, "watching gated pods"),
                     None => anyhow::bail!("the gated-pod watch ended"),
+                },
+                event = copy_pod_stream.next() => match event {
+                    Some(Ok(pod)) => dirty |= copy_succeeded(&pod),
+                    Some(Err(err)) => tracing::warn!(error = %err, "watching copy Jobs' pods"),
+                    None => anyhow::bail!("the copy-pod watch ended"),
                 },
                 event = job_stream.next() => match event {
                     Some(Ok(watcher::Event::InitDone)) => { jobs_listed = true; dirty = true }
