@@ -108,7 +108,7 @@ class Bench:
         self.serve_log = open(self.work / "serve.log", "wb")
         self.serve = subprocess.Popen(
             [self.privatize, "serve", "--listen-address", "127.0.0.1", "--https-port", str(https),
-             "--http-port", str(http), "--sweep-interval", "1s",
+             "--http-port", str(http), "--sweep-interval", self.args.sweep_interval,
              "--copy-job-pod-template", str(self.work / "template.yaml"),
              "--tls-cert-path", str(self.work / "tls.crt"), "--tls-key-path", str(self.work / "tls.key")],
             env=self.env, stdout=subprocess.DEVNULL, stderr=self.serve_log)
@@ -239,6 +239,8 @@ def free_port():
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--sweep-interval", default="30s",
+                    help="serve's --sweep-interval (default: serve's own, 30s: releases follow the Job's status)")
     ap.add_argument("--no-setup", action="store_true", help="skip testbed/up (the cluster is always brought up)")
     ap.add_argument("--json", default=str(ROOT / "target/bench/node.json"))
     args = ap.parse_args()
