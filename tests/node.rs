@@ -224,21 +224,28 @@ async fn a_copy_that_fails_for_real_reverts_and_releases_the_pods() {
         assert_eq!(image_of(&pod), source);
         assert!(!pod.labels().contains_key("privatize.io/gated"));
     }
-    let events = Api::<Event>::namespaced(system.client.clone(), &system.apps)
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items;
+    // The Event follows the revert patch: wait for it.
+    let events: Api<Event> = Api::namespaced(system.client.clone(), &system.apps);
     for pod in &pods {
-        let failed = events.iter().filter(|e| {
-            e.reason.as_deref() == Some("MirrorFailed")
-                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(&pod.name_any())
-        });
-        let note = failed
-            .map(|e| e.note.clone().unwrap_or_default())
-            .collect::<Vec<_>>();
-        assert_eq!(note.len(), 1, "{note:?}");
-        assert!(note[0].contains(&jobs[0].name_any()), "{note:?}");
+        let notes = wait_for("the MirrorFailed Event", 20, || async {
+            let notes: Vec<String> = events
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .filter(|e| {
+                    e.reason.as_deref() == Some("MirrorFailed")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref())
+                            == Some(&pod.name_any())
+                })
+                .map(|e| e.note.unwrap_or_default())
+                .collect();
+            (!notes.is_empty()).then_some(notes)
+        })
+        .await;
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains(&jobs[0].name_any()), "{notes:?}");
     }
 }
 
