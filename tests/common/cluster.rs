@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::Api;
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
+use kube::Client;
 
 const SCRIPTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testbed/cluster");
 
@@ -82,11 +81,7 @@ pub fn down(purge: bool) {
 impl Cluster {
     pub async fn client(&self) -> Client {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("cluster kubeconfig");
-        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-            .await
-            .expect("cluster kubeconfig");
-        Client::try_from(config).expect("kube client")
+        super::kube::client_from(&self.kubeconfig).await
     }
 
     /// The kubelet's pod-log dir: `<ns>_<pod>_<uid>/<container>/<restart>.log`.

@@ -70,8 +70,26 @@ impl Drop for TestNamespace {
     }
 }
 
-/// Deletes a cluster-scoped object from a `Drop` (which cannot await): a
-/// fresh runtime and client on another thread. Absence is fine.
+/// Runs async work from code that cannot await (a `Drop`, a sync helper):
+/// a fresh runtime on another thread, so it works inside a test's runtime too.
+pub fn block_on_thread<F, T>(work: impl FnOnce() -> F + Send + 'static) -> T
+where
+    F: std::future::Future<Output = T>,
+    T: Send + 'static,
+{
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(work())
+    })
+    .join()
+    .expect("the blocking helper's thread panicked")
+}
+
+/// Deletes a cluster-scoped object from a `Drop` (which cannot await), with
+/// a client of its own. Absence is fine.
 pub fn delete_from_drop<K>(name: &str)
 where
     K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope, DynamicType = ()>
@@ -80,19 +98,11 @@ where
         + std::fmt::Debug,
 {
     let name = name.to_string();
-    let _ = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let client = client().await;
-            let _ = Api::<K>::all(client)
-                .delete(&name, &DeleteParams::background())
-                .await;
-        });
-    })
-    .join();
+    block_on_thread(|| async move {
+        let _ = Api::<K>::all(client().await)
+            .delete(&name, &DeleteParams::background())
+            .await;
+    });
 }
 
 /// `privatize` pointed at the testbed apiserver.
@@ -173,24 +183,15 @@ pub async fn put_ca_config_map(client: &Client, namespace: &str, pem: &str) {
 pub fn put_testbed_ca_blocking(namespace: &str) {
     let namespace = namespace.to_string();
     let pem = std::fs::read_to_string(&super::testbed().env["TARGET_CA_FILE"]).unwrap();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let client = client().await;
-            let object: Namespace =
-                serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}}))
-                    .unwrap();
-            let _ = Api::<Namespace>::all(client.clone())
-                .create(&PostParams::default(), &object)
-                .await;
-            put_ca_config_map(&client, &namespace, &pem).await;
-        });
-    })
-    .join()
-    .expect("writing the CA ConfigMap");
+    block_on_thread(|| async move {
+        let client = client().await;
+        let object: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}})).unwrap();
+        let _ = Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &object)
+            .await;
+        put_ca_config_map(&client, &namespace, &pem).await;
+    });
 }
 
 /// The data of a ConfigMap, read from code that cannot await.
@@ -204,21 +205,13 @@ pub fn config_map_data_blocking(
         namespace.to_string(),
         name.to_string(),
     );
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let client = client_from(&kubeconfig).await;
-            Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client, &namespace)
-                .get(&name)
-                .await
-                .unwrap_or_else(|e| panic!("reading ConfigMap {namespace}/{name}: {e}"))
-                .data
-                .unwrap_or_default()
-        })
+    block_on_thread(|| async move {
+        let client = client_from(&kubeconfig).await;
+        Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client, &namespace)
+            .get(&name)
+            .await
+            .unwrap_or_else(|e| panic!("reading ConfigMap {namespace}/{name}: {e}"))
+            .data
+            .unwrap_or_default()
     })
-    .join()
-    .expect("reading a ConfigMap")
 }

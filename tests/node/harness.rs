@@ -332,20 +332,13 @@ impl Drop for System {
             self.client.clone(),
             [self.apps.clone(), self.namespace.clone()],
         );
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                for name in names {
-                    let _ = Api::<Namespace>::all(client.clone())
-                        .delete(&name, &DeleteParams::background())
-                        .await;
-                }
-            });
-        })
-        .join();
+        crate::common::kube::block_on_thread(|| async move {
+            for name in names {
+                let _ = Api::<Namespace>::all(client.clone())
+                    .delete(&name, &DeleteParams::background())
+                    .await;
+            }
+        });
     }
 }
 
