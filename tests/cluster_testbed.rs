@@ -3,7 +3,9 @@
 //! the pod bridge, their output lands in the kubelet's pod-log files, and
 //! `down` leaves the host as it found it (no mounts, no bridge, no iptables
 //! chains, the sysctls the kubelet set restored). The cluster is brought up
-//! again at the end, so later tests find it running.
+//! again at the end, so later tests find it running. A pod on the bridge with
+//! an HTTP readiness probe gets Ready (the kubelet reaches it on the bridge),
+//! and no pod or Service address routes through any interface but the bridge.
 
 mod common;
 
@@ -11,12 +13,77 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use common::cluster::{self, Cluster};
+
+/// One test of this file at a time: the first stops and restarts the cluster.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The pod bridge, the pod subnet and the Service CIDR (testbed/cluster/lib.sh).
+const BRIDGE: &str = "privnode0";
+const POD_PREFIX: &str = "198.18.0.";
+const SERVICE_PREFIX: &str = "198.19.0.";
+const NFT_TABLE: &str = "privatize_node";
+
+fn ip_json(args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new("ip")
+        .arg("-j")
+        .args(args)
+        .output()
+        .expect("running ip");
+    assert!(
+        out.status.success(),
+        "ip -j {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("ip -j {}: {e}", args.join(" ")))
+}
+
+/// The interface `ip route get ADDR` sends ADDR through (None: no route).
+fn route_dev(addr: &str) -> Option<String> {
+    let out = std::process::Command::new("ip")
+        .args(["-j", "route", "get", addr])
+        .output()
+        .expect("running ip");
+    if !out.status.success() {
+        return None;
+    }
+    let routes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    routes[0]["dev"].as_str().map(str::to_string)
+}
+
+/// The interface of the host's default route, if it has one.
+fn default_route_dev() -> Option<String> {
+    ip_json(&["route", "show", "default"])
+        .as_array()
+        .and_then(|r| r.first().cloned())
+        .and_then(|r| r["dev"].as_str().map(str::to_string))
+}
+
+fn nft_has_table(name: &str) -> bool {
+    std::process::Command::new("nft")
+        .args(["list", "table", "inet", name])
+        .output()
+        .expect("running nft")
+        .status
+        .success()
+}
+
+async fn create_namespace(client: &Client, prefix: &str) -> String {
+    let ns = format!("{prefix}-{}", common::unique() % 1_000_000);
+    let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap();
+    cluster::wait_for_default_service_account(client, &ns).await;
+    ns
+}
 
 /// `key=value` lines of the sysctls `up` recorded before the kubelet first ran.
 fn recorded_sysctls(cluster: &Cluster) -> BTreeMap<String, String> {
@@ -108,6 +175,7 @@ async fn run_pod(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_runs_pods_on_both_networks_and_down_leaves_the_host_clean() {
+    let _serial = SERIAL.lock().await;
     common::testbed(); // the source registry holds the node's images
     let started = Instant::now();
     let cluster = cluster::up();
@@ -118,13 +186,7 @@ async fn the_node_runs_pods_on_both_networks_and_down_leaves_the_host_clean() {
         "up returned before the node was Ready"
     );
 
-    let ns = format!("cluster-testbed-{}", common::unique() % 1_000_000);
-    let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
-        .unwrap();
-    cluster::wait_for_default_service_account(&client, &ns).await;
+    let ns = create_namespace(&client, "cluster-testbed").await;
 
     let host_line = format!("hello from the host network {}", common::unique());
     let bridge_line = format!("hello from the pod bridge {}", common::unique());
@@ -200,6 +262,15 @@ async fn the_node_runs_pods_on_both_networks_and_down_leaves_the_host_clean() {
         !Path::new("/sys/class/net/privnode0").exists(),
         "the bridge is left after down"
     );
+    assert!(
+        !nft_has_table(NFT_TABLE),
+        "nft table inet {NFT_TABLE} is left after down"
+    );
+    assert_ne!(
+        route_dev(&format!("{SERVICE_PREFIX}1")).as_deref(),
+        Some(BRIDGE),
+        "the Service CIDR's route is left after down"
+    );
     for (key, value) in &recorded {
         assert_eq!(&sysctl(key), value, "sysctl {key} after down");
     }
@@ -237,6 +308,106 @@ async fn the_node_runs_pods_on_both_networks_and_down_leaves_the_host_clean() {
         node_ready(&client).await,
         "the node is not Ready after the second up"
     );
+    Api::<Namespace>::all(client)
+        .delete(&ns, &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probed_bridge_pod_gets_ready_and_no_pod_or_service_address_routes_off_the_machine() {
+    let _serial = SERIAL.lock().await;
+    common::testbed();
+    let cluster = cluster::up();
+    let client = cluster.client().await;
+    let ns = create_namespace(&client, "cluster-network").await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+
+    // Only the kubelet on the host dials the pod here (its readiness probe):
+    // Ready means the pod IP routed to the bridge and the probe got there.
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "probed", "labels": {"app": "probed"}},
+        "spec": {
+            "automountServiceAccountToken": false,
+            "enableServiceLinks": false,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "web",
+                "image": cluster::busybox_image(),
+                "command": ["sh", "-c",
+                    "mkdir -p /www && echo ready >/www/index.html && exec httpd -f -p 8080 -h /www"],
+                "ports": [{"containerPort": 8080}],
+                "readinessProbe": {
+                    "httpGet": {"path": "/index.html", "port": 8080},
+                    "periodSeconds": 1,
+                    "failureThreshold": 1,
+                },
+            }],
+        },
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let pod = loop {
+        let pod = pods.get("probed").await.unwrap();
+        let ready = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        if ready {
+            break pod;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pod {ns}/probed not Ready after 90 s (the kubelet's probe did not reach it): {:?}",
+            pod.status
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let pod_ip = pod.status.and_then(|s| s.pod_ip).unwrap();
+    assert!(
+        pod_ip.starts_with(POD_PREFIX),
+        "the probed pod's IP {pod_ip} is not in the pod subnet"
+    );
+
+    let service: Service = serde_json::from_value(json!({
+        "metadata": {"name": "probed"},
+        "spec": {"selector": {"app": "probed"}, "ports": [{"port": 80, "targetPort": 8080}]},
+    }))
+    .unwrap();
+    let service = Api::<Service>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &service)
+        .await
+        .unwrap();
+    let cluster_ip = service.spec.and_then(|s| s.cluster_ip).unwrap();
+    assert!(
+        cluster_ip.starts_with(SERVICE_PREFIX),
+        "the Service got ClusterIP {cluster_ip}, outside the testbed's Service CIDR"
+    );
+
+    let outward = default_route_dev();
+    assert_ne!(outward.as_deref(), Some(BRIDGE));
+    for addr in [
+        pod_ip.clone(),
+        format!("{POD_PREFIX}13"),
+        format!("{POD_PREFIX}254"),
+        cluster_ip.clone(),
+        format!("{SERVICE_PREFIX}1"), // the `kubernetes` Service
+        format!("{SERVICE_PREFIX}254"),
+    ] {
+        let dev = route_dev(&addr);
+        assert_eq!(
+            dev.as_deref(),
+            Some(BRIDGE),
+            "{addr} routes through {dev:?} (the default route's interface is {outward:?})"
+        );
+    }
+    assert!(
+        nft_has_table(NFT_TABLE),
+        "the fence table inet {NFT_TABLE} is missing while the node runs"
+    );
+
     Api::<Namespace>::all(client)
         .delete(&ns, &DeleteParams::default())
         .await

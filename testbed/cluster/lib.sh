@@ -19,6 +19,15 @@ TARGET_PORT=${TARGET_PORT:-15443}
 NODE_NAME=privatize-node
 BRIDGE=${CLUSTER_BRIDGE:-privnode0}
 POD_CIDR=198.18.0.0/24
+# The bridge holds the pod subnet's gateway address, so the host routes the
+# subnet to the bridge (never out through its default route).
+BRIDGE_GW=198.18.0.1
+# The cluster apiserver's Service CIDR: routed to the bridge as well.
+SERVICE_CIDR=198.19.0.0/24
+# The testbed's own nft table: nothing is forwarded between the bridge and
+# another interface, and nothing to a pod or Service address leaves through
+# another interface.
+NFT_TABLE=privatize_node
 
 RUN=$STATE/run     # PID files, sockets
 LOGS=$STATE/logs
