@@ -4,8 +4,10 @@
 mod inputs;
 mod outputs;
 pub mod pods;
+pub mod record;
 pub mod secrets;
 mod select;
+pub mod settle;
 
 use json_patch::jsonptr::PointerBuf;
 

@@ -16,6 +16,8 @@ pub mod release;
 pub mod review;
 pub mod secrets;
 pub mod setup;
+pub mod sources;
+pub mod sweep;
 pub mod tls;
 
 use std::net::SocketAddr;

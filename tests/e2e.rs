@@ -10,14 +10,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
 use serde_json::{json, Value};
 
 use common::kube::{kubeconfig_path, TestNamespace};
-use common::serve_gate::{complete_job, free_port, run_job_command, target_digest};
+use common::serve_gate::{
+    complete_job, free_port, run_job_command, target_digest, wait_for_copy_jobs,
+};
 use common::{stderr, stdout, testbed};
 
 struct Stop(Child);
@@ -189,11 +190,7 @@ async fn install_serve_credentials_gate_copy_login_and_refresh() {
     assert_eq!(pull_secrets, ["privatize-ecr"]);
 
     // 5. The Job's command, the Job marked complete, the pod released, digests equal.
-    let jobs = Api::<Job>::namespaced(app.client.clone(), &system)
-        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=privatize"))
-        .await
-        .unwrap()
-        .items;
+    let jobs = wait_for_copy_jobs(&app.client, &system, 1).await;
     assert_eq!(jobs.len(), 1);
     let copied = run_job_command(&jobs[0]);
     assert!(copied.status.success(), "{}", stderr(&copied));

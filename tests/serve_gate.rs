@@ -80,12 +80,42 @@ fn is_released(pod: &Pod) -> bool {
     gates(pod).is_empty() && !pod.labels().contains_key("privatize.io/gated")
 }
 
-async fn copy_jobs(ns: &TestNamespace) -> Vec<Job> {
+/// The copy Jobs in the test namespace now.
+async fn jobs_now(ns: &TestNamespace) -> Vec<Job> {
     Api::<Job>::namespaced(ns.client.clone(), &ns.name)
         .list(&ListParams::default().labels("app.kubernetes.io/managed-by=privatize"))
         .await
         .unwrap()
         .items
+}
+
+/// The copy Jobs once `ok` holds of them: the gate controller creates them
+/// shortly after a pod exists, not in the admission.
+async fn jobs_when(ns: &TestNamespace, what: &str, ok: impl Fn(&[Job]) -> bool) -> Vec<Job> {
+    let start = Instant::now();
+    loop {
+        let jobs = jobs_now(ns).await;
+        if ok(&jobs) {
+            return jobs;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "{what}: not after 15 s ({} Jobs)",
+            jobs.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The copy Jobs, once there is one.
+async fn copy_jobs(ns: &TestNamespace) -> Vec<Job> {
+    jobs_when(ns, "a copy Job", |jobs| !jobs.is_empty()).await
+}
+
+/// The copy Jobs after the gate controller has had time to make any (2 s).
+async fn settled_jobs(ns: &TestNamespace) -> Vec<Job> {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    jobs_now(ns).await
 }
 
 async fn events(ns: &TestNamespace, pod: &str, reason: &str) -> Vec<Event> {
@@ -160,7 +190,7 @@ async fn a_missing_image_is_gated_copied_by_one_job_and_released() {
     assert_eq!(image(&second), target);
     assert!(gates(&second).is_empty());
     assert_eq!(
-        copy_jobs(&ns).await.len(),
+        settled_jobs(&ns).await.len(),
         1,
         "no second Job for an image already mirrored"
     );
@@ -222,7 +252,9 @@ async fn a_copy_pod_that_exited_0_releases_the_gate_before_its_job_is_marked_com
 async fn a_failed_job_reverts_the_pod_with_a_warning_event() {
     let _serial = SERIAL.lock().await;
     let ns = TestNamespace::new("gate-fail").await;
-    let serve = GateServe::start(&ns, &[]).await;
+    // The image does not exist, so anonymous access to it is refused: only in a
+    // namespace allowed private sources is it gated and copied (and fails).
+    let serve = GateServe::start(&ns, &["--private-source-namespaces", "*"]).await;
     let source = format!(
         "{}/test/does-not-exist:v{}",
         common::testbed().source(),
@@ -256,7 +288,12 @@ async fn a_failed_job_reverts_the_pod_with_a_warning_event() {
 async fn a_pod_gated_past_the_gate_timeout_is_reverted() {
     let _serial = SERIAL.lock().await;
     let ns = TestNamespace::new("gate-timeout").await;
-    let serve = GateServe::start(&ns, &["--gate-timeout", "3s"]).await;
+    // A missing image: gated only where private sources are allowed (see above).
+    let serve = GateServe::start(
+        &ns,
+        &["--gate-timeout", "3s", "--private-source-namespaces", "*"],
+    )
+    .await;
     let source = format!(
         "{}/test/never-copied:v{}",
         common::testbed().source(),
@@ -299,7 +336,7 @@ async fn two_replicas_release_each_pod_exactly_once() {
         assert_eq!(gates(&created), ["privatize.io/mirror"]);
     }
     let jobs = copy_jobs(&ns).await;
-    assert_eq!(jobs.len(), 1, "one Job for six pods");
+    assert_eq!(settled_jobs(&ns).await.len(), 1, "one Job for six pods");
     assert!(run_job_command(&jobs[0]).status.success());
     complete_job(&ns.client, &ns.name, &jobs[0], true).await;
     for name in &names {

@@ -178,6 +178,26 @@ pub struct ServeArgs {
     #[arg(long, env = "PRIVATIZE_GATE_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
     pub gate_timeout: std::time::Duration,
 
+    /// Copy Jobs running at once, in all; more wait (their pods stay gated, the gate timeout still applies)
+    #[arg(long, env = "PRIVATIZE_MAX_COPY_JOBS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_copy_jobs: u32,
+
+    /// Copy Jobs running at once for pods of one namespace (its share of --max-copy-jobs)
+    #[arg(long, env = "PRIVATIZE_MAX_COPY_JOBS_PER_NAMESPACE", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_copy_jobs_per_namespace: u32,
+
+    /// Distinct images to mirror one pod may have; a pod with more is allowed unchanged, with a warning
+    #[arg(long, env = "PRIVATIZE_MAX_IMAGES_PER_POD", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_images_per_pod: u32,
+
+    /// Namespaces (globs, comma-separated) whose pods may have images mirrored that cannot be read anonymously; elsewhere such an image is left unchanged [default: none]
+    #[arg(
+        long,
+        env = "PRIVATIZE_PRIVATE_SOURCE_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub private_source_namespaces: Vec<String>,
+
     /// activeDeadlineSeconds of the copy Jobs
     #[arg(long, env = "PRIVATIZE_COPY_JOB_ACTIVE_DEADLINE", default_value = "15m", value_parser = humantime::parse_duration)]
     pub copy_job_active_deadline: std::time::Duration,

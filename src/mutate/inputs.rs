@@ -1,5 +1,6 @@
 //! What a pod admission decision is made from besides the request: the settings,
-//! and the facts the I/O layer looked up (presence in the target, the pull Secret).
+//! and the facts the I/O layer looked up (presence in the target, whether a
+//! source can be read anonymously, the pull Secret).
 
 use std::collections::HashMap;
 
@@ -14,7 +15,7 @@ pub struct Settings {
     /// What a pod whose image is not mirrored yet gets.
     pub swap_policy: SwapPolicy,
     /// The effective `PRIVATIZE_EXCLUDE`: registries (`HOST[:PORT]`, globs) or, with a
-    /// `/`, reference globs. Use [`super::pods::default_exclude`] when the user set none.
+    /// `/`, reference globs. Use [`super::select::default_exclude`] when the user set none.
     /// The target is excluded whatever this says.
     pub exclude: Vec<String>,
     /// Namespace globs whose pods are never touched.
@@ -23,6 +24,11 @@ pub struct Settings {
     pub include_registries: Vec<String>,
     /// `PRIVATIZE_DRY_RUN`: decide and report, but patch nothing and copy nothing.
     pub dry_run: bool,
+    /// Namespace globs whose pods may have images mirrored that cannot be read
+    /// anonymously (`PRIVATIZE_PRIVATE_SOURCE_NAMESPACES`); empty: none.
+    pub private_source_namespaces: Vec<String>,
+    /// Distinct images to mirror one pod may have; a pod with more is left unchanged.
+    pub max_images_per_pod: usize,
 }
 
 impl Settings {
@@ -32,12 +38,39 @@ impl Settings {
         Self {
             target,
             swap_policy: SwapPolicy::Gate,
-            exclude: super::pods::default_exclude(),
+            exclude: super::select::default_exclude(),
             exclude_namespaces: Vec::new(),
             include_registries: Vec::new(),
             dry_run: false,
+            private_source_namespaces: Vec::new(),
+            max_images_per_pod: DEFAULT_MAX_IMAGES_PER_POD,
         }
     }
+
+    /// Whether pods of `namespace` may have images mirrored that anonymous
+    /// clients cannot read (the installation's source credentials would copy
+    /// them into a registry every namespace pulls from).
+    pub fn private_sources_allowed(&self, namespace: &str) -> bool {
+        self.private_source_namespaces
+            .iter()
+            .map(|glob| glob.trim())
+            .any(|glob| !glob.is_empty() && super::glob_match(glob, namespace))
+    }
+}
+
+/// The default of `PRIVATIZE_MAX_IMAGES_PER_POD`.
+pub const DEFAULT_MAX_IMAGES_PER_POD: usize = 32;
+
+/// Whether a source can be read with no credentials (a manifest HEAD through
+/// the anonymous token flow).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone may pull it.
+    Public,
+    /// Refused (or not found) without credentials.
+    Private,
+    /// No answer (timeout, error, budget spent).
+    Unknown,
 }
 
 /// Whether a target reference exists in the target registry.
@@ -60,6 +93,10 @@ pub struct Facts {
     /// The managed pull Secret's name, when the pod's namespace is enabled for ECR
     /// credentials and the Secret exists there.
     pub pull_secret: Option<String>,
+    /// Anonymous access per source reference (`ImageRef::to_string()` of the
+    /// source), looked up only where private sources are not allowed; a source
+    /// absent from the map counts as [`Access::Unknown`] there.
+    pub access: HashMap<String, Access>,
 }
 
 impl Facts {
@@ -69,5 +106,13 @@ impl Facts {
             .get(&target.to_string())
             .copied()
             .unwrap_or(Presence::Unknown)
+    }
+
+    /// Anonymous access to one source (unknown when not looked up).
+    pub fn access_of(&self, source: &ImageRef) -> Access {
+        self.access
+            .get(&source.to_string())
+            .copied()
+            .unwrap_or(Access::Unknown)
     }
 }

@@ -5,7 +5,7 @@ use std::fmt;
 
 use json_patch::PatchOperation;
 
-use super::pods::SKIP_ANNOTATION;
+use super::record::SKIP_ANNOTATION;
 use super::select::LeaveReason;
 use crate::image::ImageRef;
 
@@ -44,6 +44,9 @@ pub struct Candidate {
     pub original: String,
     /// Where the container sits.
     pub kind: ContainerKind,
+    /// Whether the I/O layer must also ask if the source can be read
+    /// anonymously (private sources are not allowed in the pod's namespace).
+    pub check_access: bool,
 }
 
 /// What happened to one container's image.
@@ -63,6 +66,9 @@ pub enum Outcome {
     KeptNoPullSecret,
     /// Some image's presence is unknown: the whole pod is allowed unchanged.
     PresenceUnknown,
+    /// Whether some source can be read anonymously is unknown (where private
+    /// sources are not allowed): the whole pod is allowed unchanged.
+    SourceUnknown,
     /// Not mirrored at all.
     LeftAlone(LeaveReason),
 }
@@ -77,6 +83,7 @@ impl Outcome {
             Self::KeptUntilCopied => "kept_until_copied",
             Self::KeptNoPullSecret => "kept_no_pull_secret",
             Self::PresenceUnknown => "presence_unknown",
+            Self::SourceUnknown => "source_unknown",
             Self::LeftAlone(reason) => reason.label(),
         }
     }
@@ -99,6 +106,9 @@ impl fmt::Display for Outcome {
             Self::KeptUntilCopied => f.write_str("original kept until the copy lands"),
             Self::KeptNoPullSecret => f.write_str("original kept: the pod lacks the pull secret"),
             Self::PresenceUnknown => f.write_str("unchanged: presence in the target unknown"),
+            Self::SourceUnknown => {
+                f.write_str("unchanged: whether the source can be read anonymously is unknown")
+            }
             Self::LeftAlone(reason) => write!(f, "left alone: {reason}"),
         }
     }
@@ -140,6 +150,8 @@ pub enum SkipReason {
     Operation(String),
     /// The request carries no object (or, on UPDATE, no old object).
     NoObject,
+    /// More distinct images to mirror than `PRIVATIZE_MAX_IMAGES_PER_POD`.
+    TooManyImages { count: usize, max: usize },
 }
 
 impl SkipReason {
@@ -150,6 +162,7 @@ impl SkipReason {
             Self::Annotated => "skip_annotation",
             Self::Operation(_) => "operation",
             Self::NoObject => "no_object",
+            Self::TooManyImages { .. } => "too_many_images",
         }
     }
 }
@@ -161,6 +174,10 @@ impl fmt::Display for SkipReason {
             Self::Annotated => write!(f, "annotated {SKIP_ANNOTATION}: \"true\""),
             Self::Operation(op) => write!(f, "{op} is answered unchanged"),
             Self::NoObject => f.write_str("request without the pod object"),
+            Self::TooManyImages { count, max } => write!(
+                f,
+                "{count} distinct images to mirror, over the limit of {max} per pod"
+            ),
         }
     }
 }
@@ -172,10 +189,15 @@ pub struct Decision {
     pub patch: Vec<PatchOperation>,
     /// Every container image looked at, with its outcome (empty when skipped).
     pub images: Vec<ImageOutcome>,
-    /// Copies to start, one per target (empty on dry runs).
+    /// Copies to start now, one per target: only an ephemeral container's
+    /// (its pod exists already); other pods' copies are started by the gate
+    /// controller once the pod exists. Empty on dry runs.
     pub copies: Vec<ImageCopy>,
     /// Whether the pod waits (or, on a dry run, would wait) at the gate.
     pub gated: bool,
+    /// Whether the pod is not gated but an image of it is still to be copied
+    /// (labelled `privatize.io/copy-pending` so the gate controller starts it).
+    pub copy_pending: bool,
     /// Set when the whole pod was skipped, with why.
     pub skipped: Option<SkipReason>,
     /// Messages for the API client and the log (invalid images, unknown presence).

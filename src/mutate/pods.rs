@@ -8,23 +8,17 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::{AdmissionRequest, Operation};
 use serde_json::{json, Map, Value};
 
-pub use super::inputs::{Facts, Presence, Settings};
+pub use super::inputs::{Access, Facts, Presence, Settings, DEFAULT_MAX_IMAGES_PER_POD};
 pub use super::outputs::{
     Candidate, ContainerKind, Decision, ImageCopy, ImageOutcome, Outcome, SkipReason,
 };
+use super::pointer;
+use super::record::exclusion;
+pub use super::record::{COPY_PENDING_LABEL, GATE, GATED_LABEL, ORIGINAL_IMAGES, SKIP_ANNOTATION};
 pub use super::select::{default_exclude, LeaveReason, PLACEHOLDER_IMAGES};
 use super::select::{select, Selection};
-use super::{glob_match, pointer};
 use crate::cli::SwapPolicy;
 
-/// The scheduling gate a pod waits at until every image it needs is in the target.
-pub const GATE: &str = "privatize.io/mirror";
-/// Label (value `"true"`) on every pod we gated, so the releaser watches a label selector.
-pub const GATED_LABEL: &str = "privatize.io/gated";
-/// Annotation: JSON object {container name: original reference as written}.
-pub const ORIGINAL_IMAGES: &str = "privatize.io/original-images";
-/// Annotation: `"true"` leaves the whole pod alone.
-pub const SKIP_ANNOTATION: &str = "privatize.io/skip";
 /// The subresource `kubectl debug` updates to add ephemeral containers.
 const EPHEMERAL_SUBRESOURCE: &str = "ephemeralcontainers";
 
@@ -41,6 +35,11 @@ struct Slot<'a> {
 struct Scope<'a> {
     pod: &'a Pod,
     ephemeral: bool,
+    /// The pod names its node (`kubectl debug node/…`): the API refuses a
+    /// scheduling gate there, so missing images get the `exists` answer.
+    has_node: bool,
+    /// Whether images that cannot be read anonymously may be mirrored here.
+    private_sources: bool,
     slots: Vec<Slot<'a>>,
 }
 
@@ -62,6 +61,7 @@ pub fn candidates(request: &AdmissionRequest<Pod>, settings: &Settings) -> Vec<C
                     target,
                     original: slot.image.to_string(),
                     kind: slot.kind,
+                    check_access: !scope.private_sources,
                 })
             }
             _ => None,
@@ -73,20 +73,63 @@ pub fn candidates(request: &AdmissionRequest<Pod>, settings: &Settings) -> Vec<C
 ///
 /// Pod CREATE: `containers` and `initContainers`. UPDATE of `pods/ephemeralcontainers`:
 /// only the ephemeral containers not in the old object, never gated. Anything else is
-/// skipped. One image of unknown presence leaves the whole pod unchanged, with a warning.
-/// An admission `dryRun` gets the same patch but no copies; `settings.dry_run` gets
-/// neither, while `images` and `gated` still say what would have happened.
+/// skipped. One image of unknown presence leaves the whole pod unchanged, with a warning;
+/// so does a source of unknown anonymous access where private sources are not allowed,
+/// and a private one there is left alone. A pod that names its node is never gated.
+/// Copies of a new pod are started by the gate controller once the pod exists (a pod a
+/// later admission stage refuses leaves none); only an ephemeral container's copy is
+/// started from here. An admission `dryRun` gets the same patch but no copies;
+/// `settings.dry_run` gets neither, while `images` and `gated` still say what would
+/// have happened.
 pub fn decide(request: &AdmissionRequest<Pod>, settings: &Settings, facts: &Facts) -> Decision {
-    let scope = match scope(request, settings) {
+    let mut scope = match scope(request, settings) {
         Ok(scope) => scope,
         Err(reason) => {
+            let warnings = match reason {
+                SkipReason::TooManyImages { .. } => vec![format!("{reason}: pod left unchanged")],
+                _ => Vec::new(),
+            };
             return Decision {
                 skipped: Some(reason),
+                warnings,
                 ..Decision::default()
-            }
+            };
         }
     };
     let mut decision = Decision::default();
+    if !scope.private_sources {
+        let mut unknown = Vec::new();
+        for slot in &mut scope.slots {
+            let Selection::Mirror { source, .. } = &slot.selection else {
+                continue;
+            };
+            match facts.access_of(source) {
+                Access::Public => {}
+                Access::Private => {
+                    decision.warnings.push(format!(
+                        "container {}: {} cannot be read anonymously and namespace may not mirror private images: left unchanged",
+                        slot.name, slot.image
+                    ));
+                    slot.selection = Selection::Leave(LeaveReason::PrivateSource);
+                }
+                Access::Unknown => unknown.push(source.to_string()),
+            }
+        }
+        if !unknown.is_empty() {
+            unknown.dedup();
+            for source in unknown {
+                decision.warnings.push(format!(
+                    "could not tell whether {source} can be read anonymously: pod left unchanged"
+                ));
+            }
+            decision.images = scope
+                .slots
+                .iter()
+                .map(|slot| image_outcome(slot, Outcome::SourceUnknown))
+                .collect();
+            return decision;
+        }
+    }
     for slot in &scope.slots {
         if let Selection::Leave(LeaveReason::Unparsable(why)) = &slot.selection {
             decision
@@ -130,18 +173,18 @@ pub fn decide(request: &AdmissionRequest<Pod>, settings: &Settings, facts: &Fact
             Selection::Leave(reason) => Outcome::LeftAlone(reason.clone()),
             Selection::Mirror { source, target } => {
                 let present = facts.presence_of(target) == Presence::Present;
-                if !present && copied.insert(target.to_string()) {
+                if !present && scope.ephemeral && copied.insert(target.to_string()) {
                     decision.copies.push(ImageCopy {
                         source: source.clone(),
                         target: target.clone(),
                     });
                 }
-                let outcome = slot_outcome(
-                    scope.ephemeral,
-                    present,
-                    secret_on_pod,
-                    settings.swap_policy,
-                );
+                let policy = if scope.has_node {
+                    SwapPolicy::Exists
+                } else {
+                    settings.swap_policy
+                };
+                let outcome = slot_outcome(scope.ephemeral, present, secret_on_pod, policy);
                 if outcome.rewrites() {
                     decision
                         .patch
@@ -167,6 +210,14 @@ pub fn decide(request: &AdmissionRequest<Pod>, settings: &Settings, facts: &Fact
         decision.images.push(image_outcome(slot, outcome));
     }
     decision.gated = decision.images.iter().any(|i| i.outcome == Outcome::Gated);
+    decision.copy_pending = !scope.ephemeral
+        && !decision.gated
+        && decision.images.iter().any(|i| {
+            matches!(
+                i.outcome,
+                Outcome::KeptUntilCopied | Outcome::RewrittenBeforeCopy
+            )
+        });
     // The ephemeralcontainers subresource keeps only ephemeral container changes, so
     // pod-level fields are patched on CREATE only.
     if !scope.ephemeral {
@@ -264,9 +315,18 @@ fn pod_level_ops(decision: &mut Decision, scope: &Scope<'_>, facts: &Facts) {
                 json!({ "name": GATE }),
             );
         }
+    }
+    let label = if decision.gated {
+        Some(GATED_LABEL)
+    } else if decision.copy_pending {
+        Some(COPY_PENDING_LABEL)
+    } else {
+        None
+    };
+    if let Some(label) = label {
         let labels = meta.labels.as_ref();
-        if labels.and_then(|l| l.get(GATED_LABEL)).map(String::as_str) != Some("true") {
-            add_map_entry(&mut ops, "labels", labels, GATED_LABEL, "true".to_string());
+        if labels.and_then(|l| l.get(label)).map(String::as_str) != Some("true") {
+            add_map_entry(&mut ops, "labels", labels, label, "true".to_string());
         }
     }
     let uses_target = decision.images.iter().any(|image| {
@@ -347,21 +407,8 @@ fn scope<'a>(
         .filter(|ns| !ns.is_empty())
         .or(pod.metadata.namespace.as_deref())
         .unwrap_or_default();
-    if let Some(glob) = settings
-        .exclude_namespaces
-        .iter()
-        .map(|glob| glob.trim())
-        .find(|glob| !glob.is_empty() && glob_match(glob, namespace))
-    {
-        return Err(SkipReason::NamespaceExcluded(glob.to_string()));
-    }
-    let skip = pod
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(SKIP_ANNOTATION));
-    if skip.is_some_and(|value| value.trim().eq_ignore_ascii_case("true")) {
-        return Err(SkipReason::Annotated);
+    if let Some(reason) = exclusion(namespace, pod, settings) {
+        return Err(reason);
     }
     let mut images: Vec<(ContainerKind, usize, &str, Option<&str>)> = Vec::new();
     if let Some(spec) = &pod.spec {
@@ -405,10 +452,30 @@ fn scope<'a>(
                 selection,
             })
         })
+        .collect::<Vec<_>>();
+    let distinct: HashSet<String> = slots
+        .iter()
+        .filter_map(|slot| match &slot.selection {
+            Selection::Mirror { target, .. } => Some(target.to_string()),
+            Selection::Leave(_) => None,
+        })
         .collect();
+    if distinct.len() > settings.max_images_per_pod {
+        return Err(SkipReason::TooManyImages {
+            count: distinct.len(),
+            max: settings.max_images_per_pod,
+        });
+    }
+    let has_node = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty());
     Ok(Scope {
         pod,
         ephemeral,
+        has_node,
+        private_sources: settings.private_sources_allowed(namespace),
         slots,
     })
 }

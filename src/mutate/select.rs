@@ -37,6 +37,9 @@ pub enum LeaveReason {
     Excluded(String),
     /// The include allowlist is set and names no registry of this image.
     NotIncluded,
+    /// It cannot be read anonymously, and the pod's namespace may not mirror
+    /// private sources (`PRIVATIZE_PRIVATE_SOURCE_NAMESPACES`).
+    PrivateSource,
 }
 
 impl LeaveReason {
@@ -48,6 +51,7 @@ impl LeaveReason {
             Self::InTarget => "in_target",
             Self::Excluded(_) => "excluded",
             Self::NotIncluded => "not_included",
+            Self::PrivateSource => "private-source",
         }
     }
 }
@@ -60,6 +64,9 @@ impl fmt::Display for LeaveReason {
             Self::InTarget => f.write_str("already in the target registry"),
             Self::Excluded(entry) => write!(f, "excluded by {entry:?}"),
             Self::NotIncluded => f.write_str("registry not in the include list"),
+            Self::PrivateSource => f.write_str(
+                "the source cannot be read anonymously and this namespace may not mirror private images",
+            ),
         }
     }
 }

@@ -1,7 +1,8 @@
-//! Copy Jobs (DESIGN §4, §10): the pure Job spec for one image, and the
-//! create-or-reuse call that makes sure exactly one such Job exists.
+//! Copy Jobs (DESIGN §4, §10, §11): the pure Job spec for one image, the
+//! caps on how many run at once (in all, and per requesting namespace), and
+//! the create-or-reuse call that makes sure exactly one such Job exists.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use anyhow::{Context, Result};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
@@ -21,6 +22,8 @@ use crate::manifest::sha256_digest;
 
 /// Label with the hash that names a copy Job.
 pub const SOURCE_HASH_LABEL: &str = "privatize.io/source-hash";
+/// Label with the namespace whose pod first wanted the copy (its share of the cap).
+pub const REQUESTED_BY_LABEL: &str = "privatize.io/requested-by";
 /// Annotations with the Job's source and target references.
 pub const SOURCE_ANNOTATION: &str = "privatize.io/source";
 pub const TARGET_ANNOTATION: &str = "privatize.io/target";
@@ -59,14 +62,23 @@ fn source_hash(source: &ImageRef, target: &ImageRef) -> String {
     digest.trim_start_matches("sha256:")[..16].to_string()
 }
 
-/// The copy Job for one image (pure).
-pub fn copy_job(settings: &JobSettings, source: &ImageRef, target: &ImageRef) -> Job {
+/// The copy Job for one image (pure), first wanted by a pod of `requested_by`.
+pub fn copy_job(
+    settings: &JobSettings,
+    source: &ImageRef,
+    target: &ImageRef,
+    requested_by: &str,
+) -> Job {
     let hash = source_hash(source, target);
-    let labels = BTreeMap::from([
+    let selector = BTreeMap::from([
         (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
         (SOURCE_HASH_LABEL.to_string(), hash),
     ]);
-    let mut pod_labels = labels.clone();
+    let mut labels = selector.clone();
+    if !requested_by.is_empty() {
+        labels.insert(REQUESTED_BY_LABEL.to_string(), requested_by.to_string());
+    }
+    let mut pod_labels = selector;
     // Istio reads the label (and the annotation, on older versions): a sidecar would keep the Job running.
     pod_labels.insert("sidecar.istio.io/inject".into(), "false".into());
     let annotations = BTreeMap::from([
@@ -125,6 +137,9 @@ pub fn copy_job(settings: &JobSettings, source: &ImageRef, target: &ImageRef) ->
         ]),
         env: (!env.is_empty()).then_some(env),
         volume_mounts: (!mounts.is_empty()).then_some(mounts),
+        // The copy's last stderr line is its one-line error: serve names it
+        // in the MirrorFailed Event (the log tail when the copy failed).
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
         resources: Some(ResourceRequirements {
             requests: Some(BTreeMap::from([
                 ("cpu".into(), Quantity("50m".into())),
@@ -173,7 +188,7 @@ pub fn copy_job(settings: &JobSettings, source: &ImageRef, target: &ImageRef) ->
         metadata: ObjectMeta {
             name: Some(job_name(source, target)),
             namespace: Some(settings.namespace.clone()),
-            labels: Some(labels.clone()),
+            labels: Some(labels),
             annotations: Some(annotations),
             ..Default::default()
         },
@@ -223,6 +238,88 @@ pub fn job_state(job: &Job) -> JobState {
     } else {
         JobState::Running
     }
+}
+
+/// Caps on copy Jobs running at once (DESIGN §11 "Bounded work").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    /// In all (`PRIVATIZE_MAX_COPY_JOBS`).
+    pub total: usize,
+    /// Requested by one namespace (`PRIVATIZE_MAX_COPY_JOBS_PER_NAMESPACE`).
+    pub per_namespace: usize,
+}
+
+/// The running copy Jobs, counted for the caps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Running {
+    pub total: usize,
+    pub by_namespace: HashMap<String, usize>,
+}
+
+impl Running {
+    /// Counts the Jobs that are still running (a Job's namespace share is its
+    /// `privatize.io/requested-by` label).
+    pub fn of<'a>(jobs: impl IntoIterator<Item = &'a Job>) -> Self {
+        let mut running = Self::default();
+        for job in jobs {
+            if job_state(job) != JobState::Running || job.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            running.add(requested_by(job));
+        }
+        running
+    }
+
+    fn add(&mut self, namespace: &str) {
+        self.total += 1;
+        *self.by_namespace.entry(namespace.to_string()).or_default() += 1;
+    }
+}
+
+fn requested_by(job: &Job) -> &str {
+    job.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(REQUESTED_BY_LABEL))
+        .map(String::as_str)
+        .unwrap_or_default()
+}
+
+/// Which of the wanted copies (`(namespace, job name)`, oldest pod first)
+/// may start now: one per Job name, round-robin across namespaces so that
+/// no namespace starves the others, within both caps. Pure.
+pub fn admit_copies(wanted: &[(String, String)], running: &Running, caps: Caps) -> Vec<usize> {
+    let mut queues: Vec<(&str, Vec<usize>)> = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, (namespace, job)) in wanted.iter().enumerate() {
+        if !seen.insert(job.as_str()) {
+            continue;
+        }
+        match queues.iter_mut().find(|(ns, _)| *ns == namespace.as_str()) {
+            Some((_, queue)) => queue.push(i),
+            None => queues.push((namespace.as_str(), vec![i])),
+        }
+    }
+    let mut running = running.clone();
+    let mut admitted = Vec::new();
+    let mut progressed = true;
+    while progressed && running.total < caps.total {
+        progressed = false;
+        for (namespace, queue) in queues.iter_mut() {
+            if running.total >= caps.total {
+                break;
+            }
+            if running.by_namespace.get(*namespace).copied().unwrap_or(0) >= caps.per_namespace
+                || queue.is_empty()
+            {
+                continue;
+            }
+            admitted.push(queue.remove(0));
+            running.add(namespace);
+            progressed = true;
+        }
+    }
+    admitted
 }
 
 /// What `ensure` found or did.
@@ -335,7 +432,7 @@ mod tests {
     #[test]
     fn copy_job_runs_sync_image_without_an_api_token_as_non_root() {
         let (source, target) = pair();
-        let job = copy_job(&settings(), &source, &target);
+        let job = copy_job(&settings(), &source, &target, "app");
         let spec = job.spec.as_ref().unwrap();
         assert_eq!(spec.backoff_limit, Some(1));
         assert_eq!(spec.active_deadline_seconds, Some(900));
@@ -375,12 +472,68 @@ mod tests {
         );
     }
 
+    fn wanted(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(ns, job)| (ns.to_string(), job.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn copies_start_round_robin_across_namespaces_within_both_caps() {
+        let want = wanted(&[
+            ("a", "j1"),
+            ("a", "j2"),
+            ("a", "j3"),
+            ("a", "j4"),
+            ("b", "j5"),
+            ("c", "j6"),
+            ("c", "j1"), // the same Job again: one start
+        ]);
+        let caps = Caps {
+            total: 5,
+            per_namespace: 2,
+        };
+        let admitted = admit_copies(&want, &Running::default(), caps);
+        let jobs: Vec<&str> = admitted.iter().map(|&i| want[i].1.as_str()).collect();
+        assert_eq!(jobs, ["j1", "j5", "j6", "j2"]);
+        // What already runs counts: namespace a is at its share, the total has one slot.
+        let running = Running {
+            total: 4,
+            by_namespace: HashMap::from([("a".to_string(), 2), ("b".to_string(), 2)]),
+        };
+        let admitted = admit_copies(&want, &running, caps);
+        let jobs: Vec<&str> = admitted.iter().map(|&i| want[i].1.as_str()).collect();
+        assert_eq!(jobs, ["j6"]);
+        assert!(admit_copies(
+            &want,
+            &Running {
+                total: 5,
+                ..running
+            },
+            caps
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn the_requesting_namespace_labels_the_job_but_not_its_selector() {
+        let (source, target) = pair();
+        let job = copy_job(&settings(), &source, &target, "team-a");
+        assert_eq!(
+            job.metadata.labels.as_ref().unwrap()[REQUESTED_BY_LABEL],
+            "team-a"
+        );
+        let pod_labels = job.spec.unwrap().template.metadata.unwrap().labels.unwrap();
+        assert!(!pod_labels.contains_key(REQUESTED_BY_LABEL));
+    }
+
     #[test]
     fn source_credentials_secret_becomes_the_jobs_docker_config() {
         let (source, target) = pair();
         let mut s = settings();
         s.source_credentials_secret = Some("hub-creds".into());
-        let job = copy_job(&s, &source, &target);
+        let job = copy_job(&s, &source, &target, "app");
         let pod = job.spec.unwrap().template.spec.unwrap();
         let volume = &pod.volumes.unwrap()[0];
         assert_eq!(

@@ -83,6 +83,9 @@ pub struct Metrics {
     secrets_injected: Counter,
     certificate_expiry: Gauge,
     certificate_reloads: Family<Labels1, Counter>,
+    pods_refused: Counter,
+    copy_jobs_deferred: Counter,
+    source_checks: Family<Labels2, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -207,6 +210,24 @@ impl Metrics {
             "Serving certificate loads from files, by result (loaded, rejected)",
             Described(certificate_reloads.clone()),
         );
+        let pods_refused = Counter::default();
+        registry.register(
+            "pods_refused",
+            "Pods carrying privatize's gate or labels that privatize did not write (not released, reverted or copied for)",
+            pods_refused.clone(),
+        );
+        let copy_jobs_deferred = Counter::default();
+        registry.register(
+            "copy_jobs_deferred",
+            "Copy Jobs wanted but held back by the running-Job caps (total or per namespace)",
+            copy_jobs_deferred.clone(),
+        );
+        let source_checks = Family::default();
+        registry.register(
+            "source_checks",
+            "Checks whether a source can be read anonymously, by result (public, private, unknown) and cache (hit, miss)",
+            Described(source_checks.clone()),
+        );
         Self {
             registry,
             admissions,
@@ -226,6 +247,9 @@ impl Metrics {
             secrets_injected,
             certificate_expiry,
             certificate_reloads,
+            pods_refused,
+            copy_jobs_deferred,
+            source_checks,
         }
     }
 
@@ -325,6 +349,24 @@ impl Metrics {
     /// Seconds until the serving certificate expires (negative when it has).
     pub fn set_certificate_expiry(&self, seconds_left: i64) {
         self.certificate_expiry.set(seconds_left);
+    }
+
+    /// A pod carried privatize's marks without a record privatize would write.
+    pub fn pod_refused(&self) {
+        self.pods_refused.inc();
+    }
+
+    /// A wanted copy Job was held back by a cap.
+    pub fn copy_job_deferred(&self) {
+        self.copy_jobs_deferred.inc();
+    }
+
+    /// An anonymous-access check of a source: `public`, `private` or `unknown`.
+    pub fn source_check(&self, result: &str, cache_hit: bool) {
+        let cache = if cache_hit { "hit" } else { "miss" };
+        self.source_checks
+            .get_or_create(&[("result", result.to_string()), ("cache", cache.to_string())])
+            .inc();
     }
 
     /// A certificate pair read from files: `loaded` or `rejected`.

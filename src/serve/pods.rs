@@ -1,14 +1,16 @@
 //! The pod webhook's I/O around the pure decision (`mutate::pods`): looks up
-//! presence, the namespace's pull Secret, starts copy Jobs, and turns the
-//! decision into an AdmissionResponse. Any error of ours allows the pod
-//! unchanged with a warning (the webhook is `failurePolicy: Ignore`).
+//! presence, anonymous access to sources where private sources are not
+//! allowed, the namespace's pull Secret, starts an ephemeral container's
+//! copy (other copies start in the gate controller, once the pod exists), and
+//! turns the decision into an AdmissionResponse. Any error of ours allows the
+//! pod unchanged with a warning (the webhook is `failurePolicy: Ignore`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use futures_util::future::join_all;
+use futures_util::{stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::api::{Api, DynamicObject};
 use kube::core::admission::{AdmissionRequest, AdmissionResponse};
@@ -16,12 +18,15 @@ use kube::Client;
 
 use super::flights::Flights;
 use super::gate::Gate;
-use super::jobs::{self, Ensured, JobSettings};
+use super::jobs::{admit_copies, JobSettings, Running};
 use super::metrics::Metrics;
 use super::presence::Checker;
+use super::sources::Sources;
 use crate::cli::ServeArgs;
 use crate::ecr::tokens::TokenCache;
-use crate::mutate::pods::{candidates, decide, Decision, Facts, Outcome, Presence, Settings};
+use crate::mutate::pods::{
+    candidates, decide, Access, Decision, Facts, Outcome, Presence, Settings,
+};
 use crate::mutate::secrets::{ECR_ANYWHERE_NAMESPACE_LABEL, NAMESPACE_LABEL};
 use tokio_util::sync::CancellationToken;
 
@@ -29,18 +34,18 @@ use tokio_util::sync::CancellationToken;
 const ENABLED_LABELS: [(&str, &str); 2] = [NAMESPACE_LABEL, ECR_ANYWHERE_NAMESPACE_LABEL];
 /// Audit annotation (and log field) with the per-container decision.
 pub const IMAGES_AUDIT_KEY: &str = "images";
-/// Time limit of one copy-Job creation (DESIGN §10).
-const JOB_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a namespace's pull-Secret answer is kept.
 const PULL_SECRET_TTL: Duration = Duration::from_secs(30);
-/// How long a created copy Job is trusted to be there without asking again.
-const JOB_TTL: Duration = Duration::from_secs(30);
+/// Registry lookups (presence, anonymous access) one admission runs at once;
+/// the image cap per pod bounds how many there are.
+const LOOKUP_CONCURRENCY: usize = 8;
 
 /// The pod webhook.
 pub struct Pods {
     pub settings: Settings,
     pub client: Client,
     pub checker: Arc<Checker>,
+    pub sources: Arc<Sources>,
     pub jobs: JobSettings,
     pub metrics: Arc<Metrics>,
     pub gate: Arc<Gate>,
@@ -64,10 +69,12 @@ impl Pods {
         self.gate.clone().run(shutdown).await
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn from_parts(
         settings: Settings,
         client: Client,
         checker: Arc<Checker>,
+        sources: Arc<Sources>,
         jobs: JobSettings,
         metrics: Arc<Metrics>,
         gate: Arc<Gate>,
@@ -77,6 +84,7 @@ impl Pods {
             settings,
             client,
             checker,
+            sources,
             jobs,
             metrics,
             gate,
@@ -94,12 +102,32 @@ impl Pods {
             Err(err) => return self.unchanged(response, "decode", format!("{err:#}")),
         };
         let found = candidates(&request, &self.settings);
-        let checks = found.iter().map(|c| async {
-            let (presence, hit) = self.checker.check(&c.target).await;
-            self.metrics.presence_check(presence_label(presence), hit);
-            (c.target.to_string(), presence)
-        });
-        let presence: HashMap<String, Presence> = join_all(checks).await.into_iter().collect();
+        // Futures built in a loop, not in a stream closure: rustc cannot
+        // prove such closures' futures Send (rust-lang/rust#102211).
+        let mut presence_checks = Vec::new();
+        let mut access_checks = Vec::new();
+        for c in &found {
+            let (checker, metrics, target) =
+                (self.checker.clone(), self.metrics.clone(), c.target.clone());
+            presence_checks.push(async move {
+                let (presence, hit) = checker.check(&target).await;
+                metrics.presence_check(presence_label(presence), hit);
+                (target.to_string(), presence)
+            });
+            if c.check_access {
+                let (sources, source) = (self.sources.clone(), c.source.clone());
+                access_checks
+                    .push(async move { (source.to_string(), sources.access(&source).await) });
+            }
+        }
+        let presence: HashMap<String, Presence> = stream::iter(presence_checks)
+            .buffer_unordered(LOOKUP_CONCURRENCY)
+            .collect()
+            .await;
+        let access: HashMap<String, Access> = stream::iter(access_checks)
+            .buffer_unordered(LOOKUP_CONCURRENCY)
+            .collect()
+            .await;
         let pull_secret = match (&request.namespace, found.is_empty()) {
             (Some(namespace), false) => self.pull_secret(namespace).await,
             _ => None,
@@ -110,9 +138,11 @@ impl Pods {
             &Facts {
                 presence,
                 pull_secret,
+                access,
             },
         );
-        if let Err(err) = self.start_copies(&decision).await {
+        let namespace = request.namespace.clone().unwrap_or_default();
+        if let Err(err) = self.start_copies(&decision, &namespace).await {
             return self.unchanged(response, "job", format!("{err:#}"));
         }
         self.count(&decision);
@@ -139,37 +169,33 @@ impl Pods {
         response
     }
 
-    async fn start_copies(&self, decision: &Decision) -> Result<()> {
-        for copy in &decision.copies {
-            let job = jobs::copy_job(&self.jobs, &copy.source, &copy.target);
-            let name = job.metadata.name.clone().unwrap_or_default();
-            let client = self.client.clone();
-            let metrics = self.metrics.clone();
-            let key = name.clone();
-            let (result, _) = self
-                .gate
-                .ensured_jobs
-                .get(&key, move || async move {
-                    let result = match tokio::time::timeout(JOB_TIMEOUT, jobs::ensure(&client, &job)).await {
-                        Ok(Ok(ensured)) => Ok(ensured),
-                        Ok(Err(err)) => Err(format!("{err:#}")),
-                        Err(_) => Err(format!("creating copy Job {name}: no answer within {}s", JOB_TIMEOUT.as_secs())),
-                    };
-                    match &result {
-                        Ok(Ensured::Created | Ensured::Replaced) => {
-                            metrics.copy_job_created();
-                            tracing::info!(job = %name, source = %job_source(&job), "copy Job created");
-                        }
-                        Ok(Ensured::Running) => {}
-                        Err(err) => tracing::warn!(job = %name, error = %err, "copy Job not created"),
-                    }
-                    let keep = if result.is_ok() { JOB_TTL } else { Duration::ZERO };
-                    (result, keep)
+    /// Starts an ephemeral container's copy (its pod exists already), within
+    /// the caps: over them, the copy waits for a later debug session. Nudges
+    /// the gate controller, which starts every other pod's copies.
+    async fn start_copies(&self, decision: &Decision, namespace: &str) -> Result<()> {
+        if !decision.copies.is_empty() {
+            let wanted: Vec<(String, String)> = decision
+                .copies
+                .iter()
+                .map(|c| {
+                    let job = super::jobs::job_name(&c.source, &c.target);
+                    (namespace.to_string(), job)
                 })
-                .await;
-            result.map_err(anyhow::Error::msg)?;
+                .collect();
+            let running = Running::of(self.gate.job_store.state().iter().map(|j| j.as_ref()));
+            let admitted = admit_copies(&wanted, &running, self.gate.config.caps);
+            for _ in admitted.len()..wanted.len() {
+                self.metrics.copy_job_deferred();
+            }
+            for i in admitted {
+                let copy = &decision.copies[i];
+                self.gate
+                    .ensure_copy(&copy.source, &copy.target, namespace)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+            }
         }
-        if decision.gated {
+        if decision.gated || decision.copy_pending {
             // The copy may already be done (another pod's Job): let the gate look.
             self.gate.nudge.notify_one();
         }
@@ -200,8 +226,8 @@ impl Pods {
         for image in &decision.images {
             match &image.outcome {
                 outcome if outcome.rewrites() => self.metrics.image_rewritten(),
-                Outcome::PresenceUnknown => {
-                    self.metrics.image_allowed_unchanged("presence_unknown")
+                Outcome::PresenceUnknown | Outcome::SourceUnknown => {
+                    self.metrics.image_allowed_unchanged(image.outcome.label())
                 }
                 outcome => self.metrics.image_skipped(outcome.label()),
             }
@@ -275,14 +301,6 @@ fn typed(request: AdmissionRequest<DynamicObject>) -> Result<AdmissionRequest<Po
         dry_run: request.dry_run,
         options: request.options,
     })
-}
-
-fn job_source(job: &k8s_openapi::api::batch::v1::Job) -> String {
-    job.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(jobs::SOURCE_ANNOTATION).cloned())
-        .unwrap_or_default()
 }
 
 fn presence_label(presence: Presence) -> &'static str {

@@ -6,19 +6,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use k8s_openapi::api::core::v1::{EnvVar, Pod};
-use kube::api::Api;
-use kube::Client;
-use tokio::sync::Notify;
-
 use super::copy_ca;
-use super::gate::Gate;
-use super::jobs::{self, JobSettings};
+use super::gate::{Gate, GateConfig};
+use super::jobs::{self, Caps, JobSettings};
 use super::metrics::Metrics;
 use super::passon;
 use super::pods::Pods;
 use super::presence::{CacheTimes, Checker, TargetAuth};
+use super::sources::Sources;
 use crate::cli::{ServeArgs, TargetKind};
 use crate::copy_job::template::{self, PodTemplate};
 use crate::copy_job::{self, CA_DIR, CA_VOLUME};
@@ -28,6 +23,10 @@ use crate::mutate::pods::{default_exclude, Settings};
 use crate::mutate::secrets::EcrRegistry;
 use crate::registry::auth::{config_path, parse_creds, read_config};
 use crate::registry::Transport;
+use anyhow::{bail, Context, Result};
+use k8s_openapi::api::core::v1::{EnvVar, Pod};
+use kube::api::Api;
+use kube::Client;
 
 /// Time limit of one presence HEAD (DESIGN §10).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
@@ -61,6 +60,13 @@ pub async fn pods(
         exclude_namespaces: args.exclude_namespaces.clone(),
         include_registries: args.include_registries.clone(),
         dry_run: args.dry_run,
+        private_source_namespaces: args
+            .private_source_namespaces
+            .iter()
+            .filter(|g| !g.trim().is_empty())
+            .cloned()
+            .collect(),
+        max_images_per_pod: args.max_images_per_pod as usize,
     };
     let own_pod = own_pod(&client).await?;
     let pod_template = match &args.copy_job_pod_template {
@@ -79,7 +85,7 @@ pub async fn pods(
         plain_http: args.transport.plain_http.clone(),
     };
     let checker = Arc::new(Checker::new(
-        transport,
+        transport.clone(),
         target_auth(args, &target.host, tokens).await?,
         CacheTimes {
             present: args.presence_cache_ttl,
@@ -87,23 +93,33 @@ pub async fn pods(
             timeout: HEAD_TIMEOUT,
         },
     ));
+    let sources = Arc::new(Sources::new(
+        &transport,
+        args.presence_cache_ttl,
+        HEAD_TIMEOUT,
+        metrics.clone(),
+    )?);
     let instance = std::env::var("POD_NAME").unwrap_or_else(|_| "privatize".into());
-    let gate = Arc::new(Gate {
+    let gate = Arc::new(Gate::new(GateConfig {
         client: client.clone(),
         checker: checker.clone(),
+        sources: sources.clone(),
         jobs: jobs.clone(),
+        caps: Caps {
+            total: args.max_copy_jobs as usize,
+            per_namespace: args.max_copy_jobs_per_namespace as usize,
+        },
         metrics: metrics.clone(),
-        target: target.clone(),
+        settings: settings.clone(),
         sweep_interval: args.sweep_interval,
         gate_timeout: args.gate_timeout,
         instance,
-        nudge: Arc::new(Notify::new()),
-        ensured_jobs: Default::default(),
-    });
+    }));
     Ok(Pods::from_parts(
         settings,
         client,
         checker,
+        sources,
         jobs,
         metrics,
         gate,
@@ -134,7 +150,7 @@ fn read_pod_template(path: &Path) -> Result<PodTemplate> {
 /// The template merged into a sample Job must not clash with what privatize gives Jobs.
 fn check_merged(jobs: &JobSettings, path: &Path) -> Result<()> {
     let sample = ImageRef::parse("example.invalid/sample:1")?;
-    let job = jobs::copy_job(jobs, &sample, &sample);
+    let job = jobs::copy_job(jobs, &sample, &sample, "sample");
     let pod = job.spec.and_then(|s| s.template.spec).unwrap_or_default();
     match template::clash(&pod) {
         Some(clash) => bail!("invalid copy-Job pod template {}: {clash}", path.display()),

@@ -389,3 +389,24 @@ pub fn prune_from_target(reference: &str) {
         "deleting {url}"
     );
 }
+
+/// The copy Jobs in `namespace` once there are `count` of them: the gate
+/// controller makes them shortly after a pod exists (never in the
+/// admission). Panics after 15 s.
+pub async fn wait_for_copy_jobs(client: &kube::Client, namespace: &str, count: usize) -> Vec<Job> {
+    let api: Api<Job> = Api::namespaced(client.clone(), namespace);
+    let params = kube::api::ListParams::default().labels("app.kubernetes.io/managed-by=privatize");
+    let start = Instant::now();
+    loop {
+        let jobs = api.list(&params).await.unwrap().items;
+        if jobs.len() >= count {
+            return jobs;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "{count} copy Job(s) in {namespace}: {} after 15 s",
+            jobs.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -218,11 +218,7 @@ async fn an_installed_serve_admits_gates_and_releases_a_pod_with_installs_rbac()
     assert_eq!(pull_secrets, ["privatize-ecr"]);
 
     // 7. One copy Job in the install namespace, as the account with no API rights.
-    let jobs = Api::<Job>::namespaced(client.clone(), NS)
-        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=privatize"))
-        .await
-        .unwrap()
-        .items;
+    let jobs = crate::common::serve_gate::wait_for_copy_jobs(&client, NS, 1).await;
     assert_eq!(jobs.len(), 1, "{jobs:?}");
     let job = &jobs[0];
     let job_pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();

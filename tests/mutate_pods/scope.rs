@@ -90,6 +90,7 @@ fn new_ephemeral_containers_are_rewritten_when_present_and_never_gated() {
                 (tools_target.clone(), Presence::Missing),
             ]),
             pull_secret: None,
+            access: Default::default(),
         };
         let (decision, pod) = run("update_ephemeral_containers", &settings, &facts);
         assert_eq!(
@@ -129,6 +130,7 @@ fn ephemeral_image_kept_when_the_running_pod_lacks_the_pull_secret() {
             (format!("{ECR}/quay.io/org/tools:2"), Presence::Present),
         ]),
         pull_secret: Some(PULL_SECRET.into()),
+        access: Default::default(),
     };
     let (decision, pod) = run("update_ephemeral_containers", &settings(), &facts);
     assert!(decision.patch.is_empty());
@@ -154,8 +156,9 @@ fn admission_dry_run_patches_the_same_but_starts_no_copy() {
     let (wet, wet_pod) = run("create_containers_and_init", &settings, &facts);
     assert_eq!(dry.patch, wet.patch);
     assert_eq!(dry_pod, wet_pod);
-    assert!(dry.copies.is_empty());
-    assert_eq!(wet.copies.len(), 4);
+    // Neither starts a Job: copies start once a pod exists, which a dry run's never does.
+    assert!(dry.copies.is_empty() && wet.copies.is_empty());
+    assert_eq!(wanted(&review, &wet_pod, &settings, &facts).len(), 4);
     assert!(dry.gated);
 }
 

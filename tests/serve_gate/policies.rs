@@ -11,7 +11,10 @@ use kube::ResourceExt;
 
 use super::common::kube::TestNamespace;
 use super::common::serve_gate::{complete_job, run_job_command, GateServe};
-use super::{common, copy_jobs, gates, image, is_released, pod, wait_for, SERIAL};
+use super::{
+    common, copy_jobs, events, gates, image, is_released, jobs_when, pod, settled_jobs, wait_for,
+    SERIAL,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_target_allows_the_pod_unchanged_and_counts_it() {
@@ -27,7 +30,7 @@ async fn an_unreachable_target_allows_the_pod_unchanged_and_counts_it() {
         .unwrap();
     assert_eq!(image(&created), source);
     assert!(gates(&created).is_empty());
-    assert!(copy_jobs(&ns).await.is_empty());
+    assert!(settled_jobs(&ns).await.is_empty());
     assert_eq!(
         serve.metric("privatize_images_allowed_unchanged_total{reason=\"presence_unknown\"}"),
         1.0
@@ -36,13 +39,25 @@ async fn an_unreachable_target_allows_the_pod_unchanged_and_counts_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_copy_job_allows_the_pod_unchanged_and_counts_it() {
+async fn a_refused_copy_job_keeps_the_pod_gated_until_the_gate_timeout_reverts_it() {
     let _serial = SERIAL.lock().await;
     let ns = TestNamespace::new("gate-nojob").await;
     // Jobs go to a namespace being deleted (with its CA ConfigMap, which serve
     // checks at start): the apiserver refuses them.
     let jobs = TestNamespace::new("gate-nojob-jobs").await;
-    let serve = GateServe::start(&ns, &["--copy-job-namespace", &jobs.name]).await;
+    let serve = GateServe::start(
+        &ns,
+        &[
+            "--copy-job-namespace",
+            &jobs.name,
+            "--gate-timeout",
+            "4s",
+            // A missing image: gated only where private sources are allowed.
+            "--private-source-namespaces",
+            "*",
+        ],
+    )
+    .await;
     Api::<Namespace>::all(ns.client.clone())
         .delete(&jobs.name, &Default::default())
         .await
@@ -54,15 +69,20 @@ async fn a_refused_copy_job_allows_the_pod_unchanged_and_counts_it() {
     );
     let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
     let created = pods
-        .create(&PostParams::default(), &pod("as-is", &source))
+        .create(&PostParams::default(), &pod("waits", &source))
         .await
         .unwrap();
-    assert_eq!(image(&created), source);
-    assert!(gates(&created).is_empty());
-    assert_eq!(
-        serve.metric("privatize_images_allowed_unchanged_total{reason=\"job\"}"),
-        1.0
+    // Copies start once the pod exists: the admission gates it as usual.
+    assert_eq!(gates(&created), ["privatize.io/mirror"]);
+    let (reverted, _) = wait_for(&pods, "waits", "reverted", is_released).await;
+    assert_eq!(image(&reverted), source);
+    assert!(
+        serve.log().contains("copy Job not created"),
+        "{}",
+        serve.log()
     );
+    let warnings = events(&ns, "waits", "MirrorFailed").await;
+    assert_eq!(warnings.len(), 1);
     drop(serve);
 }
 
@@ -70,7 +90,8 @@ async fn a_refused_copy_job_allows_the_pod_unchanged_and_counts_it() {
 async fn a_dry_run_admission_rewrites_but_creates_no_job() {
     let _serial = SERIAL.lock().await;
     let ns = TestNamespace::new("gate-dry").await;
-    let serve = GateServe::start(&ns, &[]).await;
+    // A missing image: gated only where private sources are allowed.
+    let serve = GateServe::start(&ns, &["--private-source-namespaces", "*"]).await;
     let source = format!(
         "{}/test/dry:v{}",
         common::testbed().source(),
@@ -84,7 +105,10 @@ async fn a_dry_run_admission_rewrites_but_creates_no_job() {
     let answered = pods.create(&params, &pod("dry", &source)).await.unwrap();
     assert_eq!(image(&answered), serve.target_of(&source));
     assert_eq!(gates(&answered), ["privatize.io/mirror"]);
-    assert!(copy_jobs(&ns).await.is_empty(), "a dry run created a Job");
+    assert!(
+        settled_jobs(&ns).await.is_empty(),
+        "a dry run created a Job"
+    );
     assert!(pods.get_opt("dry").await.unwrap().is_none());
     drop(serve);
 }
@@ -102,7 +126,13 @@ async fn swap_policy_always_rewrites_at_once_and_exists_keeps_the_original_until
         .unwrap();
     assert_eq!(image(&created), serve.target_of(&source));
     assert!(gates(&created).is_empty());
+    assert_eq!(created.labels()["privatize.io/copy-pending"], "true");
     assert_eq!(copy_jobs(&ns).await.len(), 1);
+    // Its copy started, the label goes.
+    wait_for(&pods, "always", "unlabelled", |p| {
+        !p.labels().contains_key("privatize.io/copy-pending")
+    })
+    .await;
     drop(serve);
 
     let ns = TestNamespace::new("gate-policy-exists").await;
@@ -170,8 +200,11 @@ async fn a_pruned_image_is_noticed_and_its_finished_job_replaced() {
         ["privatize.io/mirror"],
         "the pruned image was not noticed"
     );
-    let replaced = copy_jobs(&ns).await;
-    assert_eq!(replaced.len(), 1);
+    let first_uid = jobs[0].uid();
+    let replaced = jobs_when(&ns, "the finished Job replaced", |jobs| {
+        jobs.len() == 1 && jobs[0].uid() != first_uid
+    })
+    .await;
     assert_eq!(replaced[0].name_any(), jobs[0].name_any());
     assert_ne!(
         replaced[0].uid(),
