@@ -30,6 +30,14 @@ mod policies;
 #[path = "serve_gate/placing.rs"]
 mod placing;
 
+/// What a tenant can do through serve: forged records, caps, quota, private sources (same lock).
+#[path = "serve_gate/tenants.rs"]
+mod tenants;
+
+/// 1,000 gated pods settle within the gate timeout (same lock).
+#[path = "serve_gate/scale.rs"]
+mod scale;
+
 fn pod(name: &str, image: &str) -> Pod {
     serde_json::from_value(json!({
         "metadata": {"name": name},

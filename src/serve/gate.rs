@@ -8,6 +8,7 @@
 //! the pods gated meanwhile.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -65,6 +66,56 @@ pub struct Gate {
     pub(super) warned: Mutex<HashSet<String>>,
 }
 
+/// What the watch tasks tell the controller loop.
+#[derive(Clone, Default)]
+struct Watches {
+    /// Something happened that may let a pod go.
+    changed: Arc<Notify>,
+    /// Watches that have listed everything once, and how many there are.
+    listed: Arc<AtomicUsize>,
+}
+
+impl Watches {
+    fn all_listed(&self) -> bool {
+        self.listed.load(Ordering::SeqCst) >= WATCHES
+    }
+
+    /// Drives one watch (its reflector updates the cache as it goes) until
+    /// it ends; `relevant` says which events mark the state dirty.
+    async fn drive<K, S>(
+        self,
+        what: &'static str,
+        stream: S,
+        mut relevant: impl FnMut(&watcher::Event<K>) -> bool + Send,
+    ) -> &'static str
+    where
+        S: futures_util::Stream<Item = watcher::Result<watcher::Event<K>>> + Send,
+        K: Send,
+    {
+        futures_util::pin_mut!(stream);
+        let mut listed = false;
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(event) => {
+                    if matches!(event, watcher::Event::InitDone) && !listed {
+                        listed = true;
+                        self.listed.fetch_add(1, Ordering::SeqCst);
+                        self.changed.notify_one();
+                    }
+                    if relevant(&event) {
+                        self.changed.notify_one();
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, "watching {what}"),
+            }
+        }
+        what
+    }
+}
+
+/// The watches the controller runs: gated pods, copy-pending pods, copy Jobs, their pods.
+const WATCHES: usize = 4;
+
 /// Whether a copy Job's pod has finished with success (every container exited 0).
 fn copy_succeeded(pod: &Pod) -> bool {
     pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded")
@@ -83,7 +134,9 @@ impl Gate {
         }
     }
 
-    /// Runs until `shutdown` fires.
+    /// Runs until `shutdown` fires. The watches run in tasks of their own,
+    /// so their caches stay current while a sweep runs; they only mark the
+    /// state dirty, and a short tick sweeps, so a burst of events costs one sweep.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Result<()> {
         let c = &self.config;
         let job_writer = self
@@ -96,37 +149,79 @@ impl Gate {
         let (gated, gated_writer) = reflector::store::<Pod>();
         let (pending, pending_writer) = reflector::store::<Pod>();
         let (copy_pods, copy_pod_writer) = reflector::store::<Pod>();
-        let mut gated_stream = watcher(
-            Api::<Pod>::all(c.client.clone()),
-            watcher::Config::default().labels(&format!("{GATED_LABEL}=true")),
-        )
-        .default_backoff()
-        .reflect(gated_writer)
-        .boxed();
-        let mut pending_stream = watcher(
-            Api::<Pod>::all(c.client.clone()),
-            watcher::Config::default().labels(&format!("{COPY_PENDING_LABEL}=true")),
-        )
-        .default_backoff()
-        .reflect(pending_writer)
-        .boxed();
-        let mut job_stream = watcher(
-            Api::<Job>::namespaced(c.client.clone(), &c.jobs.namespace),
-            watcher::Config::default().labels(&managed),
-        )
-        .default_backoff()
-        .reflect(job_writer)
-        .boxed();
+        let watches = Watches::default();
+        let mut tasks = tokio::task::JoinSet::new();
+        let pods_of = |label: &str| {
+            watcher(
+                Api::<Pod>::all(c.client.clone()),
+                watcher::Config::default().labels(&format!("{label}=true")),
+            )
+            .default_backoff()
+        };
+        tasks.spawn(watches.clone().drive(
+            "gated pods",
+            pods_of(GATED_LABEL).reflect(gated_writer),
+            |_| true,
+        ));
+        tasks.spawn(watches.clone().drive(
+            "copy-pending pods",
+            pods_of(COPY_PENDING_LABEL).reflect(pending_writer),
+            |_| true,
+        ));
         // The copy Jobs' pods: a copy that exited 0 has landed its image about
         // two seconds before the Job controller marks its Job complete, and a
         // failed one holds the copy's error.
-        let mut copy_pod_stream = watcher(
-            Api::<Pod>::namespaced(c.client.clone(), &c.jobs.namespace),
-            watcher::Config::default().labels(&managed),
-        )
-        .default_backoff()
-        .reflect(copy_pod_writer)
-        .boxed();
+        tasks.spawn(
+            watches.clone().drive(
+                "copy Jobs' pods",
+                watcher(
+                    Api::<Pod>::namespaced(c.client.clone(), &c.jobs.namespace),
+                    watcher::Config::default().labels(&managed),
+                )
+                .default_backoff()
+                .reflect(copy_pod_writer),
+                |event| match event {
+                    watcher::Event::Apply(pod) => copy_succeeded(pod),
+                    _ => false,
+                },
+            ),
+        );
+        let this = self.clone();
+        let mut finished_jobs: HashSet<String> = HashSet::new();
+        tasks.spawn(
+            watches.clone().drive(
+                "copy Jobs",
+                watcher(
+                    Api::<Job>::namespaced(c.client.clone(), &c.jobs.namespace),
+                    watcher::Config::default().labels(&managed),
+                )
+                .default_backoff()
+                .reflect(job_writer),
+                move |event| match event {
+                    watcher::Event::InitDone => {
+                        // A relist reports no deletions: keep only Jobs that still exist.
+                        let live: HashSet<String> = this
+                            .job_store
+                            .state()
+                            .iter()
+                            .filter_map(|j| j.uid())
+                            .collect();
+                        finished_jobs.retain(|uid| live.contains(uid));
+                        true
+                    }
+                    watcher::Event::Apply(job) | watcher::Event::InitApply(job) => {
+                        this.count_finished(job, &mut finished_jobs);
+                        job_state(job) != JobState::Running
+                    }
+                    watcher::Event::Delete(job) => {
+                        finished_jobs.remove(&job.uid().unwrap_or_default());
+                        // A freed slot under the caps may let a waiting copy start.
+                        true
+                    }
+                    watcher::Event::Init => false,
+                },
+            ),
+        );
         let recorder = Recorder::new(
             c.client.clone(),
             Reporter {
@@ -142,67 +237,41 @@ impl Gate {
         };
         let mut ticker = tokio::time::interval(c.sweep_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Events only mark the state dirty; a short tick sweeps, so a burst
-        // of events costs one sweep.
         let mut settle = tokio::time::interval(SETTLE);
         settle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut finished_jobs: HashSet<String> = HashSet::new();
-        let mut listed = [false; 4];
         let mut dirty = false;
+        // The next pod to reach the gate timeout, so it is reverted on time
+        // rather than at the next tick.
+        let mut timeout_at: Option<tokio::time::Instant> = None;
         loop {
+            let until_timeout = async {
+                match timeout_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
+                ended = tasks.join_next() => {
+                    let what = match ended {
+                        Some(Ok(what)) => what,
+                        Some(Err(join)) => return Err(anyhow::anyhow!("a gate watch panicked: {join}")),
+                        None => "every watch",
+                    };
+                    anyhow::bail!("the watch of {what} ended");
+                }
                 _ = ticker.tick() => dirty = true,
                 _ = self.nudge.notified() => dirty = true,
+                _ = watches.changed.notified() => dirty = true,
+                _ = until_timeout => { dirty = true; timeout_at = None }
                 _ = settle.tick() => {
-                    if dirty && listed.iter().all(|l| *l) {
+                    if dirty && watches.all_listed() {
+                        let swept = self.sweep(&stores, &recorder).await;
                         // A sweep cut short by its deadline goes on at the next tick.
-                        dirty = !self.sweep(&stores, &recorder).await;
+                        dirty = !swept.finished;
+                        timeout_at = swept.next;
                     }
                 }
-                event = gated_stream.next() => match event {
-                    Some(Ok(watcher::Event::InitDone)) => { listed[0] = true; dirty = true }
-                    Some(Ok(watcher::Event::Apply(_))) => dirty = true,
-                    Some(Ok(_)) => {}
-                    Some(Err(err)) => tracing::warn!(error = %err, "watching gated pods"),
-                    None => anyhow::bail!("the gated-pod watch ended"),
-                },
-                event = pending_stream.next() => match event {
-                    Some(Ok(watcher::Event::InitDone)) => { listed[1] = true; dirty = true }
-                    Some(Ok(watcher::Event::Apply(_))) => dirty = true,
-                    Some(Ok(_)) => {}
-                    Some(Err(err)) => tracing::warn!(error = %err, "watching copy-pending pods"),
-                    None => anyhow::bail!("the copy-pending pod watch ended"),
-                },
-                event = copy_pod_stream.next() => match event {
-                    Some(Ok(watcher::Event::InitDone)) => { listed[2] = true; dirty = true }
-                    Some(Ok(watcher::Event::Apply(pod))) => dirty |= copy_succeeded(&pod),
-                    Some(Ok(_)) => {}
-                    Some(Err(err)) => tracing::warn!(error = %err, "watching copy Jobs' pods"),
-                    None => anyhow::bail!("the copy-pod watch ended"),
-                },
-                event = job_stream.next() => match event {
-                    Some(Ok(watcher::Event::InitDone)) => {
-                        listed[3] = true;
-                        dirty = true;
-                        // A relist reports no deletions: keep only Jobs that still exist.
-                        let live: HashSet<String> =
-                            self.job_store.state().iter().filter_map(|j| j.uid()).collect();
-                        finished_jobs.retain(|uid| live.contains(uid));
-                    }
-                    Some(Ok(watcher::Event::Apply(job) | watcher::Event::InitApply(job))) => {
-                        self.count_finished(&job, &mut finished_jobs);
-                        dirty |= job_state(&job) != JobState::Running;
-                    }
-                    Some(Ok(watcher::Event::Delete(job))) => {
-                        finished_jobs.remove(&job.uid().unwrap_or_default());
-                        // A freed slot under the caps may let a waiting copy start.
-                        dirty = true;
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(err)) => tracing::warn!(error = %err, "watching copy Jobs"),
-                    None => anyhow::bail!("the copy-Job watch ended"),
-                },
             }
         }
     }

@@ -72,6 +72,32 @@ enum Action<'a> {
     Unpend(&'a Own),
 }
 
+/// What a sweep left.
+pub(super) struct Swept {
+    /// Everything was looked at and no copy started.
+    pub finished: bool,
+    /// When the first pod still waiting reaches the gate timeout.
+    pub next: Option<Instant>,
+}
+
+impl Swept {
+    const DONE: Self = Self {
+        finished: true,
+        next: None,
+    };
+}
+
+impl Action<'_> {
+    /// Whether this action settles `own`.
+    fn is(&self, own: &Own) -> bool {
+        let of = match self {
+            Action::Release(o) | Action::Unpend(o) => o,
+            Action::Revert { own, .. } => own,
+        };
+        std::ptr::eq(*of, own)
+    }
+}
+
 /// A wanted copy: the requesting namespace, the Job name, the image pair.
 struct Want {
     namespace: String,
@@ -80,9 +106,10 @@ struct Want {
 }
 
 impl Gate {
-    /// Looks at every marked pod once; `false` when the deadline cut it short
-    /// or copies were started (another sweep should follow soon).
-    pub(super) async fn sweep(&self, stores: &Stores, recorder: &Recorder) -> bool {
+    /// Looks at every marked pod once; `finished` is false when the deadline
+    /// cut it short or copies were started (another sweep should follow
+    /// soon); `next` is when the first pod still waiting reaches the gate timeout.
+    pub(super) async fn sweep(&self, stores: &Stores, recorder: &Recorder) -> Swept {
         let c = &self.config;
         let deadline = Instant::now() + c.sweep_interval.clamp(Duration::from_secs(1), MAX_SWEEP);
         let mut marked: Vec<(Arc<Pod>, bool)> = Vec::new();
@@ -102,7 +129,7 @@ impl Gate {
             .expect("warned lock")
             .retain(|uid| seen.contains(uid));
         if marked.is_empty() {
-            return true;
+            return Swept::DONE;
         }
         marked.sort_by_key(|(pod, _)| created(pod));
 
@@ -126,7 +153,7 @@ impl Gate {
             }
         }
         if own.is_empty() {
-            return true;
+            return Swept::DONE;
         }
 
         let mut targets = Vec::new();
@@ -193,9 +220,25 @@ impl Gate {
                 }
             }
         }
+        let waiting: Vec<Timestamp> = own
+            .iter()
+            .filter(|o| !actions.iter().any(|a| a.is(o)))
+            .map(|o| created(&o.pod))
+            .collect();
         let patched = self.apply(actions, recorder, deadline).await;
         let (copies_done, started) = self.start_copies(wanted, &stores.jobs, deadline).await;
-        all_asked && patched && copies_done && !started
+        let next = waiting.into_iter().min().map(|first| {
+            let left = (first - Timestamp::now())
+                .total(k8s_openapi::jiff::Unit::Second)
+                .unwrap_or(0.0)
+                + c.gate_timeout.as_secs_f64();
+            // Just past the timeout, so that sweep reverts it.
+            Instant::now() + Duration::from_secs_f64(left.max(0.0)) + Duration::from_millis(100)
+        });
+        Swept {
+            finished: all_asked && patched && copies_done && !started,
+            next,
+        }
     }
 
     /// One fresh HEAD per target, oldest pods' first, until the deadline;

@@ -18,6 +18,8 @@ pub const DOCKER_HUB_429: &str = r#"{"errors":[{"code":"TOOMANYREQUESTS","messag
 /// What the front does with one request.
 pub enum Action {
     Forward,
+    /// Forward after a pause (a slow registry).
+    ForwardAfter(Duration),
     Answer {
         status: u16,
         headers: Vec<(&'static str, String)>,
@@ -72,7 +74,7 @@ impl Front {
                             let path = path.as_str().to_string();
                             let action = rule(&method, &path);
                             let answered = match &action {
-                                Action::Forward => None,
+                                Action::Forward | Action::ForwardAfter(_) => None,
                                 Action::Answer { status, .. } => Some(*status),
                             };
                             seen.lock().unwrap().push(Seen {
@@ -83,6 +85,11 @@ impl Front {
                             });
                             let response = match action {
                                 Action::Forward => {
+                                    relay(&http, &upstream, method, &path, &query, &headers, body)
+                                        .await
+                                }
+                                Action::ForwardAfter(delay) => {
+                                    tokio::time::sleep(delay).await;
                                     relay(&http, &upstream, method, &path, &query, &headers, body)
                                         .await
                                 }

@@ -22,7 +22,7 @@ pub struct GateServe {
     pub https_port: u16,
     pub http_port: u16,
     pub prefix: String,
-    webhook: Option<String>,
+    webhooks: Vec<String>,
     dir: std::path::PathBuf,
 }
 
@@ -92,7 +92,7 @@ impl GateServe {
             https_port,
             http_port,
             prefix,
-            webhook: None,
+            webhooks: Vec::new(),
             dir,
         }
     }
@@ -159,7 +159,8 @@ impl GateServe {
         std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
     }
 
-    async fn register(&mut self, ns: &TestNamespace) {
+    /// Registers this serve for pods in one more namespace.
+    pub async fn register(&mut self, ns: &TestNamespace) {
         self.wait_ready();
         let ca = std::fs::read(self.dir.join("ca.crt")).unwrap();
         let name = format!("{}-{}", ns.name, self.https_port);
@@ -189,7 +190,7 @@ impl GateServe {
             .create(&PostParams::default(), &config)
             .await
             .unwrap();
-        self.webhook = Some(name);
+        self.webhooks.push(name);
     }
 
     /// The private reference serve gives a source.
@@ -235,7 +236,7 @@ impl Drop for GateServe {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if let Some(name) = self.webhook.take() {
+        for name in self.webhooks.drain(..) {
             super::kube::delete_from_drop::<MutatingWebhookConfiguration>(&name);
         }
     }
