@@ -2,6 +2,8 @@
 //! blobs stream from source to target (never buffered whole), in parallel,
 //! with retries. Tags are pushed last, so a failed copy tags nothing.
 
+pub mod tags;
+
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
