@@ -2,7 +2,11 @@
 //! repositories created with their settings, completed when a run died half-way,
 //! or reconciled when they drifted, and their tag mutability as ECR reports it.
 
+mod describe;
 pub mod tokens;
+
+use describe::describe_repository;
+pub use describe::repository_mutability;
 
 use std::time::{Duration, SystemTime};
 
@@ -213,45 +217,6 @@ pub async fn ensure_repository(
         ensured,
         mutability,
     })
-}
-
-/// The repository, `None` when there is none.
-async fn describe_repository(client: &Client, name: &str) -> Result<Option<Repository>> {
-    let described = client
-        .describe_repositories()
-        .repository_names(name)
-        .send()
-        .await;
-    match described {
-        Ok(out) => Ok(out.repositories().first().cloned()),
-        Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(|e| e.is_repository_not_found_exception()) =>
-        {
-            Ok(None)
-        }
-        Err(err) => {
-            Err(sdk_error(err)).with_context(|| format!("describing ECR repository {name}"))
-        }
-    }
-}
-
-/// Tag mutability as DescribeRepositories reports it (absent means ECR's default, MUTABLE).
-pub fn repository_mutability(repository: &Repository) -> Mutability {
-    let filters = || {
-        repository
-            .image_tag_mutability_exclusion_filters()
-            .iter()
-            .map(|f| f.filter().to_string())
-            .collect()
-    };
-    match repository.image_tag_mutability() {
-        Some(ImageTagMutability::Immutable) => Mutability::Immutable,
-        Some(ImageTagMutability::ImmutableWithExclusion) => Mutability::ImmutableExcept(filters()),
-        Some(ImageTagMutability::MutableWithExclusion) => Mutability::MutableExcept(filters()),
-        _ => Mutability::Mutable,
-    }
 }
 
 async fn create_repository(
