@@ -7,6 +7,7 @@ mod common;
 
 use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use common::front::{Action, Front};
@@ -158,6 +159,31 @@ fn two_references_of_one_tag_end_at_the_source_tag_in_either_order() {
     }
 }
 
+#[test]
+fn two_references_of_one_tag_copied_at_once_end_at_the_source_tag() {
+    let tb = testbed();
+    let app = App::new("race-at-once");
+    let old = app.build("tiny");
+    let new = app.build("oci-single");
+    let to = format!("{}/{}", tb.target(), app.prefix);
+    let running: Vec<_> = [app.pinned(&old), app.pinned(&new)]
+        .iter()
+        .map(|reference| {
+            let mut cmd = tb.privatize();
+            cmd.args(["sync-image", "--target-kind", "ecr", "--to", &to, reference])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    for child in running {
+        assert_ok(&child.wait_with_output().unwrap());
+    }
+    assert_eq!(app.target_tag("v1"), Some(new.clone()));
+    assert_eq!(app.target_tag(&anchor(&old)), Some(old));
+    assert_eq!(app.target_tag(&anchor(&new)), Some(new));
+}
+
 /// A source front that pushes `image` to `repo:v1` once, when the copy asks
 /// for its first blob: a new build landing in the middle of a copy.
 fn moving_front(repo: &str, image: &'static str) -> Front {
@@ -226,6 +252,65 @@ fn a_pinned_copy_whose_source_tag_moves_meanwhile_leaves_the_tag() {
 }
 
 #[test]
+fn a_pinned_copy_that_moved_the_tag_takes_it_on_when_the_source_moves_right_after() {
+    let tb = testbed();
+    let app = App::new("moved-after");
+    let old = app.build("tiny");
+    // The new build lands at the first look at the source tag once the
+    // target's v1 exists: just after this copy moved it.
+    let target_repo = Arc::new(OnceLock::<String>::new());
+    let (repo_seen, source_repo) = (target_repo.clone(), app.source_repo.clone());
+    let moved = AtomicBool::new(false);
+    let front = Front::start(tb.source(), move |_, path| {
+        let looks_at_tag = path.ends_with("/manifests/v1");
+        if looks_at_tag && !moved.load(Ordering::SeqCst) {
+            let landed = repo_seen
+                .get()
+                .is_some_and(|repo| target_tag(tb, repo, "v1").is_some());
+            if landed && !moved.swap(true, Ordering::SeqCst) {
+                push_build(tb, "oci-single", &source_repo, "v1");
+            }
+        }
+        Action::Forward
+    });
+    let host = front.addr.to_string().replace(':', "-");
+    let repo = format!("{}/{host}/{}", app.prefix, app.source_repo);
+    target_repo.set(repo.clone()).unwrap();
+    let mut cmd = tb.privatize();
+    cmd.env("PRIVATIZE_PLAIN_HTTP", front.addr.to_string())
+        .args([
+            "sync-image",
+            "--target-kind",
+            "ecr",
+            "--output",
+            "json",
+            "--to",
+            &format!("{}/{}", tb.target(), app.prefix),
+            &app.pinned(&old)
+                .replacen(tb.source(), &front.addr.to_string(), 1),
+        ]);
+    let out = cmd.output().unwrap();
+    assert_ok(&out);
+    let new = source_tag(tb, &app.source_repo, "v1").unwrap();
+    assert_ne!(
+        new, old,
+        "the front must have pushed a new build after the tag moved"
+    );
+    assert_eq!(
+        target_tag(tb, &repo, "v1"),
+        Some(new.clone()),
+        "the copy left v1 behind the source tag"
+    );
+    assert_eq!(target_tag(tb, &repo, &anchor(&old)), Some(old.clone()));
+    let line = json_line(&out);
+    assert_eq!(line["digest"], old.as_str());
+    assert_eq!(
+        line["tags"],
+        serde_json::json!({ anchor(&old): old, "v1": new })
+    );
+}
+
+#[test]
 fn an_immutable_tag_at_another_digest_fails_naming_tag_digests_and_cause() {
     let tb = testbed();
     let app = App::new("immutable");
@@ -280,11 +365,17 @@ fn under_immutable_tags_anchors_and_tags_in_place_are_no_conflict() {
     assert_ok(&out);
     assert_eq!(app.target_tag("v1"), None, "v1 moved to an older build");
 
-    for _ in 0..2 {
-        assert_ok(&app.sync(&[&app.pinned(&new)]));
-        assert_eq!(app.target_tag("v1"), Some(new.clone()));
-        assert_eq!(app.target_tag(&anchor(&new)), Some(new.clone()));
-    }
+    assert_ok(&app.sync(&[&app.pinned(&new)]));
+    assert_eq!(app.target_tag("v1"), Some(new.clone()));
+    assert_eq!(app.target_tag(&anchor(&new)), Some(new.clone()));
+    // Every tag already at the digest: nothing is pushed (ECR refuses even a same-digest push).
+    let again = app.sync(&["--log-format", "json", &app.pinned(&new)]);
+    assert_ok(&again);
+    assert!(
+        stderr(&again).contains(r#""unchanged":true"#),
+        "{}",
+        stderr(&again)
+    );
     assert_ok(&app.sync(&[&app.pinned(&old)]));
     assert_eq!(app.target_tag("v1"), Some(new));
 }
