@@ -1,8 +1,12 @@
 //! Edge: the AWS ECR API. Registry login tokens (GetAuthorizationToken) and
 //! repositories created with their settings, completed when a run died half-way,
-//! or reconciled when they drifted.
+//! or reconciled when they drifted, and their tag mutability as ECR reports it.
 
+mod describe;
 pub mod tokens;
+
+use describe::describe_repository;
+pub use describe::repository_mutability;
 
 use std::time::{Duration, SystemTime};
 
@@ -17,6 +21,8 @@ use aws_sdk_ecr::types::{
 };
 use aws_sdk_ecr::Client;
 use base64::Engine as _;
+
+use crate::registry::copy::tags::Mutability;
 
 /// The tag every repository privatize creates carries.
 pub const MANAGED_TAG: (&str, &str) = ("managed-by", "privatize");
@@ -160,40 +166,57 @@ pub enum Ensured {
     Reconciled(Vec<&'static str>),
 }
 
+/// A repository `ensure_repository` made sure of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnsuredRepository {
+    pub ensured: Ensured,
+    /// Its tag mutability now (DescribeRepositories, or what it was just set to).
+    pub mutability: Mutability,
+}
+
 /// Makes sure a repository exists with `settings`: a new one gets every setting or
 /// the call fails; one privatize made (tag `managed-by=privatize`) gets the
 /// policies it lacks (a run that died between CreateRepository and the policy
 /// calls left it so); with `reconcile`, any repository gets every drifted setting.
+/// Also says what the repository's tag mutability is, which decides whether a
+/// tag that exists may move.
 pub async fn ensure_repository(
     client: &Client,
     name: &str,
     settings: &RepositorySettings,
-) -> Result<Ensured> {
-    let described = client
-        .describe_repositories()
-        .repository_names(name)
-        .send()
-        .await;
-    let existing = match described {
-        Ok(out) => out.repositories().first().cloned(),
-        Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(|e| e.is_repository_not_found_exception()) =>
-        {
-            None
-        }
-        Err(err) => {
-            return Err(sdk_error(err)).with_context(|| format!("describing ECR repository {name}"))
-        }
+) -> Result<EnsuredRepository> {
+    let wanted = if settings.immutable_tags {
+        Mutability::Immutable
+    } else {
+        Mutability::Mutable
     };
-    match existing {
-        None => create_repository(client, name, settings).await,
+    let (ensured, mutability) = match describe_repository(client, name).await? {
+        None => match create_repository(client, name, settings).await? {
+            // Made by another copy a moment ago, perhaps with other settings: ask.
+            Ensured::Existing => {
+                let raced = describe_repository(client, name).await?;
+                let mutability = raced.as_ref().map_or(wanted, repository_mutability);
+                (Ensured::Existing, mutability)
+            }
+            ensured => (ensured, wanted),
+        },
         Some(repository) if settings.reconcile => {
-            reconcile_repository(client, name, &repository, settings).await
+            let ensured = reconcile_repository(client, name, &repository, settings).await?;
+            let mutability = match &ensured {
+                Ensured::Reconciled(fixed) if fixed.contains(&"tag-mutability") => wanted,
+                _ => repository_mutability(&repository),
+            };
+            (ensured, mutability)
         }
-        Some(repository) => complete_repository(client, name, &repository, settings).await,
-    }
+        Some(repository) => (
+            complete_repository(client, name, &repository, settings).await?,
+            repository_mutability(&repository),
+        ),
+    };
+    Ok(EnsuredRepository {
+        ensured,
+        mutability,
+    })
 }
 
 async fn create_repository(

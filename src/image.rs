@@ -100,16 +100,6 @@ impl ImageRef {
             (None, None) => oci_client::Reference::with_tag(host, repo, "latest".to_string()),
         }
     }
-
-    /// Tags the copy is pushed under: the source tag, plus `sha256-<hex>` for a
-    /// digest-pinned source so lifecycle rules for untagged images spare it.
-    pub fn tags_to_push(&self) -> Vec<String> {
-        let mut tags: Vec<String> = self.tag.iter().cloned().collect();
-        if let Some(digest) = &self.digest {
-            tags.push(digest_tag(digest));
-        }
-        tags
-    }
 }
 
 impl fmt::Display for ImageRef {

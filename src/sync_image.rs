@@ -1,6 +1,9 @@
-//! Room: `privatize sync-image`. Plan the names, log in, make sure the ECR
-//! repository exists, copy every image, print what was pushed.
+//! Room: `privatize sync-image`. Plan the names, log in, sync every image
+//! (`sync_image/mirror.rs`: repository, copy, tags), print what was pushed.
 
+mod mirror;
+
+use std::collections::BTreeMap;
 use std::io::IsTerminal as _;
 
 use anyhow::{bail, Context, Result};
@@ -14,6 +17,7 @@ use crate::progress::Reporter;
 use crate::registry::auth::{config_path, parse_creds, read_config, DockerConfig};
 use crate::registry::copy::{check_platform_filter, Copier, CopyOptions};
 use crate::registry::{self, Transport};
+use mirror::{Destination, Synced};
 
 /// One image to copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +32,16 @@ struct Line<'a> {
     target: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     digest: Option<&'a str>,
+    /// Target tags this run pushed or found in place → the digest each points at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tags: Option<&'a BTreeMap<String, String>>,
+    /// Target tags not moved → why.
+    #[serde(skip_serializing_if = "nothing_left")]
+    left: Option<&'a BTreeMap<String, String>>,
+}
+
+fn nothing_left(left: &Option<&BTreeMap<String, String>>) -> bool {
+    left.is_none_or(|left| left.is_empty())
 }
 
 /// Runs `sync-image`.
@@ -105,11 +119,15 @@ pub async fn run(args: SyncImageArgs) -> Result<()> {
         Progress::Auto => std::io::stderr().is_terminal(),
     };
     let reporter = Reporter::new(bars);
+    let destination = Destination {
+        ecr: ecr_client.as_ref(),
+        settings: &settings,
+    };
     let mut failures = Vec::new();
     for item in &plan {
-        let result = sync_one(&copier, ecr_client.as_ref(), &settings, item, &reporter).await;
+        let result = mirror::sync_one(&copier, &destination, item, &reporter).await;
         match result {
-            Ok(digest) => print_line(args.output, item, Some(&digest))?,
+            Ok(synced) => print_line(args.output, item, Some(&synced))?,
             Err(err) => {
                 failures.push(err.context(format!("copying {} to {}", item.source, item.target)))
             }
@@ -123,41 +141,6 @@ pub async fn run(args: SyncImageArgs) -> Result<()> {
                 eprintln!("error: {err:#}");
             }
             bail!("{n} of {} images failed", plan.len())
-        }
-    }
-}
-
-async fn sync_one(
-    copier: &Copier,
-    ecr_client: Option<&aws_sdk_ecr::Client>,
-    settings: &RepositorySettings,
-    item: &Planned,
-    reporter: &Reporter,
-) -> Result<String> {
-    let tags = item.target.tags_to_push();
-    let digest = copier.resolve(&item.source).await?;
-    if copier.up_to_date(&item.target, &tags, &digest).await? {
-        reporter
-            .image(&item.source.to_string())
-            .finish(&item.target.to_string(), &digest, None);
-        return Ok(digest);
-    }
-    if let Some(ecr_client) = ecr_client {
-        ecr::ensure_repository(ecr_client, &item.target.repository, settings).await?;
-    }
-    // The bar starts after the log lines above, so they do not tear it.
-    let progress = reporter.image(&item.source.to_string());
-    let copied = copier
-        .copy(&item.source, &digest, &item.target, &tags, &progress)
-        .await;
-    match copied {
-        Ok(copied) => {
-            progress.finish(&item.target.to_string(), &copied.digest, Some(&copied));
-            Ok(copied.digest)
-        }
-        Err(err) => {
-            progress.abandon();
-            Err(err)
         }
     }
 }
@@ -251,19 +234,21 @@ fn repository_settings(args: &SyncImageArgs) -> Result<RepositorySettings> {
     })
 }
 
-fn print_line(format: OutputFormat, item: &Planned, digest: Option<&str>) -> Result<()> {
-    let target = match digest {
-        Some(d) => pushed_reference(&item.target, d),
+fn print_line(format: OutputFormat, item: &Planned, synced: Option<&Synced>) -> Result<()> {
+    let target = match synced {
+        Some(synced) => pushed_reference(&item.target, synced),
         None => item.target.to_string(),
     };
     match format {
-        OutputFormat::Text if digest.is_none() => println!("{} -> {target}", item.source),
+        OutputFormat::Text if synced.is_none() => println!("{} -> {target}", item.source),
         OutputFormat::Text => println!("{target}"),
         OutputFormat::Json => {
             let line = Line {
                 source: item.source.to_string(),
                 target,
-                digest,
+                digest: synced.map(|s| s.digest.as_str()),
+                tags: synced.map(|s| &s.tags),
+                left: synced.map(|s| &s.left),
             };
             println!(
                 "{}",
@@ -274,10 +259,15 @@ fn print_line(format: OutputFormat, item: &Planned, digest: Option<&str>) -> Res
     Ok(())
 }
 
-/// `host/repo:tag@digest` of what was pushed.
-fn pushed_reference(target: &ImageRef, digest: &str) -> String {
+/// `host/repo:tag@digest` of what was pushed; the tag only when it points at the digest now.
+fn pushed_reference(target: &ImageRef, synced: &Synced) -> String {
+    let tag = target
+        .tag
+        .clone()
+        .filter(|tag| synced.tags.get(tag) == Some(&synced.digest));
     ImageRef {
-        digest: Some(digest.to_string()),
+        tag,
+        digest: Some(synced.digest.clone()),
         ..target.clone()
     }
     .to_string()

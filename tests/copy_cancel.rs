@@ -81,7 +81,7 @@ fn after_a_blob_fails_for_good_no_request_of_that_copy_reaches_the_registry() {
         );
         let digest = copier.resolve(&source).await.unwrap();
         let err = copier
-            .copy(&source, &digest, &target, &["v1".to_string()], &Unobserved)
+            .copy(&source, &digest, &target, &Unobserved)
             .await
             .unwrap_err();
         assert!(

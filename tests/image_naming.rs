@@ -1,6 +1,7 @@
 //! The reference normalisation and source → target naming rule (pure).
 
 use privatize::image::{host_component, is_valid_repository_name, ImageRef, TargetRegistry};
+use privatize::registry::copy::tags::TagPlan;
 
 const ECR: &str = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
 
@@ -60,15 +61,13 @@ fn digest_only_reference_is_tagged_for_lifecycle_safety() {
     let d = digest('b');
     let source = ImageRef::parse(&format!("ghcr.io/x/y@{d}")).unwrap();
     assert_eq!(source.tag, None);
-    assert_eq!(
-        source.tags_to_push(),
-        vec![format!("sha256-{}", "b".repeat(64))]
-    );
+    let plan = TagPlan::new(&source, &source);
+    assert_eq!(plan.named, None);
+    assert_eq!(plan.anchor(&d), Some(format!("sha256-{}", "b".repeat(64))));
     let both = ImageRef::parse(&format!("ghcr.io/x/y:v1@{d}")).unwrap();
-    assert_eq!(
-        both.tags_to_push(),
-        vec!["v1".to_string(), format!("sha256-{}", "b".repeat(64))]
-    );
+    let plan = TagPlan::new(&both, &both);
+    assert_eq!(plan.named.as_deref(), Some("v1"));
+    assert_eq!(plan.anchor(&d), Some(format!("sha256-{}", "b".repeat(64))));
 }
 
 #[test]

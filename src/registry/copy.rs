@@ -1,6 +1,9 @@
 //! The exact-bytes image copy: manifests travel as the bytes they came as,
 //! blobs stream from source to target (never buffered whole), in parallel,
-//! with retries. Tags are pushed last, so a failed copy tags nothing.
+//! with retries. A copy lands by digest; tags are pushed one by one after it
+//! (what may move is decided in `copy/tags.rs`), so a failed copy tags nothing.
+
+pub mod tags;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -12,6 +15,7 @@ use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use futures_util::{stream, StreamExt, TryStreamExt};
 use oci_client::client::{BlobResponse, SizedStream};
+use oci_client::errors::OciDistributionError;
 use oci_client::manifest::OciDescriptor;
 use oci_client::RegistryOperation;
 use reqwest::header::HeaderValue;
@@ -24,6 +28,7 @@ use crate::image::ImageRef;
 use crate::manifest::{
     filter_platforms, is_distributable, is_index, sha256_digest, Descriptor, Manifest,
 };
+use tags::{tag_refusal, TagRefused};
 
 /// How a copy runs.
 #[derive(Debug, Clone)]
@@ -41,6 +46,9 @@ pub struct CopyOptions {
 pub struct Copied {
     /// Digest of the top manifest in the target.
     pub digest: String,
+    /// The top manifest's exact bytes and media type, for tagging it.
+    pub top: Bytes,
+    pub media_type: String,
     pub blobs_copied: usize,
     pub blobs_skipped: usize,
     pub bytes_copied: u64,
@@ -89,39 +97,58 @@ impl Copier {
         .await
     }
 
-    /// Whether the target already holds `digest` under every tag (then nothing is to be done).
-    pub async fn up_to_date(
-        &self,
-        target: &ImageRef,
-        tags: &[String],
-        digest: &str,
-    ) -> Result<bool> {
-        // A filtered index has a digest of its own, not the source's: always re-check by copying.
-        if !self.options.platforms.is_empty() {
-            return Ok(false);
-        }
-        for tag in tags {
-            let at = target.at_tag(tag);
-            let found = with_retries(self.options.retries, "checking target tag", || {
-                manifest_digest(&self.client, &at)
-            })
-            .await?;
-            if found.as_deref() != Some(digest) {
-                return Ok(false);
-            }
-        }
-        Ok(!tags.is_empty())
+    /// The digest `image` (a tag) points at now, `None` when there is no such tag.
+    /// (`manifest_digest` names the image in its errors.)
+    pub async fn tag_digest(&self, image: &ImageRef) -> Result<Option<String>> {
+        with_retries(self.options.retries, "reading tag", || {
+            manifest_digest(&self.client, image)
+        })
+        .await
     }
 
-    /// Copies the manifest `source_digest` of `source` to `target`, pushing the
-    /// top manifest under each of `tags` once everything it names has landed.
+    /// Whether a platform filter is set (the target's digest then differs from the source's).
+    pub fn filters_platforms(&self) -> bool {
+        !self.options.platforms.is_empty()
+    }
+
+    /// Points `tag` of `target` at the copied top manifest. A refusal (a 4xx
+    /// answer) comes back as one line naming the tag, the digest it holds
+    /// now (read after the refusal) and the registry's reason.
+    pub async fn push_tag(&self, target: &ImageRef, tag: &str, copied: &Copied) -> Result<()> {
+        let at = target.at_tag(tag);
+        let pushed = self
+            .push_manifest(&at, &copied.digest, &copied.top, &copied.media_type)
+            .await;
+        let Err(err) = pushed else {
+            return Ok(());
+        };
+        let Some(refusal) = err.chain().find_map(|cause| match cause.downcast_ref() {
+            Some(OciDistributionError::ServerError { code, message, .. }) => {
+                tag_refusal(*code, message)
+            }
+            _ => None,
+        }) else {
+            return Err(err);
+        };
+        let holds = self.tag_digest(&at).await.ok().flatten();
+        Err(anyhow::Error::new(TagRefused {
+            tag: tag.to_string(),
+            wanted: copied.digest.clone(),
+            holds,
+            refusal,
+        })
+        .context(format!("pushing tag {tag} of {}", target.name())))
+    }
+
+    /// Copies the manifest `source_digest` of `source` to `target`, by
+    /// digest: every blob, every child manifest, then the top manifest once
+    /// everything it names has landed. No tag moves here ([`Self::push_tag`]).
     /// `observer` hears of every blob; finishing the image is the caller's.
     pub async fn copy<O>(
         &self,
         source: &ImageRef,
         source_digest: &str,
         target: &ImageRef,
-        tags: &[String],
         observer: &O,
     ) -> Result<Copied>
     where
@@ -176,18 +203,18 @@ impl Copier {
             self.push_manifest(&target.at_digest(digest), digest, bytes, media_type)
                 .await?;
         }
-        for tag in tags {
-            self.push_manifest(
-                &target.at_tag(tag),
-                &top_digest,
-                &top,
-                top_manifest.media_type(),
-            )
-            .await?;
-        }
+        self.push_manifest(
+            &target.at_digest(&top_digest),
+            &top_digest,
+            &top,
+            top_manifest.media_type(),
+        )
+        .await?;
 
         let mut copied = Copied {
             digest: top_digest,
+            top,
+            media_type: top_manifest.media_type().to_string(),
             blobs_copied: 0,
             blobs_skipped: 0,
             bytes_copied: 0,
