@@ -73,6 +73,10 @@ Register-ArgumentCompleter -Native -CommandName 'privatize' -ScriptBlock {
             [CompletionResult]::new('--presence-cache-ttl', '--presence-cache-ttl', [CompletionResultType]::ParameterName, 'How long a "present" answer from the target registry is trusted (a pruned repository is noticed after this)')
             [CompletionResult]::new('--sweep-interval', '--sweep-interval', [CompletionResultType]::ParameterName, 'How often every gated pod is looked at again (catches missed Job events)')
             [CompletionResult]::new('--gate-timeout', '--gate-timeout', [CompletionResultType]::ParameterName, 'A pod gated longer than this gets its original images back and is released')
+            [CompletionResult]::new('--max-copy-jobs', '--max-copy-jobs', [CompletionResultType]::ParameterName, 'Copy Jobs running at once, in all; more wait (their pods stay gated, the gate timeout still applies)')
+            [CompletionResult]::new('--max-copy-jobs-per-namespace', '--max-copy-jobs-per-namespace', [CompletionResultType]::ParameterName, 'Copy Jobs running at once for pods of one namespace (its share of --max-copy-jobs)')
+            [CompletionResult]::new('--max-images-per-pod', '--max-images-per-pod', [CompletionResultType]::ParameterName, 'Distinct images to mirror one pod may have; a pod with more is allowed unchanged, with a warning')
+            [CompletionResult]::new('--private-source-namespaces', '--private-source-namespaces', [CompletionResultType]::ParameterName, 'Namespaces (globs, comma-separated) whose pods may have images mirrored that cannot be read anonymously; elsewhere such an image is left unchanged [default: none]')
             [CompletionResult]::new('--copy-job-active-deadline', '--copy-job-active-deadline', [CompletionResultType]::ParameterName, 'activeDeadlineSeconds of the copy Jobs')
             [CompletionResult]::new('--copy-job-ttl', '--copy-job-ttl', [CompletionResultType]::ParameterName, 'ttlSecondsAfterFinished of the copy Jobs')
             [CompletionResult]::new('--source-credentials-secret', '--source-credentials-secret', [CompletionResultType]::ParameterName, 'A kubernetes.io/dockerconfigjson Secret in the copy-Job namespace, mounted as every copy Job''s DOCKER_CONFIG (source credentials; a pod''s own imagePullSecrets are never used)')
@@ -177,9 +181,10 @@ Register-ArgumentCompleter -Native -CommandName 'privatize' -ScriptBlock {
         }
         'privatize;uninstall' {
             [CompletionResult]::new('--namespace', '--namespace', [CompletionResultType]::ParameterName, 'Namespace privatize was installed into')
+            [CompletionResult]::new('--target-registry', '--target-registry', [CompletionResultType]::ParameterName, 'Target registry the installation mirrors to, REGISTRY[/PREFIX]: gated pods'' images under it are set back to their originals [default: read from serve''s Deployment]')
             [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log line format: `text` for people, `json` for log collectors')
             [CompletionResult]::new('--log-level', '--log-level', [CompletionResultType]::ParameterName, 'Level of privatize''s own logs (`error`, `warn`, `info`, `debug`, `trace`, `off`), or a whole filter in `tracing` syntax (e.g. `warn,privatize=debug`)')
-            [CompletionResult]::new('--webhook-only', '--webhook-only', [CompletionResultType]::ParameterName, 'Delete only the MutatingWebhookConfiguration (what the Helm chart''s pre-delete hook runs)')
+            [CompletionResult]::new('--webhook-only', '--webhook-only', [CompletionResultType]::ParameterName, 'Delete only the MutatingWebhookConfiguration and release the pods still gated (what the Helm chart''s pre-delete hook runs)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')

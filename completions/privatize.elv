@@ -69,6 +69,10 @@ set edit:completion:arg-completer[privatize] = {|@words|
             cand --presence-cache-ttl 'How long a "present" answer from the target registry is trusted (a pruned repository is noticed after this)'
             cand --sweep-interval 'How often every gated pod is looked at again (catches missed Job events)'
             cand --gate-timeout 'A pod gated longer than this gets its original images back and is released'
+            cand --max-copy-jobs 'Copy Jobs running at once, in all; more wait (their pods stay gated, the gate timeout still applies)'
+            cand --max-copy-jobs-per-namespace 'Copy Jobs running at once for pods of one namespace (its share of --max-copy-jobs)'
+            cand --max-images-per-pod 'Distinct images to mirror one pod may have; a pod with more is allowed unchanged, with a warning'
+            cand --private-source-namespaces 'Namespaces (globs, comma-separated) whose pods may have images mirrored that cannot be read anonymously; elsewhere such an image is left unchanged [default: none]'
             cand --copy-job-active-deadline 'activeDeadlineSeconds of the copy Jobs'
             cand --copy-job-ttl 'ttlSecondsAfterFinished of the copy Jobs'
             cand --source-credentials-secret 'A kubernetes.io/dockerconfigjson Secret in the copy-Job namespace, mounted as every copy Job''s DOCKER_CONFIG (source credentials; a pod''s own imagePullSecrets are never used)'
@@ -168,9 +172,10 @@ set edit:completion:arg-completer[privatize] = {|@words|
         }
         &'privatize;uninstall'= {
             cand --namespace 'Namespace privatize was installed into'
+            cand --target-registry 'Target registry the installation mirrors to, REGISTRY[/PREFIX]: gated pods'' images under it are set back to their originals [default: read from serve''s Deployment]'
             cand --log-format 'Log line format: `text` for people, `json` for log collectors'
             cand --log-level 'Level of privatize''s own logs (`error`, `warn`, `info`, `debug`, `trace`, `off`), or a whole filter in `tracing` syntax (e.g. `warn,privatize=debug`)'
-            cand --webhook-only 'Delete only the MutatingWebhookConfiguration (what the Helm chart''s pre-delete hook runs)'
+            cand --webhook-only 'Delete only the MutatingWebhookConfiguration and release the pods still gated (what the Helm chart''s pre-delete hook runs)'
             cand -h 'Print help'
             cand --help 'Print help'
             cand -V 'Print version'

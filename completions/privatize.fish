@@ -77,6 +77,10 @@ complete -c privatize -n "__fish_privatize_using_subcommand serve" -l shutdown-t
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l presence-cache-ttl -d 'How long a "present" answer from the target registry is trusted (a pruned repository is noticed after this)' -r
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l sweep-interval -d 'How often every gated pod is looked at again (catches missed Job events)' -r
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l gate-timeout -d 'A pod gated longer than this gets its original images back and is released' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l max-copy-jobs -d 'Copy Jobs running at once, in all; more wait (their pods stay gated, the gate timeout still applies)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l max-copy-jobs-per-namespace -d 'Copy Jobs running at once for pods of one namespace (its share of --max-copy-jobs)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l max-images-per-pod -d 'Distinct images to mirror one pod may have; a pod with more is allowed unchanged, with a warning' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l private-source-namespaces -d 'Namespaces (globs, comma-separated) whose pods may have images mirrored that cannot be read anonymously; elsewhere such an image is left unchanged [default: none]' -r
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l copy-job-active-deadline -d 'activeDeadlineSeconds of the copy Jobs' -r
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l copy-job-ttl -d 'ttlSecondsAfterFinished of the copy Jobs' -r
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l source-credentials-secret -d 'A kubernetes.io/dockerconfigjson Secret in the copy-Job namespace, mounted as every copy Job\'s DOCKER_CONFIG (source credentials; a pod\'s own imagePullSecrets are never used)' -r
@@ -174,10 +178,11 @@ complete -c privatize -n "__fish_privatize_using_subcommand install" -l no-wait 
 complete -c privatize -n "__fish_privatize_using_subcommand install" -s h -l help -d 'Print help'
 complete -c privatize -n "__fish_privatize_using_subcommand install" -s V -l version -d 'Print version'
 complete -c privatize -n "__fish_privatize_using_subcommand uninstall" -l namespace -d 'Namespace privatize was installed into' -r
+complete -c privatize -n "__fish_privatize_using_subcommand uninstall" -l target-registry -d 'Target registry the installation mirrors to, REGISTRY[/PREFIX]: gated pods\' images under it are set back to their originals [default: read from serve\'s Deployment]' -r
 complete -c privatize -n "__fish_privatize_using_subcommand uninstall" -l log-format -d 'Log line format: `text` for people, `json` for log collectors' -r -f -a "text\t''
 json\t''"
 complete -c privatize -n "__fish_privatize_using_subcommand uninstall" -l log-level -d 'Level of privatize\'s own logs (`error`, `warn`, `info`, `debug`, `trace`, `off`), or a whole filter in `tracing` syntax (e.g. `warn,privatize=debug`)' -r
-complete -c privatize -n "__fish_privatize_using_subcommand uninstall" -l webhook-only -d 'Delete only the MutatingWebhookConfiguration (what the Helm chart\'s pre-delete hook runs)'
+complete -c privatize -n "__fish_privatize_using_subcommand uninstall" -l webhook-only -d 'Delete only the MutatingWebhookConfiguration and release the pods still gated (what the Helm chart\'s pre-delete hook runs)'
 complete -c privatize -n "__fish_privatize_using_subcommand uninstall" -s h -l help -d 'Print help'
 complete -c privatize -n "__fish_privatize_using_subcommand uninstall" -s V -l version -d 'Print version'
 complete -c privatize -n "__fish_privatize_using_subcommand generate" -l out-dir -d 'Directory that receives `completions/` and `man/`' -r -F

@@ -341,9 +341,13 @@ pub struct UninstallArgs {
     #[arg(long, env = "PRIVATIZE_NAMESPACE", default_value = "privatize")]
     pub namespace: String,
 
-    /// Delete only the MutatingWebhookConfiguration (what the Helm chart's pre-delete hook runs)
+    /// Delete only the MutatingWebhookConfiguration and release the pods still gated (what the Helm chart's pre-delete hook runs)
     #[arg(long)]
     pub webhook_only: bool,
+
+    /// Target registry the installation mirrors to, REGISTRY[/PREFIX]: gated pods' images under it are set back to their originals [default: read from serve's Deployment]
+    #[arg(long = "target-registry", env = "ECR_REGISTRY")]
+    pub target_registry: Option<String>,
 }
 
 /// `privatize generate`

@@ -1,10 +1,12 @@
 //! Room: `privatize install` and `privatize uninstall`. Render the manifests,
 //! keep or issue the TLS Secret, server-side apply everything, wait for the
 //! Deployment's rollout and only then register the webhook configuration;
-//! uninstall removes the webhook configuration first.
+//! uninstall removes the webhook configuration first, then releases every
+//! pod still gated, then the rest.
 
 pub mod manifests;
 pub mod rollout;
+pub mod settle;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -100,13 +102,51 @@ pub async fn uninstall(args: UninstallArgs) -> Result<()> {
         ..Default::default()
     })?;
     let parts = Parts::of(objects(&settings)?, &settings.namespace)?;
-    for object in parts.uninstall_order(tls_secret, args.webhook_only) {
+    // Read before serve's Deployment goes: which pods are this installation's.
+    let target = settle::installed_target(
+        &client,
+        &settings.namespace,
+        NAME,
+        args.target_registry.as_deref(),
+    )
+    .await?;
+    for (i, object) in parts
+        .uninstall_order(tls_secret, args.webhook_only)
+        .into_iter()
+        .enumerate()
+    {
         let state = if k8s::delete(&client, &object).await? {
             "deleted"
         } else {
             "already gone"
         };
         eprintln!("{:<55} {state}", object.describe());
+        if i == 0 {
+            // The webhook configuration is gone: no pod is gated any more.
+            let settled = settle::settle_pods(&client, target.as_ref()).await?;
+            let scope = match &target {
+                Some(t) if t.prefix.is_empty() => format!("images under {}", t.host),
+                Some(t) => format!("images under {}/{}", t.host, t.prefix),
+                None => "every recorded image (target unknown)".to_string(),
+            };
+            eprintln!(
+                "{:<55} {} released ({scope} set back to their originals), {} copy-pending unlabelled{}",
+                "gated pods",
+                settled.released,
+                settled.unpended,
+                if settled.failed > 0 {
+                    format!(", {} failed", settled.failed)
+                } else {
+                    String::new()
+                }
+            );
+            if settled.failed > 0 {
+                bail!(
+                    "{} gated pod(s) could not be released (see the warnings above); run uninstall again",
+                    settled.failed
+                );
+            }
+        }
     }
     if !args.webhook_only {
         // What this run does not render (the optional ConfigMaps, older

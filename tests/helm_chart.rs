@@ -343,7 +343,7 @@ async fn the_apiserver_accepts_the_charts_objects() {
 }
 
 #[test]
-fn helm_uninstall_deletes_the_webhook_configuration_first_through_a_hook() {
+fn helm_uninstall_deletes_the_webhook_configuration_first_and_releases_gated_pods_through_a_hook() {
     let yaml = helm_template("privatize", &[]);
     let hooks: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&yaml)
         .map(|d| Value::deserialize(d).unwrap())
@@ -356,7 +356,14 @@ fn helm_uninstall_deletes_the_webhook_configuration_first_through_a_hook() {
     let container = &job["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(
         container["args"],
-        serde_json::json!(["uninstall", "--webhook-only", "--namespace", "privatize"])
+        serde_json::json!([
+            "uninstall",
+            "--webhook-only",
+            "--namespace",
+            "privatize",
+            "--target-registry",
+            ""
+        ])
     );
     let role = hooks
         .iter()
@@ -364,7 +371,10 @@ fn helm_uninstall_deletes_the_webhook_configuration_first_through_a_hook() {
         .expect("its ClusterRole");
     assert_eq!(
         role["rules"],
-        serde_json::json!([{"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"], "resourceNames": ["privatize"], "verbs": ["get", "delete"]}])
+        serde_json::json!([
+            {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"], "resourceNames": ["privatize"], "verbs": ["get", "delete"]},
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "patch"]}
+        ])
     );
     assert!(
         helm_template("privatize", &["--set", "uninstallHook.enabled=false"])

@@ -433,3 +433,101 @@ async fn install_registers_no_webhook_before_the_deployment_is_available() {
     assert!(!err.contains("MutatingWebhookConfiguration"), "{err}");
     uninstall(&ns);
 }
+
+/// A pod as serve leaves it at the gate: image rewritten under `target`, the
+/// original recorded, the gate and its label.
+fn gated_pod(name: &str, image: &str, original: &str) -> k8s_openapi::api::core::v1::Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {
+            "name": name,
+            "labels": {"privatize.io/gated": "true", "app": "web"},
+            "annotations": {"privatize.io/original-images": serde_json::json!({"app": original}).to_string()}
+        },
+        "spec": {
+            "schedulingGates": [{"name": "example.com/other"}, {"name": "privatize.io/mirror"}],
+            "containers": [{"name": "app", "image": image}]
+        }
+    }))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uninstall_releases_every_gated_pod_with_its_original_images_and_leaves_other_installations_pods(
+) {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::PostParams;
+    let _serial = SERIAL.lock().await;
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let installed = InstallNamespace::new();
+    install(&installed.0, &[]);
+    let app = common::kube::TestNamespace::new("uninstall-gated").await;
+    let pods: Api<Pod> = Api::namespaced(app.client.clone(), &app.name);
+    let ours = format!("{TARGET}/docker.io/library/nginx:1.27");
+    let theirs = "other.example/mirror/docker.io/library/redis:7";
+    for pod in [
+        gated_pod("ours", &ours, "nginx:1.27"),
+        gated_pod("theirs", theirs, "redis:7"),
+    ] {
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+    }
+    let pending: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "pending", "labels": {"privatize.io/copy-pending": "true"}},
+        "spec": {"containers": [{"name": "app", "image": "quay.io/org/app:1"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pending).await.unwrap();
+
+    // The user's environment names another registry: serve's Deployment wins.
+    let out = privatize()
+        .env(
+            "ECR_REGISTRY",
+            "999999999999.dkr.ecr.us-east-1.amazonaws.com",
+        )
+        .args(["uninstall", "--namespace", &installed.0])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = stderr(&out);
+    let first_lines: Vec<&str> = report.lines().take(2).collect();
+    assert!(
+        first_lines[0].starts_with("MutatingWebhookConfiguration/privatize")
+            && first_lines[1].starts_with("gated pods")
+            && first_lines[1].contains(&format!(
+                " 1 released (images under {TARGET} set back to their originals), 1 copy-pending unlabelled"
+            )),
+        "{report}"
+    );
+
+    let released = pods.get("ours").await.unwrap();
+    let spec = released.spec.as_ref().unwrap();
+    assert_eq!(spec.containers[0].image.as_deref(), Some("nginx:1.27"));
+    let gates: Vec<&str> = spec
+        .scheduling_gates
+        .iter()
+        .flatten()
+        .map(|g| g.name.as_str())
+        .collect();
+    assert_eq!(gates, ["example.com/other"], "only privatize's gate goes");
+    assert!(!released.labels().contains_key("privatize.io/gated"));
+    assert_eq!(released.labels()["app"], "web");
+
+    let other = pods.get("theirs").await.unwrap();
+    assert_eq!(
+        other
+            .spec
+            .as_ref()
+            .unwrap()
+            .scheduling_gates
+            .as_ref()
+            .unwrap()
+            .len(),
+        2,
+        "another installation's pod was released"
+    );
+    assert!(!pods
+        .get("pending")
+        .await
+        .unwrap()
+        .labels()
+        .contains_key("privatize.io/copy-pending"));
+}
