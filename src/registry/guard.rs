@@ -1,0 +1,456 @@
+//! The plain-HTTP rule and the transport guard that enforces it on
+//! oci-client's own HTTP client: every plain-HTTP request it makes (a
+//! redirect, an upload location, a token realm) goes through this in-process
+//! proxy on 127.0.0.1, which relays it only when its host is in `--plain-http`
+//! and refuses it otherwise; with an HTTPS proxy in the environment, it also
+//! carries the HTTPS tunnels, so `NO_PROXY` cannot open a way around the rule.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper_util::client::proxy::matcher::Matcher;
+use hyper_util::rt::TokioIo;
+use reqwest::Url;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+
+/// Hosts (`HOST[:PORT]`, port 80 when left out) spoken to over plain HTTP;
+/// every other URL privatize follows must be https.
+#[derive(Debug, Clone, Default)]
+pub struct PlainHttp {
+    /// `host:port`, lower-case.
+    authorities: Arc<Vec<String>>,
+}
+
+impl PlainHttp {
+    pub fn new(entries: &[String]) -> Self {
+        let authorities = entries
+            .iter()
+            .filter(|e| !e.trim().is_empty())
+            .filter_map(|e| Url::parse(&format!("http://{}/", e.trim())).ok())
+            .filter_map(|url| authority(&url))
+            .collect();
+        Self {
+            authorities: Arc::new(authorities),
+        }
+    }
+
+    /// Whether privatize may send a request to `url`.
+    pub fn allows(&self, url: &Url) -> bool {
+        match url.scheme() {
+            "https" => true,
+            "http" => authority(url).is_some_and(|a| self.authorities.contains(&a)),
+            _ => false,
+        }
+    }
+
+    /// `Ok` when `url` may be asked, else the refusal naming `what` it is.
+    pub fn check(&self, what: &'static str, url: &Url) -> Result<(), PlainHttpRefused> {
+        if self.allows(url) {
+            Ok(())
+        } else {
+            Err(PlainHttpRefused {
+                what,
+                url: url.to_string(),
+            })
+        }
+    }
+
+    /// A redirect policy that follows only what this rule allows (ten hops at most).
+    pub fn redirect_policy(&self) -> reqwest::redirect::Policy {
+        let rule = self.clone();
+        reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() >= 10 {
+                attempt.error("too many redirects")
+            } else if let Err(refused) = rule.check("redirect to", attempt.url()) {
+                attempt.error(refused)
+            } else {
+                attempt.follow()
+            }
+        })
+    }
+}
+
+/// `host:port` of a URL, lower-case, with the scheme's default port filled in.
+fn authority(url: &Url) -> Option<String> {
+    Some(format!(
+        "{}:{}",
+        url.host_str()?.to_ascii_lowercase(),
+        url.port_or_known_default()?
+    ))
+}
+
+/// A request privatize refused to make: plain HTTP to a host not in
+/// `--plain-http`, or a scheme that is neither http nor https.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct PlainHttpRefused {
+    /// What the URL is: "token endpoint", "redirect to", "request to".
+    pub what: &'static str,
+    pub url: String,
+}
+
+impl fmt::Display for PlainHttpRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let why = if self.url.starts_with("http:") {
+            "plain HTTP is only used for hosts in --plain-http"
+        } else {
+            "only https (and plain HTTP for hosts in --plain-http) is used"
+        };
+        write!(f, "{} {} refused: {why}", self.what, self.url)
+    }
+}
+
+type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// The guard of one registry client: a proxy on 127.0.0.1 that stops with it.
+pub struct Guard {
+    addr: SocketAddr,
+    /// Opens every answer the guard writes itself, so they are told apart
+    /// from a remote body that imitates one.
+    marker: String,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+struct State {
+    rule: PlainHttp,
+    marker: String,
+    /// Relays allowed plain-HTTP requests: no redirects (the client behind
+    /// the guard follows them, through the guard), the environment's
+    /// `HTTP_PROXY`/`NO_PROXY` honoured.
+    upstream: reqwest::Client,
+    /// The environment's proxies, for HTTPS tunnels.
+    proxies: Matcher,
+    connect_timeout: Duration,
+}
+
+/// Whether the environment names a proxy for HTTPS (then the guard carries
+/// HTTPS tunnels too, applying `NO_PROXY` to them only).
+pub fn environment_has_https_proxy() -> bool {
+    ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
+        .iter()
+        .any(|name| std::env::var(name).is_ok_and(|v| !v.trim().is_empty()))
+}
+
+impl Guard {
+    /// Starts the guard on 127.0.0.1 (an ephemeral port); needs a tokio runtime.
+    pub fn start(
+        rule: PlainHttp,
+        connect_timeout: Duration,
+        read_timeout: Duration,
+    ) -> Result<Self> {
+        tokio::runtime::Handle::try_current()
+            .context("starting the transport guard: no async runtime")?;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .context("starting the transport guard on 127.0.0.1")?;
+        listener
+            .set_nonblocking(true)
+            .context("starting the transport guard on 127.0.0.1")?;
+        let addr = listener
+            .local_addr()
+            .context("starting the transport guard on 127.0.0.1")?;
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .context("starting the transport guard on 127.0.0.1")?;
+        let upstream = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(connect_timeout)
+            .read_timeout(read_timeout)
+            .build()
+            .context("starting the transport guard")?;
+        let marker = format!("privatize-guard-{:016x}: ", fastrand::u64(..));
+        let state = Arc::new(State {
+            rule,
+            marker: marker.clone(),
+            upstream,
+            proxies: Matcher::from_env(),
+            connect_timeout,
+        });
+        let accept = tokio::spawn(accept_loop(listener, state));
+        Ok(Self {
+            addr,
+            marker,
+            accept,
+        })
+    }
+
+    /// The proxy URL to give oci-client.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn marker(&self) -> &str {
+        &self.marker
+    }
+}
+
+async fn accept_loop(listener: tokio::net::TcpListener, state: Arc<State>) {
+    // Dropping the set when the guard stops ends every connection with it.
+    let mut connections = JoinSet::new();
+    loop {
+        while connections.try_join_next().is_some() {}
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                tracing::warn!(error = %err, "transport guard: accepting a connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let state = state.clone();
+        connections.spawn(async move {
+            let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
+            let served = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await;
+            if let Err(err) = served {
+                tracing::debug!(error = %err, "transport guard: connection ended");
+            }
+        });
+    }
+}
+
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    if req.method() == Method::CONNECT {
+        return Ok(tunnel(state, req).await);
+    }
+    let url = match Url::parse(&req.uri().to_string()) {
+        Ok(url) if req.uri().scheme().is_some() => url,
+        _ => return Ok(own(&state, StatusCode::BAD_REQUEST, "not a proxy request")),
+    };
+    if !state.rule.allows(&url) {
+        // The error the request ends in says it; a log line would say it twice.
+        tracing::debug!(url = %url, "plain-HTTP request refused: the host is not in --plain-http");
+        return Ok(own(&state, StatusCode::FORBIDDEN, url.as_str()));
+    }
+    Ok(relay(&state, req, url).await)
+}
+
+/// Forwards an allowed plain-HTTP request and streams the answer back as it is.
+async fn relay(state: &State, req: Request<Incoming>, url: Url) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let mut headers = parts.headers;
+    strip_hop_by_hop(&mut headers);
+    headers.remove(header::HOST);
+    let sent = state
+        .upstream
+        .request(parts.method, url.clone())
+        .headers(headers)
+        .body(reqwest::Body::wrap(body))
+        .send()
+        .await;
+    match sent {
+        Ok(answer) => {
+            let mut answer: Response<reqwest::Body> = answer.into();
+            strip_hop_by_hop(answer.headers_mut());
+            answer.map(|b| b.map_err(Into::into).boxed())
+        }
+        Err(err) => {
+            let err = anyhow::Error::new(err).context(format!("relaying {url}"));
+            own(state, StatusCode::BAD_GATEWAY, &format!("{err:#}"))
+        }
+    }
+}
+
+/// An HTTPS tunnel: straight to the host, or through the environment's proxy
+/// unless `NO_PROXY` names the host.
+async fn tunnel(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let Some(authority) = req.uri().authority().cloned() else {
+        return own(&state, StatusCode::BAD_REQUEST, "CONNECT without a host");
+    };
+    let upstream = match connect(&state, &authority).await {
+        Ok(stream) => stream,
+        Err(err) => {
+            let err = err.context(format!("connecting to {authority}"));
+            return own(&state, StatusCode::BAD_GATEWAY, &format!("{err:#}"));
+        }
+    };
+    tokio::spawn(async move {
+        let mut upstream = upstream;
+        match hyper::upgrade::on(req).await {
+            Ok(upgraded) => {
+                let mut client = TokioIo::new(upgraded);
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            }
+            Err(err) => tracing::debug!(error = %err, "transport guard: tunnel not upgraded"),
+        }
+    });
+    Response::new(empty())
+}
+
+async fn connect(state: &State, authority: &hyper::http::uri::Authority) -> Result<TcpStream> {
+    let destination: Uri = format!("https://{authority}/")
+        .parse()
+        .context("reading the tunnel's host")?;
+    let port = authority.port_u16().unwrap_or(443);
+    let Some(proxy) = state.proxies.intercept(&destination) else {
+        return within(state, TcpStream::connect((authority.host(), port))).await;
+    };
+    let proxy_uri = proxy.uri();
+    if proxy_uri.scheme_str() != Some("http") {
+        anyhow::bail!("the proxy {proxy_uri} is not an http:// proxy, the only kind privatize tunnels through");
+    }
+    let proxy_host = proxy_uri.host().context("the proxy URL names no host")?;
+    let proxy_port = proxy_uri.port_u16().unwrap_or(80);
+    let mut stream = within(state, TcpStream::connect((proxy_host, proxy_port)))
+        .await
+        .with_context(|| format!("through the proxy {proxy_host}:{proxy_port}"))?;
+    let mut ask = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
+    if let Some(auth) = proxy.basic_auth().and_then(|v| v.to_str().ok()) {
+        ask.push_str(&format!("Proxy-Authorization: {auth}\r\n"));
+    }
+    ask.push_str("\r\n");
+    stream
+        .write_all(ask.as_bytes())
+        .await
+        .with_context(|| format!("through the proxy {proxy_host}:{proxy_port}"))?;
+    // The proxy's answer head, byte by byte so nothing of the tunnel is read.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 16 * 1024 {
+            anyhow::bail!("the proxy {proxy_host}:{proxy_port} sent an answer head over 16 KiB");
+        }
+        let byte = stream.read_u8().await.with_context(|| {
+            format!("reading the answer of the proxy {proxy_host}:{proxy_port}")
+        })?;
+        head.push(byte);
+    }
+    let status_line = String::from_utf8_lossy(&head);
+    let status_line = status_line.lines().next().unwrap_or_default();
+    if status_line.split_whitespace().nth(1) != Some("200") {
+        anyhow::bail!("the proxy {proxy_host}:{proxy_port} answered {status_line:?}");
+    }
+    Ok(stream)
+}
+
+async fn within(
+    state: &State,
+    connecting: impl std::future::Future<Output = std::io::Result<TcpStream>>,
+) -> Result<TcpStream> {
+    tokio::time::timeout(state.connect_timeout, connecting)
+        .await
+        .context("connect timed out")?
+        .context("connecting")
+}
+
+/// An answer the guard writes itself: the marker, then the text.
+fn own(state: &State, status: StatusCode, text: &str) -> Response<Body> {
+    let body = Full::new(Bytes::from(format!("{}{text}", state.marker)))
+        .map_err(|never| match never {})
+        .boxed();
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn empty() -> Body {
+    Full::new(Bytes::new())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// Headers that belong to one connection, not to the request (RFC 9110 §7.6.1).
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(text: &str) -> Url {
+        Url::parse(text).unwrap()
+    }
+
+    #[test]
+    fn plain_http_is_allowed_only_for_the_listed_host_and_port() {
+        let rule = PlainHttp::new(&[
+            "127.0.0.1:5000".into(),
+            " Registry.Internal ".into(),
+            "[::1]:5001".into(),
+        ]);
+        assert!(rule.allows(&url("http://127.0.0.1:5000/v2/")));
+        assert!(
+            !rule.allows(&url("http://127.0.0.1:5001/v2/")),
+            "another port"
+        );
+        assert!(
+            !rule.allows(&url("http://127.0.0.1/v2/")),
+            "port 80 is not 5000"
+        );
+        assert!(rule.allows(&url("http://registry.internal/token")));
+        assert!(rule.allows(&url("http://REGISTRY.internal:80/token")));
+        assert!(!rule.allows(&url("http://registry.internal:8080/token")));
+        assert!(
+            !rule.allows(&url("http://sub.registry.internal/token")),
+            "no subdomains"
+        );
+        assert!(rule.allows(&url("http://[::1]:5001/x")));
+        assert!(
+            rule.allows(&url("https://169.254.169.254/anything")),
+            "https is always allowed"
+        );
+        assert!(!rule.allows(&url("http://169.254.169.254/latest/meta-data/")));
+        assert!(!rule.allows(&url("file:///etc/passwd")));
+        assert!(!PlainHttp::default().allows(&url("http://127.0.0.1:5000/")));
+    }
+
+    #[test]
+    fn a_refusal_names_what_was_refused_and_the_rule() {
+        let rule = PlainHttp::new(&[]);
+        let refused = rule
+            .check("token endpoint", &url("http://10.0.0.1:8080/token"))
+            .unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "token endpoint http://10.0.0.1:8080/token refused: plain HTTP is only used for hosts in --plain-http"
+        );
+        let refused = rule.check("redirect to", &url("ftp://x/y")).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "redirect to ftp://x/y refused: only https (and plain HTTP for hosts in --plain-http) is used"
+        );
+    }
+}
