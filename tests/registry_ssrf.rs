@@ -392,3 +392,60 @@ fn environment_proxies_keep_working_and_open_no_way_around_the_rule() {
         proxy.targets()
     );
 }
+
+#[test]
+fn a_token_already_expired_by_its_claims_is_named_not_silently_replaced() {
+    use base64::Engine as _;
+    let tb = testbed();
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    // A JWT whose `exp` is long past, as a token server with a skewed clock hands out.
+    let jwt = format!(
+        "{}.{}.sig",
+        b64.encode(r#"{"alg":"none"}"#),
+        b64.encode(r#"{"exp":1}"#)
+    );
+    let realm_host = Recorder::start(200, &format!(r#"{{"token":"{jwt}"}}"#));
+    let evil = EvilRegistry::start(
+        tb.source(),
+        Tricks {
+            challenge: Some(format!(
+                r#"Bearer realm="{}",service="evil""#,
+                realm_host.url("/token")
+            )),
+            granted: Some(jwt.clone()),
+            ..Tricks::default()
+        },
+    );
+    let allowed = [evil.addr.to_string(), realm_host.addr.to_string()];
+
+    // Anonymous: oci-client's own anonymous flow gets the same token, through the guard.
+    let (out, _, _) = sync_through(evil.addr, &allowed, &[], &[]);
+    assert_ok(&out);
+
+    // With credentials, falling back to that flow would drop them: it is an error that says why.
+    let (out, via, target) = sync_through(evil.addr, &allowed, &[], &["--src-creds", CREDS]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let realm = realm_host.url("/token");
+    let age = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let err = stderr(&out);
+    let prefix = format!(
+        "error: copying {via} to {target}: resolving {via}: the token {realm} gave for repository:test/tiny:pull expired "
+    );
+    assert!(err.starts_with(&prefix), "{err}");
+    assert!(
+        err.ends_with(
+            " s ago by its exp claim, so it cannot be used (is this machine's clock right?)\n"
+        ),
+        "{err}"
+    );
+    let said: u64 = err[prefix.len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(said.abs_diff(age) < 60, "{err}");
+}
