@@ -10,6 +10,7 @@ pub mod copy;
 pub mod guard;
 pub mod observe;
 pub mod oci;
+pub mod realm;
 pub mod retry;
 pub mod token;
 pub mod verify;
@@ -33,6 +34,7 @@ use crate::manifest::ACCEPTED;
 use auth::identity_token;
 use guard::{Guard, PlainHttp};
 use oci::{Hygiene, Oci};
+use realm::Realms;
 use token::{Credentials, Logins};
 
 /// How the client reaches registries.
@@ -148,7 +150,7 @@ pub fn client(transport: &Transport) -> Result<Client> {
     };
     Ok(Client {
         oci: Oci::new(oci, hygiene),
-        logins: Logins::new(http, plain_http, rule),
+        logins: Logins::new(Realms::new(http, rule, plain_http)),
         logged_in: Arc::default(),
         _guard: Arc::new(guard),
     })
@@ -174,7 +176,7 @@ pub async fn login(client: &Client, image: &ImageRef, auth: RegistryAuth) {
         (None, RegistryAuth::Bearer(token)) => Credentials::Token(token),
         (None, RegistryAuth::Anonymous) => Credentials::Anonymous,
     };
-    client.logins.insert(host, credentials).await;
+    client.logins.insert(host, credentials);
     client
         .oci
         .raw()

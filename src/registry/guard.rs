@@ -300,7 +300,7 @@ async fn connect(state: &State, authority: &hyper::http::uri::Authority) -> Resu
         .context("reading the tunnel's host")?;
     let port = authority.port_u16().unwrap_or(443);
     let Some(proxy) = state.proxies.intercept(&destination) else {
-        return within(state, TcpStream::connect((authority.host(), port))).await;
+        return within(state, TcpStream::connect((bare(authority.host()), port))).await;
     };
     let proxy_uri = proxy.uri();
     if proxy_uri.scheme_str() != Some("http") {
@@ -308,7 +308,7 @@ async fn connect(state: &State, authority: &hyper::http::uri::Authority) -> Resu
     }
     let proxy_host = proxy_uri.host().context("the proxy URL names no host")?;
     let proxy_port = proxy_uri.port_u16().unwrap_or(80);
-    let mut stream = within(state, TcpStream::connect((proxy_host, proxy_port)))
+    let mut stream = within(state, TcpStream::connect((bare(proxy_host), proxy_port)))
         .await
         .with_context(|| format!("through the proxy {proxy_host}:{proxy_port}"))?;
     let mut ask = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
@@ -347,6 +347,11 @@ async fn within(
         .await
         .context("connect timed out")?
         .context("connecting")
+}
+
+/// A URI's host as a socket address wants it: IPv6 without brackets.
+fn bare(host: &str) -> &str {
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 /// An answer the guard writes itself: the marker, then the text.

@@ -11,7 +11,7 @@ use anyhow::Result;
 use oci_client::errors::{DigestError, OciDistributionError, OciErrorCode};
 
 use super::oci::refusal_in;
-use super::token::TokenRefused;
+use super::realm::TokenRefused;
 
 /// First pause between attempts; it doubles each time, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
