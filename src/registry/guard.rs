@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
@@ -113,12 +114,19 @@ impl fmt::Display for PlainHttpRefused {
 
 type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
+/// The proxy user oci-client gives the guard.
+const GUARD_USER: &str = "privatize";
+
 /// The guard of one registry client: a proxy on 127.0.0.1 that stops with it.
 pub struct Guard {
     addr: SocketAddr,
     /// Opens every answer the guard writes itself, so they are told apart
     /// from a remote body that imitates one.
     marker: String,
+    /// The proxy password oci-client sends with each tunnel: other processes
+    /// on the host (a hostNetwork copy Job's node) cannot tunnel through the
+    /// guard to the environment's proxy.
+    secret: String,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -131,6 +139,8 @@ impl Drop for Guard {
 struct State {
     rule: PlainHttp,
     marker: String,
+    /// The `Proxy-Authorization` every request must carry.
+    authorization: String,
     /// Relays allowed plain-HTTP requests: no redirects (the client behind
     /// the guard follows them, through the guard), the environment's
     /// `HTTP_PROXY`/`NO_PROXY` honoured.
@@ -173,10 +183,16 @@ impl Guard {
             .read_timeout(read_timeout)
             .build()
             .context("starting the transport guard")?;
-        let marker = format!("privatize-guard-{:016x}: ", fastrand::u64(..));
+        let marker = format!("privatize-guard-{}: ", random_hex()?);
+        let secret = random_hex()?;
+        let authorization = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{GUARD_USER}:{secret}"))
+        );
         let state = Arc::new(State {
             rule,
             marker: marker.clone(),
+            authorization,
             upstream,
             proxies: Matcher::from_env(),
             connect_timeout,
@@ -185,13 +201,14 @@ impl Guard {
         Ok(Self {
             addr,
             marker,
+            secret,
             accept,
         })
     }
 
-    /// The proxy URL to give oci-client.
+    /// The proxy URL to give oci-client, password included.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{GUARD_USER}:{}@{}", self.secret, self.addr)
     }
 
     pub fn marker(&self) -> &str {
@@ -228,6 +245,26 @@ async fn accept_loop(listener: tokio::net::TcpListener, state: Arc<State>) {
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     if req.method() == Method::CONNECT {
+        // Only tunnels need the password: a plain-HTTP request gets nothing a
+        // process on this host could not get itself (and reqwest drops the
+        // proxy password on a redirect to another host).
+        let given = req
+            .headers()
+            .get(header::PROXY_AUTHORIZATION)
+            .map(HeaderValue::as_bytes)
+            .unwrap_or_default();
+        if !same(given, state.authorization.as_bytes()) {
+            let mut refused = own(
+                &state,
+                StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+                "not privatize's own client",
+            );
+            refused.headers_mut().insert(
+                header::PROXY_AUTHENTICATE,
+                HeaderValue::from_static(r#"Basic realm="privatize""#),
+            );
+            return Ok(refused);
+        }
         return Ok(tunnel(state, req).await);
     }
     let url = match Url::parse(&req.uri().to_string()) {
@@ -349,6 +386,26 @@ async fn within(
         .context("connecting")
 }
 
+/// Equal, in a time that does not tell how much of `given` was right.
+fn same(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+}
+
+/// 128 random bits from the crypto provider, as hex.
+fn random_hex() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    rustls::crypto::aws_lc_rs::default_provider()
+        .secure_random
+        .fill(&mut bytes)
+        .map_err(|_| anyhow::anyhow!("starting the transport guard: no random bytes"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// A URI's host as a socket address wants it: IPv6 without brackets.
 fn bare(host: &str) -> &str {
     host.trim_start_matches('[').trim_end_matches(']')
@@ -440,6 +497,73 @@ mod tests {
         assert!(!rule.allows(&url("http://169.254.169.254/latest/meta-data/")));
         assert!(!rule.allows(&url("file:///etc/passwd")));
         assert!(!PlainHttp::default().allows(&url("http://127.0.0.1:5000/")));
+    }
+
+    /// A one-answer HTTP server on 127.0.0.1: every request gets `ok`.
+    async fn origin() -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut head = [0u8; 4096];
+                let _ = stream.read(&mut head).await;
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
+                    .await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn the_guard_relays_listed_hosts_refuses_others_and_tunnels_only_for_its_client() {
+        let listed = origin().await;
+        let unlisted = origin().await;
+        let guard = Guard::start(
+            PlainHttp::new(&[listed.to_string()]),
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let through = |proxy: &str| {
+            reqwest::Client::builder()
+                .proxy(reqwest::Proxy::http(proxy).unwrap())
+                .build()
+                .unwrap()
+        };
+        let client = through(&guard.url());
+        let answer = client
+            .get(format!("http://{listed}/v2/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        assert_eq!(answer.text().await.unwrap(), "ok");
+
+        let answer = client
+            .get(format!("http://{unlisted}/v2/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 403);
+        assert_eq!(
+            answer.text().await.unwrap(),
+            format!("{}http://{unlisted}/v2/", guard.marker())
+        );
+
+        let mut stranger = tokio::net::TcpStream::connect(guard.addr).await.unwrap();
+        stranger
+            .write_all(b"CONNECT 127.0.0.1:443 HTTP/1.1\r\nHost: 127.0.0.1:443\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = [0u8; 12];
+        stranger.read_exact(&mut answer).await.unwrap();
+        assert_eq!(
+            &answer, b"HTTP/1.1 407",
+            "a tunnel without the password is turned away"
+        );
     }
 
     #[test]
