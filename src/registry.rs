@@ -10,6 +10,7 @@ pub mod copy;
 pub mod guard;
 pub mod observe;
 pub mod oci;
+pub mod plain_http;
 pub mod realm;
 pub mod retry;
 pub mod token;
@@ -32,8 +33,9 @@ use rustls::pki_types::CertificateDer;
 use crate::image::ImageRef;
 use crate::manifest::ACCEPTED;
 use auth::identity_token;
-use guard::{Guard, PlainHttp};
+use guard::Guard;
 use oci::{Hygiene, Oci};
+use plain_http::PlainHttp;
 use realm::Realms;
 use token::{Credentials, Logins};
 

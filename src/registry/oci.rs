@@ -15,7 +15,7 @@ use oci_client::Reference;
 use reqwest::header::HeaderValue;
 use reqwest::{StatusCode, Url};
 
-use super::guard::{PlainHttp, PlainHttpRefused};
+use super::plain_http::{PlainHttp, PlainHttpRefused};
 
 /// The oci-client of a registry client, behind its transport guard.
 #[derive(Clone)]

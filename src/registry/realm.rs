@@ -13,7 +13,7 @@ use reqwest::Url;
 use serde::Deserialize;
 
 use super::challenge::{parse_bearer_challenge, Endpoint};
-use super::guard::{PlainHttp, PlainHttpRefused};
+use super::plain_http::{PlainHttp, PlainHttpRefused};
 use super::retry::{parse_retry_after, RateLimited};
 
 /// The OAuth2 client id sent with every exchange.

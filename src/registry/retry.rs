@@ -291,7 +291,7 @@ mod tests {
     fn a_refused_request_is_not_retried_though_it_travels_as_an_io_error() {
         let refused = super::super::oci::Hygiene {
             marker: "m: ".into(),
-            rule: super::super::guard::PlainHttp::default(),
+            rule: super::super::plain_http::PlainHttp::default(),
         }
         .scrub(OciDistributionError::ServerError {
             code: 403,
