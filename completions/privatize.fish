@@ -59,7 +59,7 @@ complete -c privatize -n "__fish_privatize_using_subcommand serve" -l copy-job-b
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l copy-job-completion -d 'completions of the copy Jobs' -r
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l pull-secret-name -d 'Name of the managed pull Secret added to rewritten pods in ECR-enabled namespaces' -r
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l ca-file -d 'Extra PEM file of CA certificates to trust, added to the OS trust store (repeatable)' -r -F
-complete -c privatize -n "__fish_privatize_using_subcommand serve" -l plain-http -d 'Registries (HOST[:PORT]) spoken to over plain HTTP; comma-separated. Everything else is HTTPS with verification' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l plain-http -d 'Hosts (HOST[:PORT], port 80 when left out) spoken to over plain HTTP, comma-separated: registries, and the token endpoints or redirect targets they name. Every other request, token realms and redirects included, is HTTPS with verification' -r
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l authfile -d 'Docker `config.json` with registry credentials [default: $DOCKER_CONFIG/config.json, then ~/.docker/config.json]' -r -F
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l src-creds -d 'Source registry credentials as USER:PASSWORD (overrides the authfile)' -r
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l dest-creds -d 'Target registry credentials as USER:PASSWORD (non-ECR targets; overrides the authfile)' -r
@@ -111,7 +111,7 @@ complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l progr
 always\t'Always draw bars'
 never\t'Never draw bars'"
 complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l ca-file -d 'Extra PEM file of CA certificates to trust, added to the OS trust store (repeatable)' -r -F
-complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l plain-http -d 'Registries (HOST[:PORT]) spoken to over plain HTTP; comma-separated. Everything else is HTTPS with verification' -r
+complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l plain-http -d 'Hosts (HOST[:PORT], port 80 when left out) spoken to over plain HTTP, comma-separated: registries, and the token endpoints or redirect targets they name. Every other request, token realms and redirects included, is HTTPS with verification' -r
 complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l authfile -d 'Docker `config.json` with registry credentials [default: $DOCKER_CONFIG/config.json, then ~/.docker/config.json]' -r -F
 complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l src-creds -d 'Source registry credentials as USER:PASSWORD (overrides the authfile)' -r
 complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l dest-creds -d 'Target registry credentials as USER:PASSWORD (non-ECR targets; overrides the authfile)' -r

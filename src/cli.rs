@@ -66,7 +66,7 @@ pub struct TransportArgs {
     #[arg(long = "ca-file", env = "PRIVATIZE_CA_FILE", value_delimiter = ',')]
     pub ca_files: Vec<PathBuf>,
 
-    /// Registries (HOST[:PORT]) spoken to over plain HTTP; comma-separated. Everything else is HTTPS with verification
+    /// Hosts (HOST[:PORT], port 80 when left out) spoken to over plain HTTP, comma-separated: registries, and the token endpoints or redirect targets they name. Every other request, token realms and redirects included, is HTTPS with verification
     #[arg(
         long = "plain-http",
         env = "PRIVATIZE_PLAIN_HTTP",

@@ -1,13 +1,17 @@
 //! Retries for transient registry failures: connection resets and timeouts,
 //! 408 and 5xx with exponential backoff and jitter; rate limits (429, or the
 //! OCI code TOOMANYREQUESTS) after the pause the registry asks for, capped.
-//! Everything else fails at once.
+//! Everything else fails at once, a request refused by the plain-HTTP rule
+//! first of all.
 
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Result;
 use oci_client::errors::{DigestError, OciDistributionError, OciErrorCode};
+
+use super::oci::refusal_in;
+use super::realm::TokenRefused;
 
 /// First pause between attempts; it doubles each time, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
@@ -112,10 +116,13 @@ pub fn is_transient(err: &anyhow::Error) -> bool {
 /// Sorts a failure. A digest mismatch is never retried: it means the bytes
 /// are wrong, and retrying could hide a tampering source.
 pub fn classify(err: &anyhow::Error) -> Verdict {
-    if is_digest_mismatch(err) || is_tls_rejection(err) {
+    if is_digest_mismatch(err) || is_tls_rejection(err) || is_refusal(err) {
         return Verdict::Fatal;
     }
     for cause in err.chain() {
+        if let Some(refused) = cause.downcast_ref::<TokenRefused>() {
+            return status_verdict(refused.status.as_u16());
+        }
         if let Some(limited) = cause.downcast_ref::<RateLimited>() {
             return Verdict::RateLimited(limited.retry_after);
         }
@@ -174,6 +181,12 @@ fn reqwest_verdict(e: &reqwest::Error) -> Verdict {
         }
         None => Verdict::Fatal,
     }
+}
+
+/// Whether privatize refused the request itself (plain HTTP to a host not in
+/// `--plain-http`): asking again gets the same answer.
+pub fn is_refusal(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| refusal_in(cause).is_some())
 }
 
 /// Whether a TLS handshake was refused (untrusted or wrong certificate):
@@ -272,6 +285,33 @@ mod tests {
         assert_eq!(classify(&server(429)), Verdict::RateLimited(None));
         assert_eq!(classify(&server(503)), Verdict::Transient);
         assert_eq!(classify(&server(403)), Verdict::Fatal);
+    }
+
+    #[test]
+    fn a_refused_request_is_not_retried_though_it_travels_as_an_io_error() {
+        let refused = super::super::oci::Hygiene {
+            marker: "m: ".into(),
+            rule: super::super::plain_http::PlainHttp::default(),
+        }
+        .scrub(OciDistributionError::ServerError {
+            code: 403,
+            url: "u".into(),
+            message: "m: http://10.0.0.1/".into(),
+        });
+        let err = anyhow::Error::new(refused).context("reading source blob");
+        assert_eq!(classify(&err), Verdict::Fatal);
+        let relay_failed = anyhow::Error::new(OciDistributionError::IoError(
+            std::io::Error::other("relaying: connection refused"),
+        ));
+        assert_eq!(classify(&relay_failed), Verdict::Transient);
+        let token = |code| {
+            anyhow::Error::new(TokenRefused {
+                url: "https://auth/token".into(),
+                status: reqwest::StatusCode::from_u16(code).unwrap(),
+            })
+        };
+        assert_eq!(classify(&token(503)), Verdict::Transient);
+        assert_eq!(classify(&token(401)), Verdict::Fatal);
     }
 
     #[test]

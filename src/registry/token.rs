@@ -1,174 +1,163 @@
-//! Identity tokens (docker's `identitytoken`, or a credential helper's
-//! `<token>` user) are OAuth2 refresh tokens: they are exchanged at the
-//! registry's token endpoint for an access token per repository and action,
-//! as docker and skopeo do. oci-client can only send a bearer token as it is,
-//! so the access tokens go into its token cache before each request.
+//! Every registry login, done by privatize itself so oci-client never holds a
+//! credential nor fetches a token: ask `/v2/` how the host logs in, then for
+//! Basic hosts hand oci-client the Basic pair (sent to that host only), for
+//! Bearer hosts fetch a scoped token at the challenge's realm (anonymously,
+//! with the Basic pair, or by exchanging an identity token as docker does)
+//! and put it into oci-client's token cache before each request. The
+//! requests themselves, and the plain-HTTP rule on them, are `registry/realm.rs`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use oci_client::token_cache::{RegistryToken, RegistryTokenType};
-use oci_client::RegistryOperation;
-use serde::Deserialize;
+use oci_client::{Reference, RegistryOperation};
 use tokio::sync::Mutex;
 
-use super::retry::{parse_retry_after, RateLimited};
+use super::challenge::Endpoint;
+use super::realm::{jwt_expiry, Challenge, Realms};
 
-/// The OAuth2 client id sent with every exchange.
-const CLIENT_ID: &str = "privatize";
-/// An access token is exchanged again this long before it expires.
+/// A token is fetched again this long before it expires (half its life when shorter).
 const RENEW_BEFORE: Duration = Duration::from_secs(30);
-/// How long an access token lives when the endpoint does not say (the token spec's default).
+/// How long a token lives when the endpoint does not say (the token spec's default).
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(60);
 /// oci-client forgets a token it cannot read an expiry from after 60 s: put it back well before.
 const REINSERT_AFTER: Duration = Duration::from_secs(20);
 
-/// The identity tokens of a run, by registry host (as oci-client names it).
+/// What a registry host is logged in with.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credentials {
+    Anonymous,
+    Basic {
+        user: String,
+        password: String,
+    },
+    /// docker's `identitytoken`: an OAuth2 refresh token.
+    Identity(String),
+    /// A bearer token used as it is.
+    Token(String),
+}
+
+/// The logins of a run, by registry host (as oci-client names it). One host
+/// logging in does not hold up another.
 #[derive(Clone)]
-pub struct IdentityTokens {
-    http: reqwest::Client,
-    plain_http: Arc<Vec<String>>,
-    hosts: Arc<Mutex<HashMap<String, Host>>>,
+pub struct Logins {
+    realms: Realms,
+    hosts: Arc<std::sync::Mutex<HashMap<String, Arc<Mutex<Host>>>>>,
 }
 
 struct Host {
-    refresh_token: String,
-    endpoint: Option<Endpoint>,
-    access: HashMap<(String, bool), Access>,
+    credentials: Credentials,
+    /// How the host logs in, once asked.
+    challenge: Option<Challenge>,
+    access: HashMap<Scope, Access>,
+    /// Scopes oci-client holds the Basic pair for (it keeps it for good).
+    given: HashSet<Scope>,
 }
 
-/// Where a registry hands out tokens, from its `WWW-Authenticate` challenge.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    pub realm: String,
-    pub service: Option<String>,
-}
+/// Repository and whether it is a push.
+type Scope = (String, bool);
 
 struct Access {
     token: String,
     expires: Instant,
+    renew_before: Duration,
     inserted: Instant,
 }
 
-/// The token endpoint's answer (RFC 6749 §5.1; some registries say `token`).
-#[derive(Deserialize)]
-struct Grant {
-    #[serde(default)]
-    access_token: Option<String>,
-    #[serde(default)]
-    token: Option<String>,
-    #[serde(default)]
-    expires_in: Option<u64>,
-    #[serde(default)]
-    refresh_token: Option<String>,
-}
-
-impl IdentityTokens {
-    pub fn new(http: reqwest::Client, plain_http: Vec<String>) -> Self {
+impl Logins {
+    pub fn new(realms: Realms) -> Self {
         Self {
-            http,
-            plain_http: Arc::new(plain_http),
+            realms,
             hosts: Arc::default(),
         }
     }
 
-    /// Remembers the identity token of `host`.
-    pub async fn insert(&self, host: &str, refresh_token: &str) {
-        self.hosts.lock().await.insert(
+    /// Remembers how `host` logs in.
+    pub fn insert(&self, host: &str, credentials: Credentials) {
+        self.hosts.lock().expect("logins lock").insert(
             host.to_string(),
-            Host {
-                refresh_token: refresh_token.to_string(),
-                endpoint: None,
-                access: HashMap::new(),
-            },
+            Arc::new(Mutex::new(Host::new(credentials))),
         );
     }
 
-    /// Puts a fresh access token for `repository` and `op` into oci-client's
-    /// cache when `host` logs in with an identity token; does nothing otherwise.
+    /// Makes sure oci-client's next request for `reference` and `op` carries
+    /// what the host asks for: a Basic pair, a scoped token, or nothing.
     pub async fn authorize(
         &self,
         oci: &oci_client::Client,
-        reference: &oci_client::Reference,
+        reference: &Reference,
         op: RegistryOperation,
     ) -> Result<()> {
         let host_name = reference.resolve_registry();
-        let mut hosts = self.hosts.lock().await;
-        let Some(host) = hosts.get_mut(host_name) else {
+        let host = self
+            .hosts
+            .lock()
+            .expect("logins lock")
+            .entry(host_name.to_string())
+            .or_insert_with(|| Arc::new(Mutex::new(Host::new(Credentials::Anonymous))))
+            .clone();
+        let mut host = host.lock().await;
+        if let Credentials::Token(token) = &host.credentials {
+            let token = RegistryTokenType::Bearer(RegistryToken::Token {
+                token: token.clone(),
+            });
+            oci.tokens.insert(reference, op, token).await;
             return Ok(());
+        }
+        let challenge = match &host.challenge {
+            Some(challenge) => challenge.clone(),
+            None => match self.realms.challenge(host_name).await? {
+                Some(challenge) => host.challenge.insert(challenge).clone(),
+                None => return Ok(()),
+            },
         };
-        let key = (
+        let scope: Scope = (
             reference.repository().to_string(),
             op == RegistryOperation::Push,
         );
+        let endpoint = match challenge {
+            Challenge::Open => return Ok(()),
+            Challenge::Bearer(endpoint) => endpoint,
+            Challenge::Basic => {
+                return match &host.credentials {
+                    Credentials::Anonymous => Ok(()),
+                    Credentials::Basic { user, password } => {
+                        let pair = RegistryTokenType::Basic(user.clone(), password.clone());
+                        if host.given.insert(scope) {
+                            oci.tokens.insert(reference, op, pair).await;
+                        }
+                        Ok(())
+                    }
+                    Credentials::Identity(_) | Credentials::Token(_) => bail!(
+                        "{host_name} asks for Basic credentials, so an identity token cannot be used there"
+                    ),
+                };
+            }
+        };
         let now = Instant::now();
         let fresh = host
             .access
-            .get(&key)
-            .filter(|a| a.expires > now + RENEW_BEFORE);
+            .get(&scope)
+            .filter(|a| a.expires > now + a.renew_before);
         if fresh.is_some_and(|a| now.duration_since(a.inserted) < REINSERT_AFTER) {
             return Ok(());
         }
         let token = match fresh {
             Some(access) => access.token.clone(),
             None => {
-                let endpoint = match &host.endpoint {
-                    Some(endpoint) => endpoint.clone(),
-                    None => {
-                        let endpoint = self.endpoint(host_name).await?;
-                        host.endpoint = Some(endpoint.clone());
-                        endpoint
-                    }
+                let Some(access) =
+                    fetch(&self.realms, host_name, &mut host, &endpoint, &scope).await?
+                else {
+                    return Ok(());
                 };
-                let scope = match op {
-                    RegistryOperation::Pull => format!("repository:{}:pull", key.0),
-                    RegistryOperation::Push => format!("repository:{}:pull,push", key.0),
-                };
-                let grant = self
-                    .exchange(&endpoint, &host.refresh_token, &scope)
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "exchanging the identity token for {host_name} at {}",
-                            endpoint.realm
-                        )
-                    })?;
-                if let Some(rotated) = grant.refresh_token.filter(|t| !t.is_empty()) {
-                    host.refresh_token = rotated;
-                }
-                let lifetime = grant
-                    .expires_in
-                    .map_or(DEFAULT_LIFETIME, Duration::from_secs);
-                let token = grant
-                    .access_token
-                    .or(grant.token)
-                    .filter(|t| !t.is_empty())
-                    .with_context(|| {
-                        format!(
-                            "exchanging the identity token for {host_name} at {}: the answer holds no access token",
-                            endpoint.realm
-                        )
-                    })?;
-                tracing::debug!(
-                    registry = host_name,
-                    scope,
-                    lifetime_s = lifetime.as_secs(),
-                    "identity token exchanged"
-                );
-                host.access.insert(
-                    key.clone(),
-                    Access {
-                        token: token.clone(),
-                        expires: now + lifetime,
-                        inserted: now,
-                    },
-                );
+                let token = access.token.clone();
+                host.access.insert(scope.clone(), access);
                 token
             }
         };
-        if let Some(access) = host.access.get_mut(&key) {
+        if let Some(access) = host.access.get_mut(&scope) {
             access.inserted = now;
         }
         let token = RegistryTokenType::Bearer(RegistryToken::AccessToken {
@@ -177,144 +166,96 @@ impl IdentityTokens {
         oci.tokens.insert(reference, op, token).await;
         Ok(())
     }
-
-    /// Asks `/v2/` where the token endpoint is.
-    async fn endpoint(&self, host: &str) -> Result<Endpoint> {
-        let plain = self.plain_http.iter().any(|h| h == host);
-        let url = format!("{}://{host}/v2/", if plain { "http" } else { "https" });
-        let response = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .with_context(|| format!("asking {url} for its token endpoint"))?;
-        let challenge = response
-            .headers()
-            .get(reqwest::header::WWW_AUTHENTICATE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_bearer_challenge);
-        challenge.with_context(|| {
-            format!(
-                "asking {url} for its token endpoint: HTTP {} without a Bearer challenge, so an identity token cannot be used there",
-                response.status().as_u16()
-            )
-        })
-    }
-
-    async fn exchange(
-        &self,
-        endpoint: &Endpoint,
-        refresh_token: &str,
-        scope: &str,
-    ) -> Result<Grant> {
-        let mut form = vec![
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token),
-            ("client_id", CLIENT_ID),
-            ("scope", scope),
-        ];
-        if let Some(service) = &endpoint.service {
-            form.push(("service", service));
-        }
-        let response = self
-            .http
-            .post(&endpoint.realm)
-            .form(&form)
-            .send()
-            .await
-            .context("sending the token request")?;
-        let status = response.status();
-        if status.as_u16() == 429 {
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, SystemTime::now()));
-            return Err(RateLimited {
-                url: endpoint.realm.clone(),
-                retry_after,
-            }
-            .into());
-        }
-        if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
-            let body: String = body.trim().chars().take(200).collect();
-            bail!("HTTP {}: {body}", status.as_u16());
-        }
-        response.json().await.context("reading the token answer")
-    }
 }
 
-/// Realm and service of a `Bearer realm="…",service="…"` challenge.
-pub fn parse_bearer_challenge(header: &str) -> Option<Endpoint> {
-    let header = header.trim();
-    let (scheme, params) = header.split_once(char::is_whitespace)?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
-    }
-    let mut found: HashMap<String, String> = HashMap::new();
-    let mut rest = params.trim_start();
-    while !rest.is_empty() {
-        let (name, after) = rest.split_once('=')?;
-        let name = name.trim().to_ascii_lowercase();
-        let after = after.trim_start();
-        let (value, remaining) = if let Some(quoted) = after.strip_prefix('"') {
-            let mut value = String::new();
-            let mut chars = quoted.char_indices();
-            let mut end = None;
-            while let Some((i, c)) = chars.next() {
-                match c {
-                    '\\' => value.extend(chars.next().map(|(_, c)| c)),
-                    '"' => {
-                        end = Some(i + 1);
-                        break;
-                    }
-                    c => value.push(c),
-                }
+/// A new token for `scope`; `None` when oci-client's own anonymous flow
+/// would get the same (a token it cannot cache, for an anonymous login).
+async fn fetch(
+    realms: &Realms,
+    host_name: &str,
+    host: &mut Host,
+    endpoint: &Endpoint,
+    scope: &Scope,
+) -> Result<Option<Access>> {
+    let scope_text = match scope {
+        (repository, false) => format!("repository:{repository}:pull"),
+        (repository, true) => format!("repository:{repository}:pull,push"),
+    };
+    let now = Instant::now();
+    let grant = match &host.credentials {
+        Credentials::Identity(refresh_token) => {
+            let grant = realms
+                .exchange(endpoint, refresh_token, &scope_text)
+                .await
+                .with_context(|| {
+                    format!(
+                        "exchanging the identity token for {host_name} at {}",
+                        endpoint.realm
+                    )
+                })?;
+            if let Some(rotated) = grant.refresh_token.clone().filter(|t| !t.is_empty()) {
+                host.credentials = Credentials::Identity(rotated);
             }
-            (value, &quoted[end?..])
-        } else {
-            let end = after.find(',').unwrap_or(after.len());
-            (after[..end].trim().to_string(), &after[end..])
-        };
-        found.insert(name, value);
-        rest = remaining.trim_start().trim_start_matches(',').trim_start();
+            grant
+        }
+        Credentials::Basic { user, password } => {
+            realms
+                .get_token(endpoint, &scope_text, Some((user, password)))
+                .await?
+        }
+        Credentials::Anonymous | Credentials::Token(_) => {
+            realms.get_token(endpoint, &scope_text, None).await?
+        }
+    };
+    let mut lifetime = grant
+        .expires_in
+        .map_or(DEFAULT_LIFETIME, Duration::from_secs);
+    let token = grant.into_token().with_context(|| {
+        format!(
+            "token endpoint {} gave no token for {scope_text}",
+            endpoint.realm
+        )
+    })?;
+    match jwt_expiry(&token, SystemTime::now()) {
+        Ok(Some(left)) => lifetime = lifetime.min(left),
+        Ok(None) => {}
+        // oci-client would drop the token and fetch one itself, anonymously:
+        // the same thing for an anonymous login, a wrong one otherwise.
+        Err(why) if host.credentials == Credentials::Anonymous => {
+            tracing::debug!(
+                registry = host_name,
+                scope = scope_text,
+                why,
+                "token left to oci-client"
+            );
+            return Ok(None);
+        }
+        Err(why) => bail!(
+            "the token {} gave for {scope_text} {why}, so it cannot be used (is this machine's clock right?)",
+            endpoint.realm
+        ),
     }
-    Some(Endpoint {
-        realm: found.remove("realm").filter(|r| !r.is_empty())?,
-        service: found.remove("service"),
-    })
+    tracing::debug!(
+        registry = host_name,
+        scope = scope_text,
+        lifetime_s = lifetime.as_secs(),
+        "registry token fetched"
+    );
+    Ok(Some(Access {
+        token,
+        expires: now + lifetime,
+        renew_before: RENEW_BEFORE.min(lifetime / 2),
+        inserted: now,
+    }))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bearer_challenges_give_realm_and_service() {
-        assert_eq!(
-            parse_bearer_challenge(
-                r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io""#
-            ),
-            Some(Endpoint {
-                realm: "https://auth.docker.io/token".into(),
-                service: Some("registry.docker.io".into()),
-            })
-        );
-        assert_eq!(
-            parse_bearer_challenge(
-                r#"bearer service="a, \"b\"", realm=https://r/t, scope="repository:x:pull""#
-            ),
-            Some(Endpoint {
-                realm: "https://r/t".into(),
-                service: Some(r#"a, "b""#.into()),
-            })
-        );
-        assert_eq!(parse_bearer_challenge(r#"Basic realm="registry""#), None);
-        assert_eq!(parse_bearer_challenge(r#"Bearer service="s""#), None);
-        assert_eq!(
-            parse_bearer_challenge(r#"Bearer realm="unterminated"#),
-            None
-        );
+impl Host {
+    fn new(credentials: Credentials) -> Self {
+        Self {
+            credentials,
+            challenge: None,
+            access: HashMap::new(),
+            given: HashSet::new(),
+        }
     }
 }

@@ -11,6 +11,7 @@ pub mod proxy;
 pub mod secret_webhook;
 pub mod serve;
 pub mod serve_gate;
+pub mod ssrf;
 pub mod tags;
 pub mod token_gateway;
 pub mod webhook;
