@@ -157,7 +157,7 @@ impl Hygiene {
                     None => OciDistributionError::ServerError {
                         code,
                         url,
-                        message: status_line(code),
+                        message: envelope(&message).unwrap_or_else(|| status_line(code)),
                     },
                 }
             }
@@ -187,6 +187,18 @@ fn refusal(url: &str) -> OciDistributionError {
             url: url.to_string(),
         },
     ))
+}
+
+/// A registry's OCI error envelope (`{"errors":[{"code","message"}]}`, codes
+/// oci-client does not know, such as ECR's `TAG_INVALID`) rebuilt from its
+/// first entry's code and message only, so nothing else of the body is kept.
+fn envelope(body: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(body).ok()?;
+    let first = value.get("errors")?.as_array()?.first()?;
+    let code = first.get("code")?.as_str()?;
+    let message = first.get("message").and_then(|m| m.as_str()).unwrap_or("");
+    let message: String = message.chars().take(300).collect();
+    Some(serde_json::json!({"errors": [{"code": code, "message": message}]}).to_string())
 }
 
 /// `HTTP 500 Internal Server Error (body not shown)`.
@@ -236,6 +248,23 @@ mod tests {
         );
         let auth = hygiene().scrub(OciDistributionError::AuthenticationFailure("SECRET".into()));
         assert!(!auth.to_string().contains("SECRET"));
+    }
+
+    #[test]
+    fn an_oci_error_envelope_keeps_only_its_code_and_message() {
+        let body = r#"{"errors":[{"code":"TAG_INVALID","message":"The image tag 'v1' already exists","detail":{"secret":"x"}}],"extra":"SECRET"}"#;
+        let scrubbed = hygiene().scrub(OciDistributionError::ServerError {
+            code: 400,
+            url: "https://r/v2/x/manifests/v1".into(),
+            message: body.into(),
+        });
+        let OciDistributionError::ServerError { message, .. } = scrubbed else {
+            panic!("still a server error")
+        };
+        assert_eq!(
+            message,
+            r#"{"errors":[{"code":"TAG_INVALID","message":"The image tag 'v1' already exists"}]}"#
+        );
     }
 
     #[test]
