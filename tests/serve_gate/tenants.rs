@@ -430,3 +430,49 @@ async fn a_revert_refused_by_an_image_policy_removes_only_the_gate_and_says_why(
     delete_policy(&ns, &policy).await;
     drop(serve);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_pinning_an_older_build_of_a_tag_does_not_roll_the_mirrors_tag_back() {
+    use super::common::tags::{anchor, push_build, target_tag};
+    let _serial = SERIAL.lock().await;
+    let tb = common::testbed();
+    let ns = TestNamespace::new("gate-rollback").await;
+    let serve = GateServe::start(&ns, &[]).await;
+    // v1 was built twice; the mirror follows the source: v1 is the new build there.
+    let repository = format!("roll-{}/app", common::unique() % 1_000_000);
+    let old = push_build(tb, "tiny", &repository, "v1");
+    let new = push_build(tb, "oci-single", &repository, "v1");
+    let shared = format!("{}/{repository}:v1", tb.source());
+    assert!(serve.sync(&shared).status.success());
+    let target = privatize::image::ImageRef::parse(&serve.target_of(&shared)).unwrap();
+    assert_eq!(
+        target_tag(tb, &target.repository, "v1").as_deref(),
+        Some(new.as_str())
+    );
+
+    // A tenant pins the old build under the shared tag.
+    let pinned = format!("{shared}@{old}");
+    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    let created = pods
+        .create(&PostParams::default(), &pod("pinned", &pinned))
+        .await
+        .unwrap();
+    assert_eq!(gates(&created), ["privatize.io/mirror"]);
+    let jobs = copy_jobs(&ns).await;
+    let out = run_job_command(&jobs[0]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    complete_job(&ns.client, &ns.name, &jobs[0], true).await;
+    let (released, _) = wait_for(&pods, "pinned", "released", is_released).await;
+    assert_eq!(image(&released), serve.target_of(&pinned));
+    assert_eq!(
+        target_tag(tb, &target.repository, "v1").as_deref(),
+        Some(new.as_str()),
+        "the tenant rolled the shared tag back for everyone"
+    );
+    assert_eq!(
+        target_tag(tb, &target.repository, &anchor(&old)).as_deref(),
+        Some(old.as_str()),
+        "the pinned build is kept under its anchor tag"
+    );
+    drop(serve);
+}
