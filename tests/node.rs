@@ -201,7 +201,10 @@ async fn a_deployment_is_gated_copied_by_privatizes_own_image_and_runs_from_the_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_that_fails_for_real_reverts_and_releases_the_pods() {
     let _one = one_at_a_time().await;
-    let system = System::start("gate").await;
+    // An image that does not exist cannot be read anonymously either: only a
+    // namespace allowed private sources gets it gated and copied (and failing).
+    let system =
+        System::start_with("gate", &[("PRIVATIZE_PRIVATE_SOURCE_NAMESPACES", "apps-*")]).await;
     let source = format!("{}/testbed/does-not-exist:1", common::testbed().source());
     system.deployment("ghost", &source, 2, SCRIPT).await;
     let pods = system.pods("ghost", 2).await;

@@ -88,6 +88,11 @@ pub struct System {
 
 impl System {
     pub async fn start(swap_policy: &str) -> Self {
+        Self::start_with(swap_policy, &[]).await
+    }
+
+    /// `start` with more environment for serve.
+    pub async fn start_with(swap_policy: &str, serve_env: &[(&str, &str)]) -> Self {
         let node = node();
         let tb = testbed();
         let client = node.cluster.client().await;
@@ -153,6 +158,7 @@ impl System {
             )
             .env("PRIVATIZE_SWEEP_INTERVAL", "1s")
             .env("PRIVATIZE_SHUTDOWN_DELAY", "0s")
+            .envs(serve_env.iter().copied())
             .args(["serve", "--listen-address", "127.0.0.1"])
             .args(["--https-port", &https_port.to_string()])
             .args(["--http-port", &http_port.to_string()])
