@@ -4,11 +4,11 @@
 //! uninstall removes the webhook configuration first, then releases every
 //! pod still gated, then the rest.
 
+pub mod iam;
 pub mod manifests;
 pub mod rollout;
 pub mod settle;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
@@ -22,11 +22,26 @@ use crate::cli::{InstallArgs, UninstallArgs};
 use crate::copy_job::{self, template};
 use crate::k8s::{self, Object, MANAGED_BY};
 use crate::tls::{self, Outcome};
-use manifests::{objects, retired, Settings, NAME, TLS_SECRET};
+use manifests::{objects, retired, AccountAnnotations, Settings, NAME, TLS_SECRET};
+
+/// Annotation keys that give a pod an AWS role (IRSA).
+const ROLE_ANNOTATIONS: [&str; 1] = ["eks.amazonaws.com/role-arn"];
 
 /// Runs `install`.
 pub async fn install(args: InstallArgs) -> Result<()> {
     let mut settings = settings(&args)?;
+    if args.iam_policies {
+        let policies = iam::policies(
+            settings.target_registry.as_deref(),
+            &settings.namespace,
+            settings.kms_key.as_deref(),
+        )?;
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&policies).context("rendering the IAM policies")?
+        );
+        return Ok(());
+    }
     if args.dry_run {
         print!("{}", render_yaml(&settings, &objects(&settings)?)?);
         return Ok(());
@@ -84,7 +99,8 @@ pub async fn uninstall(args: UninstallArgs) -> Result<()> {
         image: String::new(),
         webhook_url: None,
         target_registry: None,
-        service_account_annotations: BTreeMap::new(),
+        annotations: AccountAnnotations::default(),
+        kms_key: None,
         source_credentials_secret: None,
         ca_bundle: None,
         replicas: 2,
@@ -273,14 +289,30 @@ async fn certificate(client: &Client, namespace: &str, sans: &[String]) -> Resul
 }
 
 fn settings(args: &InstallArgs) -> Result<Settings> {
-    let service_account_annotations = args
-        .service_account_annotations
+    if !args.service_account_annotations.is_empty() {
+        // One identity for every account gave serve (and so tenants) push rights:
+        // an upgrade must choose, not inherit that.
+        bail!(
+            "--service-account-annotation is gone: it put one identity on all three accounts; use \
+             --webhook-service-account-annotation (serve: pull), --copy-job-service-account-annotation \
+             (copy Jobs: push) and --refresh-service-account-annotation (no AWS identity); \
+             `privatize install --iam-policies` prints each role's policy"
+        );
+    }
+    let annotations = AccountAnnotations {
+        webhook: args.webhook_service_account_annotations.iter().cloned().collect(),
+        copy_job: args.copy_job_service_account_annotations.iter().cloned().collect(),
+        refresh: args.refresh_service_account_annotations.iter().cloned().collect(),
+    };
+    if let Some(key) = ROLE_ANNOTATIONS
         .iter()
-        .map(|a| match a.split_once('=') {
-            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-            _ => bail!("invalid --service-account-annotation {a:?}: expected KEY=VALUE"),
-        })
-        .collect::<Result<_>>()?;
+        .find(|k| annotations.refresh.contains_key(**k))
+    {
+        eprintln!(
+            "warning: --refresh-service-account-annotation {key}: refresh-secrets calls no AWS API, \
+             so the CronJob needs no role"
+        );
+    }
     if let Some(url) = &args.webhook_url {
         if !url.starts_with("https://") {
             bail!("invalid --webhook-url {url:?}: the apiserver only calls https:// webhooks");
@@ -326,7 +358,8 @@ fn settings(args: &InstallArgs) -> Result<Settings> {
         image: args.image.clone(),
         webhook_url: args.webhook_url.clone(),
         target_registry: args.target_registry.clone(),
-        service_account_annotations,
+        annotations,
+        kms_key: args.kms_key.clone(),
         source_credentials_secret: args.source_credentials_secret.clone(),
         ca_bundle: None,
         replicas: args.replicas.into(),
@@ -395,7 +428,8 @@ mod tests {
             image: "registry.example/privatize:test".into(),
             webhook_url: None,
             target_registry: None,
-            service_account_annotations: BTreeMap::new(),
+            annotations: AccountAnnotations::default(),
+            kms_key: None,
             source_credentials_secret: None,
             ca_bundle: None,
             replicas: 2,
@@ -469,6 +503,106 @@ mod tests {
         ] {
             assert!(!is_object_name(bad), "{bad}");
         }
+    }
+
+    fn install_args(args: &[&str]) -> InstallArgs {
+        use clap::Parser;
+        let argv = ["privatize", "install"].iter().chain(args);
+        match crate::cli::Cli::try_parse_from(argv).unwrap().command {
+            crate::cli::Command::Install(args) => args,
+            _ => unreachable!("parsed `install`"),
+        }
+    }
+
+    fn annotations_of(objects: &[Object], account: &str) -> serde_json::Value {
+        let account = objects
+            .iter()
+            .find(|o| o.is::<k8s_openapi::api::core::v1::ServiceAccount>(account))
+            .unwrap();
+        serde_json::to_value(&account.object).unwrap()["metadata"]["annotations"].clone()
+    }
+
+    #[test]
+    fn each_service_account_gets_only_its_own_annotations() {
+        let args = install_args(&[
+            "--webhook-service-account-annotation",
+            "eks.amazonaws.com/role-arn=arn:aws:iam::1:role/pull",
+            "--copy-job-service-account-annotation",
+            "eks.amazonaws.com/role-arn=arn:aws:iam::1:role/push",
+            "--copy-job-service-account-annotation",
+            "example.com/note=a=b",
+            "--refresh-service-account-annotation",
+            "example.com/owner=platform",
+        ]);
+        let rendered = objects(&super::settings(&args).unwrap()).unwrap();
+        assert_eq!(
+            annotations_of(&rendered, "privatize-webhook"),
+            serde_json::json!({"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/pull"})
+        );
+        assert_eq!(
+            annotations_of(&rendered, "privatize"),
+            serde_json::json!({
+                "eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/push",
+                "example.com/note": "a=b"
+            })
+        );
+        assert_eq!(
+            annotations_of(&rendered, "privatize-refresh"),
+            serde_json::json!({"example.com/owner": "platform"})
+        );
+        let none = objects(&super::settings(&install_args(&[])).unwrap()).unwrap();
+        for account in ["privatize-webhook", "privatize", "privatize-refresh"] {
+            assert!(annotations_of(&none, account).is_null(), "{account}");
+        }
+    }
+
+    #[test]
+    fn the_old_one_for_all_annotation_flag_is_refused_naming_the_new_ones() {
+        let args = install_args(&[
+            "--service-account-annotation",
+            "eks.amazonaws.com/role-arn=arn:aws:iam::1:role/privatize",
+        ]);
+        let err = super::settings(&args).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "--service-account-annotation is gone: it put one identity on all three accounts; use \
+             --webhook-service-account-annotation (serve: pull), --copy-job-service-account-annotation \
+             (copy Jobs: push) and --refresh-service-account-annotation (no AWS identity); \
+             `privatize install --iam-policies` prints each role's policy"
+        );
+        assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn an_annotation_without_a_key_is_a_usage_error() {
+        use clap::Parser;
+        let err = crate::cli::Cli::try_parse_from([
+            "privatize",
+            "install",
+            "--copy-job-service-account-annotation",
+            "=x",
+        ])
+        .unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(err.to_string().contains("expected KEY=VALUE"), "{err}");
+    }
+
+    #[test]
+    fn a_kms_key_reaches_serve_which_passes_it_to_the_copy_jobs() {
+        let args = install_args(&["--kms-key", "alias/ecr"]);
+        let rendered = objects(&super::settings(&args).unwrap()).unwrap();
+        let deployment = rendered
+            .iter()
+            .find(|o| o.is::<k8s_openapi::api::apps::v1::Deployment>(NAME))
+            .unwrap();
+        let deployment = serde_json::to_value(&deployment.object).unwrap();
+        let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
+        assert!(
+            env.as_array()
+                .unwrap()
+                .contains(&serde_json::json!({"name": "PRIVATIZE_KMS_KEY", "value": "alias/ecr"})),
+            "{env}"
+        );
     }
 
     #[test]
