@@ -318,7 +318,11 @@ pub struct InstallArgs {
     pub refresh_service_account_annotations: Vec<(String, String)>,
 
     /// Removed (it put one identity, push rights included, on every account): refused, naming the three flags above
-    #[arg(long = "service-account-annotation", value_name = "KEY=VALUE", hide = true)]
+    #[arg(
+        long = "service-account-annotation",
+        value_name = "KEY=VALUE",
+        hide = true
+    )]
     pub service_account_annotations: Vec<String>,
 
     /// Print the minimal IAM policies (JSON) of serve, the copy Jobs and the refresh CronJob for --target-registry (an ECR host, with its prefix) and --kms-key; contacts no cluster

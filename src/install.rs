@@ -300,9 +300,21 @@ fn settings(args: &InstallArgs) -> Result<Settings> {
         );
     }
     let annotations = AccountAnnotations {
-        webhook: args.webhook_service_account_annotations.iter().cloned().collect(),
-        copy_job: args.copy_job_service_account_annotations.iter().cloned().collect(),
-        refresh: args.refresh_service_account_annotations.iter().cloned().collect(),
+        webhook: args
+            .webhook_service_account_annotations
+            .iter()
+            .cloned()
+            .collect(),
+        copy_job: args
+            .copy_job_service_account_annotations
+            .iter()
+            .cloned()
+            .collect(),
+        refresh: args
+            .refresh_service_account_annotations
+            .iter()
+            .cloned()
+            .collect(),
     };
     if let Some(key) = ROLE_ANNOTATIONS
         .iter()

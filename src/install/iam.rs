@@ -275,7 +275,9 @@ fn kms_statement(key: &str, partition: &str, region: &str, account: &str) -> Res
             None,
         )
     } else {
-        bail!("invalid --kms-key {key:?}: expected a key ARN, a key ID, alias/NAME or an alias ARN");
+        bail!(
+            "invalid --kms-key {key:?}: expected a key ARN, a key ID, alias/NAME or an alias ARN"
+        );
     };
     let suffix = match partition {
         "aws-cn" => "amazonaws.com.cn",

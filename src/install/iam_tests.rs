@@ -2,7 +2,8 @@ use super::*;
 
 const TARGET: &str = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/mirror";
 /// A repository the copy Jobs write and serve reads: under the prefix.
-const MIRRORED: &str = "arn:aws:ecr:eu-west-1:123456789012:repository/mirror/docker.io/library/nginx";
+const MIRRORED: &str =
+    "arn:aws:ecr:eu-west-1:123456789012:repository/mirror/docker.io/library/nginx";
 /// Another team's repository in the same registry.
 const OUTSIDE: &str = "arn:aws:ecr:eu-west-1:123456789012:repository/team-a/app";
 const KEY: &str = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
@@ -23,10 +24,9 @@ fn matches(pattern: &str, arn: &str) -> bool {
 /// Whether `policy` allows `action` on `resource` (our policies have no
 /// Deny and no wildcard actions; conditions are checked where they matter).
 fn allows(policy: &Policy, action: &str, resource: &str) -> bool {
-    policy
-        .statement
-        .iter()
-        .any(|s| s.effect == "Allow" && s.action.contains(&action) && matches(&s.resource, resource))
+    policy.statement.iter().any(|s| {
+        s.effect == "Allow" && s.action.contains(&action) && matches(&s.resource, resource)
+    })
 }
 
 fn resource_of(scope: Scope) -> &'static str {
@@ -79,7 +79,10 @@ fn every_call_a_copy_job_makes_is_allowed_to_the_copy_jobs_and_nothing_more() {
     for (action, scope) in COPY_JOB_CALLS {
         assert!(allows(policy, action, resource_of(scope)), "{action}");
         if scope == Scope::Mirror {
-            assert!(!allows(policy, action, OUTSIDE), "{action} outside the prefix");
+            assert!(
+                !allows(policy, action, OUTSIDE),
+                "{action} outside the prefix"
+            );
         }
     }
     assert_eq!(actions(policy), sorted(&COPY_JOB_CALLS), "minimal");
@@ -102,7 +105,11 @@ fn with_a_kms_key_the_copy_jobs_may_have_ecr_use_it_and_serve_may_not() {
         kms.condition,
         Some(json!({"StringEquals": {"kms:ViaService": "ecr.eu-west-1.amazonaws.com"}}))
     );
-    assert!(!allows(p.webhook.policy.as_ref().unwrap(), "kms:CreateGrant", KEY));
+    assert!(!allows(
+        p.webhook.policy.as_ref().unwrap(),
+        "kms:CreateGrant",
+        KEY
+    ));
 }
 
 #[test]
@@ -110,7 +117,10 @@ fn a_kms_alias_is_matched_by_its_name_on_the_accounts_keys() {
     for alias in ["alias/ecr", "arn:aws:kms:eu-west-1:123456789012:alias/ecr"] {
         let p = policies(Some(TARGET), "privatize", Some(alias)).unwrap();
         let kms = p.copy_job.policy.unwrap().statement.pop().unwrap();
-        assert_eq!(kms.resource, "arn:aws:kms:eu-west-1:123456789012:key/*", "{alias}");
+        assert_eq!(
+            kms.resource, "arn:aws:kms:eu-west-1:123456789012:key/*",
+            "{alias}"
+        );
         assert_eq!(
             kms.condition.unwrap()["ForAnyValue:StringEquals"],
             json!({"kms:ResourceAliases": "alias/ecr"})
@@ -118,7 +128,10 @@ fn a_kms_alias_is_matched_by_its_name_on_the_accounts_keys() {
     }
     let p = policies(Some(TARGET), "privatize", Some("1234abcd-12ab")).unwrap();
     let kms = p.copy_job.policy.unwrap().statement.pop().unwrap();
-    assert_eq!(kms.resource, "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab");
+    assert_eq!(
+        kms.resource,
+        "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab"
+    );
     let err = policies(Some(TARGET), "privatize", Some("arn:aws:s3:::bucket")).unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -168,7 +181,11 @@ fn china_and_govcloud_hosts_name_their_partition() {
         ),
     ] {
         let p = policies(Some(host), "privatize", None).unwrap();
-        assert_eq!(p.webhook.policy.unwrap().statement[1].resource, arn, "{host}");
+        assert_eq!(
+            p.webhook.policy.unwrap().statement[1].resource,
+            arn,
+            "{host}"
+        );
     }
 }
 
@@ -181,13 +198,24 @@ fn a_target_that_is_not_ecr_is_refused_in_one_line() {
          not registry.example:5000: other registries grant pull and push through their own credentials"
     );
     let err = policies(None, "privatize", None).unwrap_err();
-    assert!(err.to_string().starts_with("--iam-policies needs --target-registry"));
+    assert!(err
+        .to_string()
+        .starts_with("--iam-policies needs --target-registry"));
 }
 
 #[test]
 fn each_identity_names_its_irsa_subject() {
     let p = policies(Some(TARGET), "mirror-system", None).unwrap();
-    assert_eq!(p.webhook.subject, "system:serviceaccount:mirror-system:privatize-webhook");
-    assert_eq!(p.copy_job.subject, "system:serviceaccount:mirror-system:privatize");
-    assert_eq!(p.refresh.subject, "system:serviceaccount:mirror-system:privatize-refresh");
+    assert_eq!(
+        p.webhook.subject,
+        "system:serviceaccount:mirror-system:privatize-webhook"
+    );
+    assert_eq!(
+        p.copy_job.subject,
+        "system:serviceaccount:mirror-system:privatize"
+    );
+    assert_eq!(
+        p.refresh.subject,
+        "system:serviceaccount:mirror-system:privatize-refresh"
+    );
 }

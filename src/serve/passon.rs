@@ -280,11 +280,17 @@ mod tests {
     fn process_identity_and_secrets_are_withheld_and_never_printed() {
         let pass = from_process([
             ("AWS_REGION".to_string(), "eu-west-1".to_string()),
-            ("AWS_ENDPOINT_URL".to_string(), "http://127.0.0.1:5000".to_string()),
+            (
+                "AWS_ENDPOINT_URL".to_string(),
+                "http://127.0.0.1:5000".to_string(),
+            ),
             ("AWS_MAX_ATTEMPTS".to_string(), "1".to_string()),
             ("AWS_ACCESS_KEY_ID".to_string(), "AKIDEXAMPLE".to_string()),
             ("AWS_SECRET_ACCESS_KEY".to_string(), "s3cr3t".to_string()),
-            ("AWS_ROLE_ARN".to_string(), "arn:aws:iam::1:role/p".to_string()),
+            (
+                "AWS_ROLE_ARN".to_string(),
+                "arn:aws:iam::1:role/p".to_string(),
+            ),
             ("AWS_PROFILE".to_string(), "mirror".to_string()),
             ("PRIVATIZE_DEST_CREDS".to_string(), "u:hunter2".to_string()),
             ("HOME".to_string(), "/root".to_string()),
