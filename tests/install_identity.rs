@@ -3,21 +3,19 @@
 //! on their way to moto, is one their printed policy allows; a copy Job that
 //! serve creates gets serve's region and endpoints but none of its identity.
 
+#[path = "install/aws_recorder.rs"]
+mod aws_recorder;
 mod common;
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::process::Output;
-use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
-use bytes::Bytes;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use serde_json::{json, Value};
-use warp::http::{HeaderMap, Method, Response, StatusCode};
-use warp::Filter;
 
+use aws_recorder::AwsRecorder;
 use common::kube::{put_ca_config_map, TestNamespace};
 use common::serve::{Serve, ServeOptions};
 use common::{assert_ok, mirrored_repository, prefix, stderr, stdout, testbed};
@@ -148,94 +146,6 @@ fn iam_policies_refuse_a_target_that_is_not_ecr_in_one_line() {
         stderr(&out),
         "error: --iam-policies needs --target-registry (or ECR_REGISTRY): the policies name its account, region and prefix\n"
     );
-}
-
-/// A front for moto that records the operation (`X-Amz-Target`) of every call.
-struct AwsRecorder {
-    addr: SocketAddr,
-    seen: Arc<Mutex<Vec<String>>>,
-}
-
-impl AwsRecorder {
-    fn start() -> Self {
-        let upstream = testbed().env["MOTO_ENDPOINT"].clone();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = seen.clone();
-        let addr = common::serve_on_thread(move |listener| async move {
-            let http = reqwest::Client::new();
-            let route = warp::method()
-                .and(warp::path::full())
-                .and(warp::header::headers_cloned())
-                .and(warp::body::bytes())
-                .and_then(
-                    move |method: Method,
-                          path: warp::path::FullPath,
-                          headers: HeaderMap,
-                          body: Bytes| {
-                        let (http, upstream, log) = (http.clone(), upstream.clone(), log.clone());
-                        async move {
-                            let target = headers
-                                .get("x-amz-target")
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or("?");
-                            let operation = target.rsplit('.').next().unwrap_or(target);
-                            log.lock().unwrap().push(operation.to_string());
-                            Ok::<_, warp::Rejection>(
-                                forward(&http, &upstream, method, path.as_str(), headers, body)
-                                    .await,
-                            )
-                        }
-                    },
-                );
-            warp::serve(route).incoming(listener).run().await;
-        });
-        Self { addr, seen }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// The operations called so far, as IAM actions (`ecr:CreateRepository`).
-    fn actions(&self) -> BTreeSet<String> {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|op| format!("ecr:{op}"))
-            .collect()
-    }
-}
-
-async fn forward(
-    http: &reqwest::Client,
-    upstream: &str,
-    method: Method,
-    path: &str,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response<Bytes> {
-    let mut request = http.request(method, format!("{upstream}{path}")).body(body);
-    for (name, value) in &headers {
-        if name != "host" && name != "content-length" {
-            request = request.header(name, value);
-        }
-    }
-    let Ok(answer) = request.send().await else {
-        return Response::builder()
-            .status(StatusCode::BAD_GATEWAY)
-            .body(Bytes::new())
-            .unwrap();
-    };
-    let mut reply = Response::builder().status(answer.status());
-    for (name, value) in answer.headers() {
-        if name != "content-length" && name != "transfer-encoding" {
-            reply = reply.header(name, value);
-        }
-    }
-    reply
-        .body(answer.bytes().await.unwrap_or_default())
-        .unwrap()
 }
 
 const POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Sid":"Pull","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:root"},"Action":["ecr:BatchGetImage"]}]}"#;
@@ -508,4 +418,38 @@ async fn a_copy_job_gets_serves_region_but_none_of_its_identity_and_serve_only_p
     let unallowed: Vec<&String> = called.difference(&may).collect();
     assert!(unallowed.is_empty(), "serve called {unallowed:?}");
     drop(serve);
+}
+
+#[test]
+fn a_role_for_the_refresh_cronjob_is_rendered_with_a_warning_that_it_needs_none() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_privatize"))
+        .env_remove("ECR_REGISTRY")
+        .args(["install", "--dry-run", "--target-registry", TARGET])
+        .args([
+            "--refresh-service-account-annotation",
+            "eks.amazonaws.com/role-arn=arn:aws:iam::123456789012:role/privatize-push",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        "warning: --refresh-service-account-annotation eks.amazonaws.com/role-arn: refresh-secrets \
+         calls no AWS API, so the CronJob needs no role\n"
+    );
+    // Rendered as asked, on that account alone.
+    let annotated: Vec<String> = stdout(&out)
+        .split("\n---\n")
+        .skip(1)
+        .map(|d| serde_yaml_ng::from_str::<Value>(d).unwrap())
+        .filter(|o| o["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].is_string())
+        .map(|o| {
+            format!(
+                "{}/{}",
+                o["kind"].as_str().unwrap(),
+                o["metadata"]["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(annotated, ["ServiceAccount/privatize-refresh"]);
 }
