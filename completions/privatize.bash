@@ -291,7 +291,7 @@ _privatize() {
             return 0
             ;;
         privatize__subcmd__install)
-            opts="-h -V --dry-run --namespace --image --webhook-url --target-registry --service-account-annotation --source-credentials-secret --copy-job-pod-template --ca-file --replicas --no-wait --wait-timeout --log-format --log-level --help --version"
+            opts="-h -V --dry-run --namespace --image --webhook-url --target-registry --webhook-service-account-annotation --copy-job-service-account-annotation --refresh-service-account-annotation --service-account-annotation --iam-policies --kms-key --source-credentials-secret --copy-job-pod-template --ca-file --replicas --no-wait --wait-timeout --log-format --log-level --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -313,7 +313,23 @@ _privatize() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --webhook-service-account-annotation)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --copy-job-service-account-annotation)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --refresh-service-account-annotation)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --service-account-annotation)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --kms-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -305,9 +305,33 @@ pub struct InstallArgs {
     #[arg(long = "target-registry", env = "ECR_REGISTRY")]
     pub target_registry: Option<String>,
 
-    /// Annotation KEY=VALUE on privatize's ServiceAccounts, e.g. `eks.amazonaws.com/role-arn=arn:aws:iam::…:role/privatize` for IRSA (repeatable)
-    #[arg(long = "service-account-annotation")]
+    /// Annotation KEY=VALUE on serve's ServiceAccount privatize-webhook (repeatable): its AWS identity, pull-only on the mirror, e.g. `eks.amazonaws.com/role-arn=arn:aws:iam::…:role/privatize-webhook` for IRSA (EKS Pod Identity needs no annotation); see --iam-policies
+    #[arg(long = "webhook-service-account-annotation", value_name = "KEY=VALUE", value_parser = annotation)]
+    pub webhook_service_account_annotations: Vec<(String, String)>,
+
+    /// Annotation KEY=VALUE on the copy Jobs' ServiceAccount privatize (repeatable): their AWS identity, push and repository creation on the mirror, e.g. `eks.amazonaws.com/role-arn=arn:aws:iam::…:role/privatize-copy-job`; serve never passes its own identity to them
+    #[arg(long = "copy-job-service-account-annotation", value_name = "KEY=VALUE", value_parser = annotation)]
+    pub copy_job_service_account_annotations: Vec<(String, String)>,
+
+    /// Annotation KEY=VALUE on the refresh CronJob's ServiceAccount privatize-refresh (repeatable); refresh-secrets calls no AWS API, so it needs no role
+    #[arg(long = "refresh-service-account-annotation", value_name = "KEY=VALUE", value_parser = annotation)]
+    pub refresh_service_account_annotations: Vec<(String, String)>,
+
+    /// Removed (it put one identity, push rights included, on every account): refused, naming the three flags above
+    #[arg(
+        long = "service-account-annotation",
+        value_name = "KEY=VALUE",
+        hide = true
+    )]
     pub service_account_annotations: Vec<String>,
+
+    /// Print the minimal IAM policies (JSON) of serve, the copy Jobs and the refresh CronJob for --target-registry (an ECR host, with its prefix) and --kms-key; contacts no cluster
+    #[arg(long, conflicts_with = "dry_run")]
+    pub iam_policies: bool,
+
+    /// KMS key (ARN, key ID or alias) new ECR repositories are encrypted with: set on serve, which passes it to the copy Jobs, and allowed to the copy Jobs by --iam-policies [default: AES256]
+    #[arg(long, env = "PRIVATIZE_KMS_KEY")]
+    pub kms_key: Option<String>,
 
     /// A kubernetes.io/dockerconfigjson Secret in --namespace that every copy Job mounts as its DOCKER_CONFIG: credentials for private sources and Docker Hub rate limits (create it yourself)
     #[arg(long, env = "PRIVATIZE_SOURCE_CREDENTIALS_SECRET")]
@@ -332,6 +356,14 @@ pub struct InstallArgs {
     /// Seconds to wait for the Deployment to become available
     #[arg(long, default_value_t = 300)]
     pub wait_timeout: u64,
+}
+
+/// A Kubernetes annotation `KEY=VALUE` (the value may hold `=`; the key may not be empty).
+fn annotation(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err("expected KEY=VALUE".to_string()),
+    }
 }
 
 /// `privatize uninstall`

@@ -4,11 +4,11 @@
 //! uninstall removes the webhook configuration first, then releases every
 //! pod still gated, then the rest.
 
+pub mod iam;
 pub mod manifests;
 pub mod rollout;
 pub mod settle;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
@@ -22,11 +22,26 @@ use crate::cli::{InstallArgs, UninstallArgs};
 use crate::copy_job::{self, template};
 use crate::k8s::{self, Object, MANAGED_BY};
 use crate::tls::{self, Outcome};
-use manifests::{objects, retired, Settings, NAME, TLS_SECRET};
+use manifests::{objects, retired, AccountAnnotations, Settings, NAME, TLS_SECRET};
+
+/// Annotation keys that give a pod an AWS role (IRSA).
+const ROLE_ANNOTATIONS: [&str; 1] = ["eks.amazonaws.com/role-arn"];
 
 /// Runs `install`.
 pub async fn install(args: InstallArgs) -> Result<()> {
     let mut settings = settings(&args)?;
+    if args.iam_policies {
+        let policies = iam::policies(
+            settings.target_registry.as_deref(),
+            &settings.namespace,
+            settings.kms_key.as_deref(),
+        )?;
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&policies).context("rendering the IAM policies")?
+        );
+        return Ok(());
+    }
     if args.dry_run {
         print!("{}", render_yaml(&settings, &objects(&settings)?)?);
         return Ok(());
@@ -84,7 +99,8 @@ pub async fn uninstall(args: UninstallArgs) -> Result<()> {
         image: String::new(),
         webhook_url: None,
         target_registry: None,
-        service_account_annotations: BTreeMap::new(),
+        annotations: AccountAnnotations::default(),
+        kms_key: None,
         source_credentials_secret: None,
         ca_bundle: None,
         replicas: 2,
@@ -273,14 +289,42 @@ async fn certificate(client: &Client, namespace: &str, sans: &[String]) -> Resul
 }
 
 fn settings(args: &InstallArgs) -> Result<Settings> {
-    let service_account_annotations = args
-        .service_account_annotations
+    if !args.service_account_annotations.is_empty() {
+        // One identity for every account gave serve (and so tenants) push rights:
+        // an upgrade must choose, not inherit that.
+        bail!(
+            "--service-account-annotation is gone: it put one identity on all three accounts; use \
+             --webhook-service-account-annotation (serve: pull), --copy-job-service-account-annotation \
+             (copy Jobs: push) and --refresh-service-account-annotation (no AWS identity); \
+             `privatize install --iam-policies` prints each role's policy"
+        );
+    }
+    let annotations = AccountAnnotations {
+        webhook: args
+            .webhook_service_account_annotations
+            .iter()
+            .cloned()
+            .collect(),
+        copy_job: args
+            .copy_job_service_account_annotations
+            .iter()
+            .cloned()
+            .collect(),
+        refresh: args
+            .refresh_service_account_annotations
+            .iter()
+            .cloned()
+            .collect(),
+    };
+    if let Some(key) = ROLE_ANNOTATIONS
         .iter()
-        .map(|a| match a.split_once('=') {
-            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-            _ => bail!("invalid --service-account-annotation {a:?}: expected KEY=VALUE"),
-        })
-        .collect::<Result<_>>()?;
+        .find(|k| annotations.refresh.contains_key(**k))
+    {
+        eprintln!(
+            "warning: --refresh-service-account-annotation {key}: refresh-secrets calls no AWS API, \
+             so the CronJob needs no role"
+        );
+    }
     if let Some(url) = &args.webhook_url {
         if !url.starts_with("https://") {
             bail!("invalid --webhook-url {url:?}: the apiserver only calls https:// webhooks");
@@ -326,7 +370,8 @@ fn settings(args: &InstallArgs) -> Result<Settings> {
         image: args.image.clone(),
         webhook_url: args.webhook_url.clone(),
         target_registry: args.target_registry.clone(),
-        service_account_annotations,
+        annotations,
+        kms_key: args.kms_key.clone(),
         source_credentials_secret: args.source_credentials_secret.clone(),
         ca_bundle: None,
         replicas: args.replicas.into(),
@@ -386,99 +431,5 @@ pub fn render_yaml(settings: &Settings, objects: &[Object]) -> Result<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn settings() -> Settings {
-        Settings {
-            namespace: "mirror".into(),
-            image: "registry.example/privatize:test".into(),
-            webhook_url: None,
-            target_registry: None,
-            service_account_annotations: BTreeMap::new(),
-            source_credentials_secret: None,
-            ca_bundle: None,
-            replicas: 2,
-            copy_job_pod_template: None,
-            registry_ca: None,
-        }
-    }
-
-    fn names(objects: &[Object]) -> Vec<String> {
-        objects.iter().map(Object::describe).collect()
-    }
-
-    #[test]
-    fn install_and_uninstall_find_objects_by_kind_and_name_in_any_order() {
-        let rendered = objects(&settings()).unwrap();
-        let secret =
-            k8s::tls_secret("mirror", TLS_SECRET, &tls::issue(&["x".into()]).unwrap()).unwrap();
-        let expected = Parts::of(rendered.clone(), "mirror")
-            .unwrap()
-            .uninstall_order(secret.clone(), false);
-        let mut shuffled = rendered.clone();
-        shuffled.reverse();
-        shuffled.rotate_left(5);
-        let parts = Parts::of(shuffled, "mirror").unwrap();
-        assert!(parts.namespace.is::<Namespace>("mirror"));
-        assert!(parts.webhooks.is::<MutatingWebhookConfiguration>(NAME));
-        assert_eq!(parts.rest.len(), rendered.len() - 2);
-        let order = parts.uninstall_order(secret.clone(), false);
-        assert_eq!(order.len(), expected.len());
-        assert_eq!(
-            order.first().map(Object::describe).as_deref(),
-            Some("MutatingWebhookConfiguration/privatize")
-        );
-        assert_eq!(
-            order.last().map(Object::describe).as_deref(),
-            Some("Namespace/mirror")
-        );
-        let mut sorted = names(&order);
-        sorted.sort();
-        let mut wanted = names(&expected);
-        wanted.sort();
-        assert_eq!(sorted, wanted, "the same objects, whatever the order");
-
-        let mut shuffled = rendered;
-        shuffled.rotate_right(3);
-        let webhook_only = Parts::of(shuffled, "mirror")
-            .unwrap()
-            .uninstall_order(secret, true);
-        assert_eq!(
-            names(&webhook_only),
-            ["MutatingWebhookConfiguration/privatize"]
-        );
-    }
-
-    #[test]
-    fn source_credentials_secret_must_be_an_object_name() {
-        for good in ["dockerhub", "docker-hub.v2", "a", &"a".repeat(253)] {
-            assert!(is_object_name(good), "{good}");
-        }
-        for bad in [
-            "",
-            "Dockerhub",
-            "docker_hub",
-            "-hub",
-            "hub-",
-            "hub.",
-            ".hub",
-            "a..b",
-            "hub/x",
-            &"a".repeat(254),
-        ] {
-            assert!(!is_object_name(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn a_missing_object_is_an_error_not_a_wrong_pick() {
-        let mut rendered = objects(&settings()).unwrap();
-        rendered.retain(|o| !o.is::<MutatingWebhookConfiguration>(NAME));
-        let err = Parts::of(rendered, "mirror").err().unwrap();
-        assert_eq!(
-            err.to_string(),
-            "the manifests hold no MutatingWebhookConfiguration/privatize"
-        );
-    }
-}
+#[path = "install/install_tests.rs"]
+mod tests;

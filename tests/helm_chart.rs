@@ -126,8 +126,11 @@ fn chart_values_mirror_install_flags() {
             "--set", "image.repository=registry.example/privatize", "--set", "image.tag=v9",
             "--set", "targetRegistry=123456789012.dkr.ecr.eu-west-1.amazonaws.com/mirror",
             "--set", "webhookUrl=https://10.0.0.5:9443",
-            "--set", "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::123456789012:role/privatize",
+            "--set", "serviceAccount.webhook.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::123456789012:role/privatize-pull",
+            "--set", "serviceAccount.copyJob.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::123456789012:role/privatize-push",
+            "--set", "serviceAccount.refresh.annotations.example\\.com/owner=platform",
             "--set", "sourceCredentialsSecret=dockerhub",
+            "--set", "kmsKey=alias/ecr",
         ],
     );
     let install = install_dry_run(
@@ -139,13 +142,67 @@ fn chart_values_mirror_install_flags() {
             "123456789012.dkr.ecr.eu-west-1.amazonaws.com/mirror",
             "--webhook-url",
             "https://10.0.0.5:9443",
-            "--service-account-annotation",
-            "eks.amazonaws.com/role-arn=arn:aws:iam::123456789012:role/privatize",
+            "--webhook-service-account-annotation",
+            "eks.amazonaws.com/role-arn=arn:aws:iam::123456789012:role/privatize-pull",
+            "--copy-job-service-account-annotation",
+            "eks.amazonaws.com/role-arn=arn:aws:iam::123456789012:role/privatize-push",
+            "--refresh-service-account-annotation",
+            "example.com/owner=platform",
             "--source-credentials-secret",
             "dockerhub",
+            "--kms-key",
+            "alias/ecr",
         ],
     );
     assert_same(&chart, &install);
+    // Each account its own identity, on both sides.
+    let objects = objects(&chart);
+    for (account, annotations) in [
+        (
+            "privatize-webhook",
+            serde_json::json!({"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/privatize-pull"}),
+        ),
+        (
+            "privatize",
+            serde_json::json!({"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/privatize-push"}),
+        ),
+        (
+            "privatize-refresh",
+            serde_json::json!({"example.com/owner": "platform"}),
+        ),
+    ] {
+        assert_eq!(
+            objects[&format!("ServiceAccount/team-mirror/{account}")]["metadata"]["annotations"],
+            annotations,
+            "{account}"
+        );
+    }
+}
+
+#[test]
+fn the_chart_refuses_one_set_of_annotations_for_every_account() {
+    let refused = Command::new(helm())
+        .args([
+            "template",
+            "privatize",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/charts/privatize"),
+        ])
+        .args([
+            "--set",
+            "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::1:role/privatize",
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains(
+            "serviceAccount.annotations is gone: it put one identity on all three accounts; set \
+             serviceAccount.webhook.annotations (serve: pull), serviceAccount.copyJob.annotations \
+             (copy Jobs: push) and serviceAccount.refresh.annotations (no AWS identity)"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -241,64 +298,155 @@ fn chart_copy_job_template_ca_bundle_and_replicas_mirror_install_flags() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The env values and the projected token volume of a pod spec's first container.
+fn web_identity(pod: &Value) -> (BTreeMap<String, String>, Option<Value>) {
+    let env: BTreeMap<String, String> = pod["containers"][0]["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            Some((
+                e["name"].as_str()?.to_string(),
+                e["value"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    let projected = pod["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["projected"].is_object())
+        .cloned();
+    if let Some(volume) = &projected {
+        let mount = pod["containers"][0]["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == volume["name"])
+            .expect("the token volume is mounted");
+        let token_file = &env["AWS_WEB_IDENTITY_TOKEN_FILE"];
+        assert!(
+            token_file.starts_with(mount["mountPath"].as_str().unwrap()),
+            "{token_file} not under the mount"
+        );
+    }
+    (env, projected)
+}
+
 #[test]
-fn chart_wires_a_projected_web_identity_token_for_clusters_outside_aws() {
+fn web_identity_outside_aws_gives_serve_and_the_copy_jobs_each_their_own_role_and_the_cronjob_none()
+{
     let chart = objects(&helm_template(
         "privatize",
         &[
             "--set",
             "aws.webIdentity.enabled=true",
             "--set",
-            "aws.webIdentity.roleArn=arn:aws:iam::123456789012:role/privatize",
+            "aws.webIdentity.roleArn=arn:aws:iam::123456789012:role/privatize-pull",
             "--set",
             "aws.region=eu-west-1",
+            "--set",
+            "aws.existingSecret=serve-keys",
+            "--set",
+            "copyJob.aws.webIdentity.enabled=true",
+            "--set",
+            "copyJob.aws.webIdentity.roleArn=arn:aws:iam::123456789012:role/privatize-push",
+            "--set",
+            "copyJobPodTemplate.hostNetwork=true",
         ],
     ));
-    for key in [
-        "Deployment/privatize/privatize",
-        "CronJob/privatize/privatize-refresh-secrets",
-    ] {
-        let object = &chart[key];
-        let pod = if key.starts_with("CronJob") {
-            &object["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-        } else {
-            &object["spec"]["template"]["spec"]
-        };
-        let env: BTreeMap<&str, &str> = pod["containers"][0]["env"]
+    // serve: its own (pull) role and its token.
+    let serve = &chart["Deployment/privatize/privatize"]["spec"]["template"]["spec"];
+    let (env, projected) = web_identity(serve);
+    assert_eq!(
+        env.get("AWS_ROLE_ARN").map(String::as_str),
+        Some("arn:aws:iam::123456789012:role/privatize-pull")
+    );
+    assert_eq!(env.get("AWS_REGION").map(String::as_str), Some("eu-west-1"));
+    assert_eq!(
+        projected.unwrap()["projected"]["sources"][0]["serviceAccountToken"]["audience"],
+        "sts.amazonaws.com"
+    );
+
+    // The CronJob calls no AWS API: no AWS variable, no token, no keys.
+    let cron = &chart["CronJob/privatize/privatize-refresh-secrets"]["spec"]["jobTemplate"]["spec"]
+        ["template"]["spec"];
+    let container = &cron["containers"][0];
+    assert!(
+        container["env"]
             .as_array()
             .unwrap()
             .iter()
-            .filter_map(|e| Some((e["name"].as_str()?, e["value"].as_str()?)))
-            .collect();
-        assert_eq!(
-            env.get("AWS_ROLE_ARN"),
-            Some(&"arn:aws:iam::123456789012:role/privatize"),
-            "{key}"
-        );
-        assert_eq!(env.get("AWS_REGION"), Some(&"eu-west-1"), "{key}");
-        let token_file = env["AWS_WEB_IDENTITY_TOKEN_FILE"];
-        let projected = pod["volumes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["projected"].is_object())
-            .expect("a projected volume");
-        assert_eq!(
-            projected["projected"]["sources"][0]["serviceAccountToken"]["audience"],
-            "sts.amazonaws.com",
-            "{key}"
-        );
-        let mount = pod["containers"][0]["volumeMounts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["name"] == projected["name"])
-            .unwrap();
-        assert!(
-            token_file.starts_with(mount["mountPath"].as_str().unwrap()),
-            "{key}: {token_file} not under the mount"
-        );
-    }
+            .all(|e| !e["name"].as_str().unwrap().starts_with("AWS_")),
+        "{container}"
+    );
+    assert!(
+        container["envFrom"].is_null() && cron["volumes"].is_null(),
+        "{cron}"
+    );
+
+    // The copy Jobs: their own (push) role, through the pod template serve
+    // merges into every Job, which serve accepts as it does at start.
+    let text = chart["ConfigMap/privatize/privatize-copy-job-template"]["data"]
+        ["pod-template.yaml"]
+        .clone();
+    let template: Value = text;
+    let parsed =
+        privatize::copy_job::template::parse(&serde_yaml_ng::to_string(&template).unwrap())
+            .expect("serve accepts the rendered template");
+    let settings = privatize::serve::jobs::JobSettings {
+        pod_template: parsed,
+        ..Default::default()
+    };
+    let image = privatize::image::ImageRef::parse("example.invalid/sample:1").unwrap();
+    let job = privatize::serve::jobs::copy_job(&settings, &image, &image, "");
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    assert_eq!(privatize::copy_job::template::clash(&pod), None);
+    let pod = serde_json::to_value(pod).unwrap();
+    assert_eq!(pod["hostNetwork"], true, "the user's template is kept");
+    let (env, projected) = web_identity(&pod);
+    assert_eq!(
+        env.get("AWS_ROLE_ARN").map(String::as_str),
+        Some("arn:aws:iam::123456789012:role/privatize-push")
+    );
+    assert!(projected.is_some(), "{pod}");
+}
+
+#[test]
+fn static_push_keys_for_the_copy_jobs_join_the_users_copy_container() {
+    let chart = objects(&helm_template(
+        "privatize",
+        &[
+            "--set",
+            "copyJob.aws.existingSecret=push-keys",
+            "--set-json",
+            r#"copyJobPodTemplate={"containers":[{"name":"sync-image","env":[{"name":"HTTPS_PROXY","value":"http://proxy:3128"}]}]}"#,
+        ],
+    ));
+    let template =
+        &chart["ConfigMap/privatize/privatize-copy-job-template"]["data"]["pod-template.yaml"];
+    assert_eq!(
+        template["containers"],
+        serde_json::json!([{
+            "name": "sync-image",
+            "env": [
+                {"name": "HTTPS_PROXY", "value": "http://proxy:3128"},
+                {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": "push-keys", "key": "AWS_ACCESS_KEY_ID"}}},
+                {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": "push-keys", "key": "AWS_SECRET_ACCESS_KEY"}}},
+                {"name": "AWS_SESSION_TOKEN", "valueFrom": {"secretKeyRef": {"name": "push-keys", "key": "AWS_SESSION_TOKEN", "optional": true}}}
+            ]
+        }])
+    );
+    // serve reads the template: it rolls out when the keys' Secret name changes.
+    let hash = &chart["Deployment/privatize/privatize"]["spec"]["template"]["metadata"]
+        ["annotations"]["privatize.io/config-hash"];
+    assert_eq!(hash, "<hash>");
+    // And serve's own keys stay serve's: aws.existingSecret alone renders no template.
+    let serve_only = objects(&helm_template(
+        "privatize",
+        &["--set", "aws.existingSecret=serve-keys"],
+    ));
+    assert!(!serve_only.contains_key("ConfigMap/privatize/privatize-copy-job-template"));
 }
 
 #[test]
@@ -322,6 +470,12 @@ async fn the_apiserver_accepts_the_charts_objects() {
             "aws.webIdentity.roleArn=arn:aws:iam::1:role/x",
             "--set",
             "copyJobPodTemplate.hostNetwork=true",
+            "--set",
+            "copyJob.aws.webIdentity.enabled=true",
+            "--set",
+            "copyJob.aws.webIdentity.roleArn=arn:aws:iam::1:role/push",
+            "--set",
+            "serviceAccount.webhook.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::1:role/pull",
             "--set",
             "registryCaBundle=PEM",
         ],

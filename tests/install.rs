@@ -30,6 +30,10 @@ use tokio::sync::Mutex;
 
 static SERIAL: Mutex<()> = Mutex::const_new(());
 
+/// serve's IRSA role (pull-only) and the copy Jobs' (push), as install takes them.
+const PULL_ROLE: &str = "eks.amazonaws.com/role-arn=arn:aws:iam::123456789012:role/privatize-pull";
+const PUSH_ROLE: &str = "eks.amazonaws.com/role-arn=arn:aws:iam::123456789012:role/privatize-push";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn install_creates_every_object_as_specified_and_twice_changes_nothing() {
     let _serial = SERIAL.lock().await;
@@ -42,8 +46,10 @@ async fn install_creates_every_object_as_specified_and_twice_changes_nothing() {
         &[
             "--target-registry",
             "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
-            "--service-account-annotation",
-            "eks.amazonaws.com/role-arn=arn:aws:iam::123456789012:role/privatize",
+            "--webhook-service-account-annotation",
+            PULL_ROLE,
+            "--copy-job-service-account-annotation",
+            PUSH_ROLE,
             "--source-credentials-secret",
             "dockerhub",
         ],
@@ -172,17 +178,29 @@ async fn install_creates_every_object_as_specified_and_twice_changes_nothing() {
         .find(|p| p.name.as_deref() == Some("https"))
         .unwrap();
     assert_eq!(https.port, 443);
-    let account = Api::<ServiceAccount>::namespaced(client.clone(), &ns)
-        .get("privatize")
-        .await
-        .unwrap();
-    assert_eq!(
-        account
-            .annotations()
-            .get("eks.amazonaws.com/role-arn")
-            .map(String::as_str),
-        Some("arn:aws:iam::123456789012:role/privatize")
-    );
+    // One identity per job: serve pulls, the copy Jobs push, the CronJob has none.
+    let accounts = Api::<ServiceAccount>::namespaced(client.clone(), &ns);
+    for (account, role) in [
+        (
+            "privatize-webhook",
+            Some("arn:aws:iam::123456789012:role/privatize-pull"),
+        ),
+        (
+            "privatize",
+            Some("arn:aws:iam::123456789012:role/privatize-push"),
+        ),
+        ("privatize-refresh", None),
+    ] {
+        let annotations = accounts.get(account).await.unwrap().annotations().clone();
+        assert_eq!(
+            annotations
+                .get("eks.amazonaws.com/role-arn")
+                .map(String::as_str),
+            role,
+            "{account}"
+        );
+        assert_eq!(annotations.len(), usize::from(role.is_some()), "{account}");
+    }
     let cron = Api::<CronJob>::namespaced(client.clone(), &ns)
         .get("privatize-refresh-secrets")
         .await
@@ -284,8 +302,10 @@ async fn install_creates_every_object_as_specified_and_twice_changes_nothing() {
         &[
             "--target-registry",
             "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
-            "--service-account-annotation",
-            "eks.amazonaws.com/role-arn=arn:aws:iam::123456789012:role/privatize",
+            "--webhook-service-account-annotation",
+            PULL_ROLE,
+            "--copy-job-service-account-annotation",
+            PUSH_ROLE,
             "--source-credentials-secret",
             "dockerhub",
         ],

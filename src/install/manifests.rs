@@ -43,7 +43,10 @@ pub struct Settings {
     /// Base URL registered instead of the Service.
     pub webhook_url: Option<String>,
     pub target_registry: Option<String>,
-    pub service_account_annotations: BTreeMap<String, String>,
+    /// Annotations of each ServiceAccount: one identity per job (DESIGN §11).
+    pub annotations: AccountAnnotations,
+    /// KMS key for new ECR repositories (serve's `PRIVATIZE_KMS_KEY`).
+    pub kms_key: Option<String>,
     /// A dockerconfigjson Secret in the namespace that copy Jobs mount (source credentials).
     pub source_credentials_secret: Option<String>,
     /// PEM CA bundle for the webhooks' `caBundle` (one CA, or two during a
@@ -57,14 +60,37 @@ pub struct Settings {
     pub registry_ca: Option<String>,
 }
 
+/// The annotations of each of privatize's ServiceAccounts (e.g. an IRSA role):
+/// serve's, the copy Jobs' and the CronJob's, each its own.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AccountAnnotations {
+    /// `SERVER_ACCOUNT`: serve, pull-only.
+    pub webhook: BTreeMap<String, String>,
+    /// `COPY_JOB_ACCOUNT`: the copy Jobs, push.
+    pub copy_job: BTreeMap<String, String>,
+    /// `REFRESH_ACCOUNT`: the CronJob, no AWS identity.
+    pub refresh: BTreeMap<String, String>,
+}
+
+impl AccountAnnotations {
+    /// Each account with its annotations, in render order.
+    pub fn by_account(&self) -> [(&'static str, &BTreeMap<String, String>); 3] {
+        [
+            (SERVER_ACCOUNT, &self.webhook),
+            (COPY_JOB_ACCOUNT, &self.copy_job),
+            (REFRESH_ACCOUNT, &self.refresh),
+        ]
+    }
+}
+
 /// Every object, in a sensible apply order (a PodDisruptionBudget only for
 /// more than one replica, the ConfigMaps only when set). `install` and `uninstall` do not
 /// rely on the order: they pick the Namespace and the webhook configuration
 /// out by kind and name.
 pub fn objects(s: &Settings) -> Result<Vec<Object>> {
     let mut out = vec![Object::new(&namespace(s))?];
-    for account in [SERVER_ACCOUNT, COPY_JOB_ACCOUNT, REFRESH_ACCOUNT] {
-        out.push(Object::new(&service_account(s, account))?);
+    for (account, annotations) in s.annotations.by_account() {
+        out.push(Object::new(&service_account(s, account, annotations))?);
     }
     out.extend(rbac::objects(s)?);
     for config_map in config::config_maps(s) {
@@ -137,10 +163,14 @@ fn namespace(s: &Settings) -> Namespace {
     }
 }
 
-fn service_account(s: &Settings, name: &str) -> ServiceAccount {
+fn service_account(
+    s: &Settings,
+    name: &str,
+    annotations: &BTreeMap<String, String>,
+) -> ServiceAccount {
     let mut metadata = meta(name, Some(&s.namespace));
-    if !s.service_account_annotations.is_empty() {
-        metadata.annotations = Some(s.service_account_annotations.clone());
+    if !annotations.is_empty() {
+        metadata.annotations = Some(annotations.clone());
     }
     ServiceAccount {
         metadata,

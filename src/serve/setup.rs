@@ -1,5 +1,5 @@
 //! Turns `serve`'s flags into the pod webhook's parts: the decision
-//! settings, the copy-Job template (with what Jobs inherit from serve), the
+//! settings, the copy-Job template (with the identity-free settings Jobs take from serve), the
 //! presence checker and the gate controller.
 
 use std::path::Path;
@@ -183,14 +183,15 @@ fn job_settings(
     let mut pass = match own_pod {
         // The CA files are not passed from serve's paths: the Jobs mount the CA ConfigMap.
         Some(pod) => passon::from_pod(pod, OWN_CONTAINER, &[]),
-        None => {
-            let (pass, withheld) = passon::from_process(std::env::vars());
-            if !withheld.is_empty() {
-                tracing::warn!(withheld = ?withheld, "serve runs outside a pod: these secret variables are not passed to copy Jobs (give the Jobs' ServiceAccount an IAM role instead)");
-            }
-            pass
-        }
+        None => passon::from_process(std::env::vars()),
     };
+    if !pass.withheld.is_empty() {
+        tracing::info!(
+            withheld = ?pass.withheld,
+            service_account = %args.copy_job_service_account_name,
+            "copy Jobs do not get serve's AWS identity or secrets: theirs is their ServiceAccount's (IRSA, EKS Pod Identity) or the copy-Job pod template's"
+        );
+    }
     let mut set = |name: &str, value: String| {
         pass.env.retain(|e| e.name != name);
         pass.env.push(EnvVar {

@@ -61,9 +61,10 @@ async fn an_installed_serve_admits_gates_and_releases_a_pod_with_installs_rbac()
     })
     .await;
 
-    // 2. serve's own pod, as its ReplicaSet would make it from the template.
+    // 2. serve's own pod, as its ReplicaSet would make it from the template,
+    //    with serve's IRSA identity as EKS's pod identity webhook injects it.
     let template = deployment.spec.unwrap().template;
-    let own = Pod {
+    let mut own = Pod {
         metadata: ObjectMeta {
             name: Some("privatize-0".into()),
             labels: template.metadata.unwrap().labels,
@@ -72,6 +73,7 @@ async fn an_installed_serve_admits_gates_and_releases_a_pod_with_installs_rbac()
         spec: template.spec,
         ..Default::default()
     };
+    inject_irsa(&mut own, &tb.env["AWS_REGION"]);
     Api::<Pod>::namespaced(client.clone(), NS)
         .create(&PostParams::default(), &own)
         .await
@@ -97,8 +99,9 @@ async fn an_installed_serve_admits_gates_and_releases_a_pod_with_installs_rbac()
     // The testbed's transport (moto, the target's CA, the plain-HTTP source) first.
     let mut cmd = tb.privatize();
     for env in container.env.iter().flatten() {
-        // The CA file's path in the pod is the ConfigMap's mount: here, the testbed's file.
-        if env.name == "PRIVATIZE_CA_FILE" {
+        // The CA file's path in the pod is the ConfigMap's mount: here, the testbed's file;
+        // the AWS identity here is the testbed's (moto's keys), not the injected role.
+        if env.name == "PRIVATIZE_CA_FILE" || env.name.starts_with("AWS_") {
             continue;
         }
         if let Some(value) = &env.value {
@@ -225,6 +228,31 @@ async fn an_installed_serve_admits_gates_and_releases_a_pod_with_installs_rbac()
     assert_eq!(job_pod.service_account_name.as_deref(), Some("privatize"));
     assert_eq!(job_pod.automount_service_account_token, Some(false));
     assert_eq!(job_pod.containers[0].image.as_deref(), Some(IMAGE));
+    // One identity per job: serve's region and STS setting travel, its role,
+    // token file and token volume do not (the Job's own account gives its own).
+    let job_env: Vec<&str> = job_pod.containers[0]
+        .env
+        .iter()
+        .flatten()
+        .map(|e| e.name.as_str())
+        .filter(|n| n.starts_with("AWS_"))
+        .collect();
+    assert_eq!(
+        job_env,
+        [
+            "AWS_STS_REGIONAL_ENDPOINTS",
+            "AWS_REGION",
+            "AWS_DEFAULT_REGION"
+        ]
+    );
+    assert!(
+        !job_pod
+            .volumes
+            .iter()
+            .flatten()
+            .any(|v| v.name == "aws-iam-token"),
+        "{job_pod:?}"
+    );
 
     // 8. The Job controller's part: run the Job's command, mark it complete.
     let out = run_job_command_in(job, &cluster.kubeconfig);
@@ -292,6 +320,41 @@ async fn an_installed_serve_admits_gates_and_releases_a_pod_with_installs_rbac()
         .next()
         .is_some_and(|l| l.starts_with("MutatingWebhookConfiguration/privatize ")));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What EKS's pod identity webhook adds to a pod whose ServiceAccount has an
+/// `eks.amazonaws.com/role-arn`: the role, the token file and its projected volume.
+fn inject_irsa(pod: &mut Pod, region: &str) {
+    let spec = pod.spec.as_mut().unwrap();
+    let injected: Pod = serde_json::from_value(json!({"spec": {
+        "containers": [{
+            "name": "privatize",
+            "env": [
+                {"name": "AWS_STS_REGIONAL_ENDPOINTS", "value": "regional"},
+                {"name": "AWS_REGION", "value": region},
+                {"name": "AWS_DEFAULT_REGION", "value": region},
+                {"name": "AWS_ROLE_ARN", "value": "arn:aws:iam::123456789012:role/privatize-pull"},
+                {"name": "AWS_WEB_IDENTITY_TOKEN_FILE", "value": "/var/run/secrets/eks.amazonaws.com/serviceaccount/token"}
+            ],
+            "volumeMounts": [{"name": "aws-iam-token", "mountPath": "/var/run/secrets/eks.amazonaws.com/serviceaccount", "readOnly": true}]
+        }],
+        "volumes": [{"name": "aws-iam-token", "projected": {"sources": [{"serviceAccountToken": {"audience": "sts.amazonaws.com", "expirationSeconds": 86400, "path": "token"}}]}}]
+    }}))
+    .unwrap();
+    let mut injected = injected.spec.unwrap();
+    let from = injected.containers.remove(0);
+    let container = &mut spec.containers[0];
+    container
+        .env
+        .get_or_insert_with(Vec::new)
+        .extend(from.env.unwrap());
+    container
+        .volume_mounts
+        .get_or_insert_with(Vec::new)
+        .extend(from.volume_mounts.unwrap());
+    spec.volumes
+        .get_or_insert_with(Vec::new)
+        .extend(injected.volumes.unwrap());
 }
 
 fn gates(pod: &Pod) -> Vec<String> {

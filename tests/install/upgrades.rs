@@ -253,3 +253,96 @@ async fn a_new_certificate_keeps_the_old_ca_trusted_until_the_rotation_settles()
     install(&ns, &moved);
     assert_eq!(everything(&client, &ns).await, before);
 }
+
+/// Each ServiceAccount's `eks.amazonaws.com/role-arn`, read back.
+async fn roles(client: &kube::Client, ns: &str) -> Vec<(String, Option<String>)> {
+    let accounts =
+        Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), ns);
+    let mut out = Vec::new();
+    for account in ["privatize-webhook", "privatize", "privatize-refresh"] {
+        let role = accounts
+            .get(account)
+            .await
+            .unwrap()
+            .annotations()
+            .get("eks.amazonaws.com/role-arn")
+            .cloned();
+        out.push((account.to_string(), role));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_from_one_role_for_all_refuses_the_old_flag_and_takes_the_push_role_off_serve() {
+    let _serial = SERIAL.lock().await;
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let client = client().await;
+    let installed = InstallNamespace::new();
+    let ns = installed.0.clone();
+    let push = "arn:aws:iam::123456789012:role/privatize-push";
+    let pull = "arn:aws:iam::123456789012:role/privatize-pull";
+    let role = |arn: &str| format!("eks.amazonaws.com/role-arn={arn}");
+    // What the previous version's --service-account-annotation applied: the
+    // push role on all three accounts, by the same field manager.
+    install(
+        &ns,
+        &[
+            "--webhook-service-account-annotation",
+            &role(push),
+            "--copy-job-service-account-annotation",
+            &role(push),
+            "--refresh-service-account-annotation",
+            &role(push),
+        ],
+    );
+    let before = roles(&client, &ns).await;
+    assert!(before.iter().all(|(_, r)| r.as_deref() == Some(push)));
+
+    // The same command line as before: refused in one line, nothing changed.
+    let out = privatize()
+        .args([
+            "install",
+            "--no-wait",
+            "--namespace",
+            &ns,
+            "--webhook-url",
+            URL,
+        ])
+        .args([
+            "--target-registry",
+            TARGET,
+            "--image",
+            "registry.example/privatize:test",
+        ])
+        .args(["--service-account-annotation", &role(push)])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "error: --service-account-annotation is gone: it put one identity on all three accounts; use \
+         --webhook-service-account-annotation (serve: pull), --copy-job-service-account-annotation \
+         (copy Jobs: push) and --refresh-service-account-annotation (no AWS identity); \
+         `privatize install --iam-policies` prints each role's policy\n"
+    );
+    assert_eq!(roles(&client, &ns).await, before);
+
+    // The new flags: serve pulls, the copy Jobs push, the CronJob's role is gone.
+    install(
+        &ns,
+        &[
+            "--webhook-service-account-annotation",
+            &role(pull),
+            "--copy-job-service-account-annotation",
+            &role(push),
+        ],
+    );
+    assert_eq!(
+        roles(&client, &ns).await,
+        [
+            ("privatize-webhook".to_string(), Some(pull.to_string())),
+            ("privatize".to_string(), Some(push.to_string())),
+            ("privatize-refresh".to_string(), None),
+        ]
+    );
+}

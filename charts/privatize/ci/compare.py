@@ -3,7 +3,9 @@
 
     charts/privatize/ci/compare.py [--helm HELM] [--privatize CMD | --reference FILE] [--namespace NS]
                                     [--image IMG] [--target-registry REG] [--webhook-url URL]
-                                    [--sa-annotation K=V ...] [--source-credentials-secret NAME]
+                                    [--webhook-sa-annotation K=V ...] [--copy-job-sa-annotation K=V ...]
+                                    [--refresh-sa-annotation K=V ...] [--source-credentials-secret NAME]
+                                    [--kms-key KEY]
 
 Renders both sides with equivalent settings (helm values derived from the install flags),
 then compares every object semantically (parsed YAML, not text). Expected differences are
@@ -54,8 +56,12 @@ def main():
     ap.add_argument("--image", default=None)
     ap.add_argument("--target-registry", default=None)
     ap.add_argument("--webhook-url", default=None)
-    ap.add_argument("--sa-annotation", action="append", default=[])
+    # One identity per job: each ServiceAccount's annotations (install flag, chart value).
+    accounts = [("webhook", "webhook"), ("copy-job", "copyJob"), ("refresh", "refresh")]
+    for flag, _ in accounts:
+        ap.add_argument("--%s-sa-annotation" % flag, action="append", default=[])
     ap.add_argument("--source-credentials-secret", default=None)
+    ap.add_argument("--kms-key", default=None)
     args = ap.parse_args()
 
     helm = args.helm or subprocess.run(
@@ -79,17 +85,22 @@ def main():
     if args.source_credentials_secret:
         install += ["--source-credentials-secret", args.source_credentials_secret]
         values["sourceCredentialsSecret"] = args.source_credentials_secret
-    if args.sa_annotation:
-        annotations = {}
-        for a in args.sa_annotation:
-            install += ["--service-account-annotation", a]
-            k, _, v = a.partition("=")
-            annotations[k] = v
-        values["serviceAccount"] = {"annotations": annotations}
+    if args.kms_key:
+        install += ["--kms-key", args.kms_key]
+        values["kmsKey"] = args.kms_key
+    for flag, value in accounts:
+        given = getattr(args, "%s_sa_annotation" % flag.replace("-", "_"))
+        if given:
+            annotations = {}
+            for a in given:
+                install += ["--%s-service-account-annotation" % flag, a]
+                k, _, v = a.partition("=")
+                annotations[k] = v
+            values.setdefault("serviceAccount", {})[value] = {"annotations": annotations}
 
     env = dict(os.environ)
     for var in ("PRIVATIZE_NAMESPACE", "PRIVATIZE_IMAGE", "ECR_REGISTRY",
-                "PRIVATIZE_SOURCE_CREDENTIALS_SECRET"):
+                "PRIVATIZE_SOURCE_CREDENTIALS_SECRET", "PRIVATIZE_KMS_KEY"):
         env.pop(var, None)  # the flags above are the whole configuration
     if args.reference:
         with open(args.reference) as f:

@@ -104,12 +104,18 @@ The namespaces the pod webhook's namespaceSelector leaves out, as a JSON list: t
 {{- if and .Values.aws.webIdentity.enabled (not .Values.aws.webIdentity.roleArn) }}
 {{- fail "aws.webIdentity.enabled needs aws.webIdentity.roleArn" }}
 {{- end }}
+{{- if and .Values.copyJob.aws.webIdentity.enabled (not .Values.copyJob.aws.webIdentity.roleArn) }}
+{{- fail "copyJob.aws.webIdentity.enabled needs copyJob.aws.webIdentity.roleArn" }}
+{{- end }}
+{{- with .Values.serviceAccount.annotations }}
+{{- fail "serviceAccount.annotations is gone: it put one identity on all three accounts; set serviceAccount.webhook.annotations (serve: pull), serviceAccount.copyJob.annotations (copy Jobs: push) and serviceAccount.refresh.annotations (no AWS identity); `privatize install --iam-policies` prints each role's policy" }}
+{{- end }}
 {{- end }}
 
 {{/* Where the projected web-identity token is mounted. */}}
 {{- define "privatize.awsTokenDir" -}}/var/run/secrets/privatize/aws{{- end }}
 
-{{/* AWS env entries (a YAML list, possibly empty) for the server and the CronJob. */}}
+{{/* serve's AWS env entries (a YAML list, possibly empty): the server only. */}}
 {{- define "privatize.awsEnv" -}}
 {{- with .Values.aws.region }}
 - name: AWS_REGION
@@ -164,6 +170,44 @@ The namespaces the pod webhook's namespaceSelector leaves out, as a JSON list: t
   mountPath: {{ include "privatize.awsTokenDir" . }}
   readOnly: true
 {{- end }}
+{{- end }}
+
+{{/*
+The copy-Job pod template serve reads (YAML text; "" for none): copyJobPodTemplate, with
+the copy Jobs' own AWS credentials (copyJob.aws) added to the copy container and a
+projected token volume for web identity. serve never passes its own identity on.
+*/}}
+{{- define "privatize.copyJobPodTemplate" -}}
+{{- $t := deepCopy (.Values.copyJobPodTemplate | default dict) -}}
+{{- $aws := .Values.copyJob.aws | default dict -}}
+{{- $web := $aws.webIdentity | default dict -}}
+{{- $env := list -}}
+{{- $mounts := list -}}
+{{- if $aws.existingSecret -}}
+{{- $secret := $aws.existingSecret -}}
+{{- range $key := list "AWS_ACCESS_KEY_ID" "AWS_SECRET_ACCESS_KEY" -}}
+{{- $env = append $env (dict "name" $key "valueFrom" (dict "secretKeyRef" (dict "name" $secret "key" $key))) -}}
+{{- end -}}
+{{- $env = append $env (dict "name" "AWS_SESSION_TOKEN" "valueFrom" (dict "secretKeyRef" (dict "name" $secret "key" "AWS_SESSION_TOKEN" "optional" true))) -}}
+{{- end -}}
+{{- if $web.enabled -}}
+{{- $dir := include "privatize.awsTokenDir" . -}}
+{{- $env = append $env (dict "name" "AWS_ROLE_ARN" "value" $web.roleArn) -}}
+{{- $env = append $env (dict "name" "AWS_WEB_IDENTITY_TOKEN_FILE" "value" (printf "%s/token" $dir)) -}}
+{{- $mounts = append $mounts (dict "name" "aws-token" "mountPath" $dir "readOnly" true) -}}
+{{- $token := dict "audience" $web.audience "expirationSeconds" (int $web.expirationSeconds) "path" "token" -}}
+{{- $volume := dict "name" "aws-token" "projected" (dict "sources" (list (dict "serviceAccountToken" $token))) -}}
+{{- $_ := set $t "volumes" (append ($t.volumes | default list) $volume) -}}
+{{- end -}}
+{{- if $env -}}
+{{- $containers := $t.containers | default list -}}
+{{- $c := dict "name" "sync-image" -}}
+{{- with $containers }}{{ $c = first . }}{{ end -}}
+{{- $_ := set $c "env" (concat ($c.env | default list) $env) -}}
+{{- if $mounts }}{{ $_ := set $c "volumeMounts" (concat ($c.volumeMounts | default list) $mounts) }}{{ end -}}
+{{- $_ := set $t "containers" (prepend (rest $containers) $c) -}}
+{{- end -}}
+{{- if $t }}{{ toYaml $t }}{{ end -}}
 {{- end }}
 
 {{/* Env shared by the server and the CronJob, rendered only when not the binary's default. */}}

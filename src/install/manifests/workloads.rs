@@ -72,6 +72,9 @@ pub(super) fn deployment(s: &Settings) -> Deployment {
     if let Some(secret) = &s.source_credentials_secret {
         env.push(env_value("PRIVATIZE_SOURCE_CREDENTIALS_SECRET", secret));
     }
+    if let Some(key) = &s.kms_key {
+        env.push(env_value("PRIVATIZE_KMS_KEY", key));
+    }
     let (config_env, config_volumes, config_mounts) = super::config::server_wiring(s);
     env.extend(config_env);
     let probe = |path: &str, period: i32, failure_threshold: Option<i32>| Probe {

@@ -1,0 +1,195 @@
+use super::*;
+
+fn settings() -> Settings {
+    Settings {
+        namespace: "mirror".into(),
+        image: "registry.example/privatize:test".into(),
+        webhook_url: None,
+        target_registry: None,
+        annotations: AccountAnnotations::default(),
+        kms_key: None,
+        source_credentials_secret: None,
+        ca_bundle: None,
+        replicas: 2,
+        copy_job_pod_template: None,
+        registry_ca: None,
+    }
+}
+
+fn names(objects: &[Object]) -> Vec<String> {
+    objects.iter().map(Object::describe).collect()
+}
+
+#[test]
+fn install_and_uninstall_find_objects_by_kind_and_name_in_any_order() {
+    let rendered = objects(&settings()).unwrap();
+    let secret =
+        k8s::tls_secret("mirror", TLS_SECRET, &tls::issue(&["x".into()]).unwrap()).unwrap();
+    let expected = Parts::of(rendered.clone(), "mirror")
+        .unwrap()
+        .uninstall_order(secret.clone(), false);
+    let mut shuffled = rendered.clone();
+    shuffled.reverse();
+    shuffled.rotate_left(5);
+    let parts = Parts::of(shuffled, "mirror").unwrap();
+    assert!(parts.namespace.is::<Namespace>("mirror"));
+    assert!(parts.webhooks.is::<MutatingWebhookConfiguration>(NAME));
+    assert_eq!(parts.rest.len(), rendered.len() - 2);
+    let order = parts.uninstall_order(secret.clone(), false);
+    assert_eq!(order.len(), expected.len());
+    assert_eq!(
+        order.first().map(Object::describe).as_deref(),
+        Some("MutatingWebhookConfiguration/privatize")
+    );
+    assert_eq!(
+        order.last().map(Object::describe).as_deref(),
+        Some("Namespace/mirror")
+    );
+    let mut sorted = names(&order);
+    sorted.sort();
+    let mut wanted = names(&expected);
+    wanted.sort();
+    assert_eq!(sorted, wanted, "the same objects, whatever the order");
+
+    let mut shuffled = rendered;
+    shuffled.rotate_right(3);
+    let webhook_only = Parts::of(shuffled, "mirror")
+        .unwrap()
+        .uninstall_order(secret, true);
+    assert_eq!(
+        names(&webhook_only),
+        ["MutatingWebhookConfiguration/privatize"]
+    );
+}
+
+#[test]
+fn source_credentials_secret_must_be_an_object_name() {
+    for good in ["dockerhub", "docker-hub.v2", "a", &"a".repeat(253)] {
+        assert!(is_object_name(good), "{good}");
+    }
+    for bad in [
+        "",
+        "Dockerhub",
+        "docker_hub",
+        "-hub",
+        "hub-",
+        "hub.",
+        ".hub",
+        "a..b",
+        "hub/x",
+        &"a".repeat(254),
+    ] {
+        assert!(!is_object_name(bad), "{bad}");
+    }
+}
+
+fn install_args(args: &[&str]) -> InstallArgs {
+    use clap::Parser;
+    let argv = ["privatize", "install"].iter().chain(args);
+    match crate::cli::Cli::try_parse_from(argv).unwrap().command {
+        crate::cli::Command::Install(args) => args,
+        _ => unreachable!("parsed `install`"),
+    }
+}
+
+fn annotations_of(objects: &[Object], account: &str) -> serde_json::Value {
+    let account = objects
+        .iter()
+        .find(|o| o.is::<k8s_openapi::api::core::v1::ServiceAccount>(account))
+        .unwrap();
+    serde_json::to_value(&account.object).unwrap()["metadata"]["annotations"].clone()
+}
+
+#[test]
+fn each_service_account_gets_only_its_own_annotations() {
+    let args = install_args(&[
+        "--webhook-service-account-annotation",
+        "eks.amazonaws.com/role-arn=arn:aws:iam::1:role/pull",
+        "--copy-job-service-account-annotation",
+        "eks.amazonaws.com/role-arn=arn:aws:iam::1:role/push",
+        "--copy-job-service-account-annotation",
+        "example.com/note=a=b",
+        "--refresh-service-account-annotation",
+        "example.com/owner=platform",
+    ]);
+    let rendered = objects(&super::settings(&args).unwrap()).unwrap();
+    assert_eq!(
+        annotations_of(&rendered, "privatize-webhook"),
+        serde_json::json!({"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/pull"})
+    );
+    assert_eq!(
+        annotations_of(&rendered, "privatize"),
+        serde_json::json!({
+            "eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/push",
+            "example.com/note": "a=b"
+        })
+    );
+    assert_eq!(
+        annotations_of(&rendered, "privatize-refresh"),
+        serde_json::json!({"example.com/owner": "platform"})
+    );
+    let none = objects(&super::settings(&install_args(&[])).unwrap()).unwrap();
+    for account in ["privatize-webhook", "privatize", "privatize-refresh"] {
+        assert!(annotations_of(&none, account).is_null(), "{account}");
+    }
+}
+
+#[test]
+fn the_old_one_for_all_annotation_flag_is_refused_naming_the_new_ones() {
+    let args = install_args(&[
+        "--service-account-annotation",
+        "eks.amazonaws.com/role-arn=arn:aws:iam::1:role/privatize",
+    ]);
+    let err = super::settings(&args).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "--service-account-annotation is gone: it put one identity on all three accounts; use \
+         --webhook-service-account-annotation (serve: pull), --copy-job-service-account-annotation \
+         (copy Jobs: push) and --refresh-service-account-annotation (no AWS identity); \
+         `privatize install --iam-policies` prints each role's policy"
+    );
+    assert!(!err.contains('\n'));
+}
+
+#[test]
+fn an_annotation_without_a_key_is_a_usage_error() {
+    use clap::Parser;
+    let err = crate::cli::Cli::try_parse_from([
+        "privatize",
+        "install",
+        "--copy-job-service-account-annotation",
+        "=x",
+    ])
+    .unwrap_err();
+    assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+    assert!(err.to_string().contains("expected KEY=VALUE"), "{err}");
+}
+
+#[test]
+fn a_kms_key_reaches_serve_which_passes_it_to_the_copy_jobs() {
+    let args = install_args(&["--kms-key", "alias/ecr"]);
+    let rendered = objects(&super::settings(&args).unwrap()).unwrap();
+    let deployment = rendered
+        .iter()
+        .find(|o| o.is::<k8s_openapi::api::apps::v1::Deployment>(NAME))
+        .unwrap();
+    let deployment = serde_json::to_value(&deployment.object).unwrap();
+    let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert!(
+        env.as_array()
+            .unwrap()
+            .contains(&serde_json::json!({"name": "PRIVATIZE_KMS_KEY", "value": "alias/ecr"})),
+        "{env}"
+    );
+}
+
+#[test]
+fn a_missing_object_is_an_error_not_a_wrong_pick() {
+    let mut rendered = objects(&settings()).unwrap();
+    rendered.retain(|o| !o.is::<MutatingWebhookConfiguration>(NAME));
+    let err = Parts::of(rendered, "mirror").err().unwrap();
+    assert_eq!(
+        err.to_string(),
+        "the manifests hold no MutatingWebhookConfiguration/privatize"
+    );
+}
