@@ -83,6 +83,8 @@ pub struct Metrics {
     secrets_injected: Counter,
     certificate_expiry: Gauge,
     certificate_reloads: Family<Labels1, Counter>,
+    reviews_refused: Family<Labels2, Counter>,
+    review_memory: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -207,6 +209,19 @@ impl Metrics {
             "Serving certificate loads from files, by result (loaded, rejected)",
             Described(certificate_reloads.clone()),
         );
+        let reviews_refused = Family::default();
+        registry.register(
+            "reviews_refused",
+            "Admission reviews refused for memory, by path and reason (budget: 429, the review memory budget was in use; over-budget: 413, the review alone would need more than the budget; too-large: 413, over 3 MiB)",
+            Described(reviews_refused.clone()),
+        );
+        let review_memory = Gauge::default();
+        registry.register_with_unit(
+            "review_memory",
+            "Memory held by admission reviews in flight, as charged to --review-memory-budget (request bytes, then the parsed review)",
+            Unit::Bytes,
+            review_memory.clone(),
+        );
         Self {
             registry,
             admissions,
@@ -226,6 +241,8 @@ impl Metrics {
             secrets_injected,
             certificate_expiry,
             certificate_reloads,
+            reviews_refused,
+            review_memory,
         }
     }
 
@@ -332,6 +349,18 @@ impl Metrics {
         self.certificate_reloads
             .get_or_create(&[("result", result.to_string())])
             .inc();
+    }
+
+    /// A review refused for memory on `path`: `budget`, `over-budget` or `too-large`.
+    pub fn review_refused(&self, path: &str, reason: &str) {
+        self.reviews_refused
+            .get_or_create(&[("path", path.to_string()), ("reason", reason.to_string())])
+            .inc();
+    }
+
+    /// Review memory taken (positive) or given back (negative).
+    pub fn review_memory_held(&self, delta: i64) {
+        self.review_memory.inc_by(delta);
     }
 }
 
