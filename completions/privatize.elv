@@ -63,6 +63,7 @@ set edit:completion:arg-completer[privatize] = {|@words|
             cand --tls-reload-interval 'How often the certificate files are read to notice a rotated certificate'
             cand --header-read-timeout 'Time a client has for the TLS handshake and for each request''s headers (HTTP/1.1: counted from the end of the previous request)'
             cand --body-read-timeout 'Time a client has to send a whole request body (408 past it)'
+            cand --review-memory-budget 'Memory all admission reviews in flight may hold together, across connections: request bytes, then the parsed review as charged while it is read (a small JSON object can become kilobytes). A review that does not fit now gets 429 at once (the apiserver applies the webhook''s failurePolicy); one that alone would need more gets 413. Units: KiB, MiB, GiB'
             cand --idle-timeout 'A connection with no request in flight and no bytes moving for this long is closed (an idle HTTP/1.1 connection already closes after --header-read-timeout)'
             cand --shutdown-delay 'On SIGTERM, /readyz fails this long before the listeners close, so endpoints drop the pod first'
             cand --shutdown-timeout 'After the listeners close, requests in flight get this long to finish'

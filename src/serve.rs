@@ -50,6 +50,8 @@ pub struct State {
     pub admission_budget: Duration,
     /// Time a client has to send a request body.
     pub body_read_timeout: Duration,
+    /// Memory all reviews in flight may hold together.
+    pub review_budget: Arc<http::ReviewBudget>,
 }
 
 /// Whether `/readyz` passes: a certificate is loaded, the Kubernetes API has
@@ -103,6 +105,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let tokens = Arc::new(TokenCache::new().on_fetch(move |region| counted.token_fetched(region)));
     let pods = Arc::new(Pods::new(&args, client.clone(), metrics.clone(), tokens.clone()).await?);
     let secrets = Arc::new(Secrets::new(&args, metrics.clone(), tokens).await?);
+    let review_budget = http::ReviewBudget::new(args.review_memory_budget, metrics.clone());
     let state = Arc::new(State {
         pods: pods.clone(),
         secrets,
@@ -110,6 +113,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         readiness: readiness.clone(),
         admission_budget: args.admission_budget,
         body_read_timeout: args.body_read_timeout,
+        review_budget,
     });
 
     let https = bind(

@@ -253,6 +253,8 @@ async fn metrics_describe_every_family_and_healthz_answers_on_both_ports() {
         ("privatize_secrets_injected", "counter"),
         ("privatize_tls_certificate_expiry_seconds", "gauge"),
         ("privatize_tls_certificate_reloads", "counter"),
+        ("privatize_reviews_refused", "counter"),
+        ("privatize_review_memory_bytes", "gauge"),
     ] {
         assert!(
             metrics.contains(&format!("# TYPE {family} {kind}\n")),

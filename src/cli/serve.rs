@@ -154,6 +154,10 @@ pub struct ServeArgs {
     #[arg(long, env = "PRIVATIZE_BODY_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub body_read_timeout: std::time::Duration,
 
+    /// Memory all admission reviews in flight may hold together, across connections: request bytes, then the parsed review as charged while it is read (a small JSON object can become kilobytes). A review that does not fit now gets 429 at once (the apiserver applies the webhook's failurePolicy); one that alone would need more gets 413. Units: KiB, MiB, GiB
+    #[arg(long, env = "PRIVATIZE_REVIEW_MEMORY_BUDGET", default_value = "32MiB", value_parser = parse_bytes)]
+    pub review_memory_budget: usize,
+
     /// A connection with no request in flight and no bytes moving for this long is closed (an idle HTTP/1.1 connection already closes after --header-read-timeout)
     #[arg(long, env = "PRIVATIZE_IDLE_TIMEOUT", default_value = "90s", value_parser = humantime::parse_duration)]
     pub idle_timeout: std::time::Duration,
@@ -216,4 +220,42 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub repository: RepositoryArgs,
+}
+
+/// A size such as `96MiB`, `512KiB`, `1GiB` or a number of bytes (`Ki`, `Mi`
+/// and `Gi` as Kubernetes writes them are accepted too).
+fn parse_bytes(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "KiB" | "Ki" => 10,
+        "MiB" | "Mi" => 20,
+        "GiB" | "Gi" => 30,
+        other => return Err(format!("unknown unit {other:?}: use KiB, MiB or GiB")),
+    };
+    let number: usize = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size such as 96MiB"))?;
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn sizes_are_read_in_binary_units() {
+        assert_eq!(parse_bytes("96MiB"), Ok(96 << 20));
+        assert_eq!(parse_bytes("64Mi"), Ok(64 << 20));
+        assert_eq!(parse_bytes("512 KiB"), Ok(512 << 10));
+        assert_eq!(parse_bytes("1000"), Ok(1000));
+        assert!(parse_bytes("96MB").unwrap_err().contains("unknown unit"));
+        assert!(parse_bytes("MiB").is_err());
+    }
 }

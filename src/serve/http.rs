@@ -1,16 +1,20 @@
-//! The HTTP side of `serve`: warp routes, the body limit and deadlines, the
-//! time budget around each decision, and one log line and metric per
+//! The HTTP side of `serve`: warp routes, the body limit, reading bodies into
+//! the review memory budget (`budget`) shared by every connection, deadlines,
+//! the time budget around each decision, and one log line and metric per
 //! admission. Reviews are read and written by `review`; decisions live in
 //! `pods` and `secrets`.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Buf;
 use futures_util::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::core::admission::{AdmissionRequest, AdmissionResponse};
-use kube::core::DynamicObject;
-use tracing::{info, warn};
+use kube::core::Resource;
+use serde::de::DeserializeOwned;
+use tracing::{debug, info, warn};
 use warp::filters::BoxedFilter;
 use warp::http::{header, HeaderMap, StatusCode};
 use warp::reply::Response;
@@ -18,9 +22,14 @@ use warp::Filter;
 
 use super::metrics::{Outcome, CONTENT_TYPE as METRICS_CONTENT_TYPE};
 use super::review::{
-    count_images, encode_review, parse_review, past_budget, Refusal, Route, Served, Summary,
+    count_images, encode_review, parse_review, past_budget, Refusal, Route, Served, Summary, Unread,
 };
 use super::State;
+
+mod budget;
+
+use budget::mib;
+pub use budget::{Reservation, ReviewBudget};
 
 /// The largest AdmissionReview accepted (the apiserver's own request limit is 3 MiB).
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
@@ -139,23 +148,91 @@ where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
+    match route.served {
+        Served::Pods => {
+            review::<Pod, _, _, _, _>(state, route, headers, body, |request| {
+                (count_images(&request), state.pods.admit(request))
+            })
+            .await
+        }
+        Served::Secrets => {
+            review::<Secret, _, _, _, _>(state, route, headers, body, |request| {
+                (0, state.secrets.admit(request))
+            })
+            .await
+        }
+    }
+}
+
+/// Reads, parses and answers one review of `K`; `handle` returns the number
+/// of images it is about (counted when the time budget runs out) and the
+/// answer to come. The review's memory stays reserved until it is answered.
+async fn review<K, S, B, H, F>(
+    state: &State,
+    route: Route,
+    headers: &HeaderMap,
+    body: S,
+    handle: H,
+) -> Response
+where
+    K: Resource + DeserializeOwned,
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+    H: FnOnce(AdmissionRequest<K>) -> (usize, F),
+    F: Future<Output = AdmissionResponse>,
+{
     let started = Instant::now();
-    let request = match read_body(headers, body, state.body_read_timeout).await {
-        Ok(bytes) => parse_review(&bytes, route),
-        Err(refusal) => Err(refusal),
+    let refused = |refusal: Refusal, reason: Option<&str>| {
+        state
+            .metrics
+            .admission(route.path, Outcome::Invalid, started.elapsed());
+        if let Some(reason) = reason {
+            state.metrics.review_refused(route.path, reason);
+        }
+        warn!(path = route.path, status = refusal.status.as_u16(), error = %refusal.message, "admission request refused");
+        text(refusal.status, refusal.message)
     };
-    let request = match request {
-        Ok(request) => request,
-        Err(refusal) => {
-            state
-                .metrics
-                .admission(route.path, Outcome::Invalid, started.elapsed());
-            warn!(path = route.path, status = refusal.status.as_u16(), error = %refusal.message, "admission request refused");
-            return text(refusal.status, refusal.message);
+    let (body, mut reservation) =
+        match read_body(headers, body, state.body_read_timeout, &state.review_budget).await {
+            Ok(read) => read,
+            Err((refusal, reason)) => return refused(refusal, reason),
+        };
+    let body_bytes = body.capacity();
+    let parsed = parse_review::<K>(&body, route, |more| reservation.grow(more));
+    // The typed request owns copies of everything it needs.
+    drop(body);
+    reservation.release(body_bytes);
+    let (request, charged) = match parsed {
+        Ok(parsed) => parsed,
+        Err(Unread::Invalid(refusal)) => return refused(refusal, None),
+        Err(Unread::OutOfBudget(charged)) => {
+            let needed = body_bytes + charged.bytes;
+            let budget = &state.review_budget;
+            return if needed > budget.limit() {
+                let refusal = Refusal::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "the review of {} would take more than the whole review memory budget of {} once read",
+                        mib(body_bytes),
+                        mib(budget.limit())
+                    ),
+                );
+                refused(refusal, Some("over-budget"))
+            } else {
+                refused(budget.busy(), Some("budget"))
+            };
         }
     };
+    debug!(
+        path = route.path,
+        body_bytes,
+        parsed_bytes = charged.bytes,
+        "review read"
+    );
     let summary = Summary::of(&request);
-    let (response, timed_out) = decide(state, route, request).await;
+    let fallback = AdmissionResponse::from(&request);
+    let (images, work) = handle(request);
+    let (response, timed_out) = decide(state, route, fallback, images, work).await;
     let outcome = if timed_out {
         Outcome::Error
     } else if !response.allowed {
@@ -179,7 +256,7 @@ where
         latency_ms = elapsed.as_millis() as u64,
         "admission"
     );
-    match encode_review(response) {
+    let answer = match encode_review(response) {
         Ok(body) => {
             let mut response = Response::new(body.into());
             response.headers_mut().insert(
@@ -189,7 +266,9 @@ where
             response
         }
         Err(err) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{err:#}")),
-    }
+    };
+    drop(reservation);
+    answer
 }
 
 /// Runs the path's handler within the admission budget. Past it, a pod is
@@ -198,19 +277,10 @@ where
 async fn decide(
     state: &State,
     route: Route,
-    request: AdmissionRequest<DynamicObject>,
+    fallback: AdmissionResponse,
+    images: usize,
+    work: impl Future<Output = AdmissionResponse>,
 ) -> (AdmissionResponse, bool) {
-    let fallback = AdmissionResponse::from(&request);
-    let images = match route.served {
-        Served::Pods => count_images(&request),
-        Served::Secrets => 0,
-    };
-    let work = async {
-        match route.served {
-            Served::Pods => state.pods.admit(request).await,
-            Served::Secrets => state.secrets.admit(request).await,
-        }
-    };
     match tokio::time::timeout(state.admission_budget, work).await {
         Ok(mut response) => {
             // The answer must match the question whatever the handler built.
@@ -232,44 +302,71 @@ async fn decide(
     }
 }
 
-/// Reads the body: refused with 413 as soon as it is known to be too large
-/// (from Content-Length, before reading any of it, or while streaming), and
-/// with 408 when it does not arrive in time.
-async fn read_body<S, B>(headers: &HeaderMap, body: S, deadline: Duration) -> Result<Bytes, Refusal>
+/// Reads the body into a buffer charged to the review memory budget: sized
+/// from Content-Length up front when there is one, else grown (and charged)
+/// as chunks arrive. Refused with 413 as soon as it is known to be over
+/// 3 MiB, with 429 as soon as the budget cannot hold it, and with 408 when it
+/// does not arrive in time. The error carries the refusal metric's reason.
+async fn read_body<S, B>(
+    headers: &HeaderMap,
+    body: S,
+    deadline: Duration,
+    budget: &Arc<ReviewBudget>,
+) -> Result<(Vec<u8>, Reservation), (Refusal, Option<&'static str>)>
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
     let too_large = |size: String| {
-        Refusal::new(
+        let refusal = Refusal::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request body of {size} is over the limit of {MAX_BODY_BYTES} bytes (3 MiB)"),
-        )
+        );
+        (refusal, Some("too-large"))
     };
-    if let Some(length) = headers.get(header::CONTENT_LENGTH) {
-        let length: u64 = length
+    let busy = || (budget.busy(), Some("budget"));
+    let mut length = 0;
+    if let Some(value) = headers.get(header::CONTENT_LENGTH) {
+        let announced: u64 = value
             .to_str()
             .ok()
             .and_then(|l| l.trim().parse().ok())
             .ok_or_else(|| {
-                Refusal::new(StatusCode::BAD_REQUEST, "invalid Content-Length header")
+                let refusal =
+                    Refusal::new(StatusCode::BAD_REQUEST, "invalid Content-Length header");
+                (refusal, None)
             })?;
-        if length > MAX_BODY_BYTES as u64 {
-            return Err(too_large(format!("{length} bytes")));
+        if announced > MAX_BODY_BYTES as u64 {
+            return Err(too_large(format!("{announced} bytes")));
         }
+        length = announced as usize;
     }
+    let mut reservation = budget.reserve(length).ok_or_else(busy)?;
     let read = async {
         futures_util::pin_mut!(body);
-        let mut buffer = BytesMut::new();
+        let mut buffer = Vec::with_capacity(length);
         while let Some(chunk) = body.next().await {
             let mut chunk = chunk.map_err(|err| {
-                Refusal::new(
+                let refusal = Refusal::new(
                     StatusCode::BAD_REQUEST,
                     format!("reading the request body: {err}"),
-                )
+                );
+                (refusal, None)
             })?;
-            if buffer.len() + chunk.remaining() > MAX_BODY_BYTES {
+            let needed = buffer.len() + chunk.remaining();
+            if needed > MAX_BODY_BYTES {
                 return Err(too_large("more bytes".to_string()));
+            }
+            if needed > buffer.capacity() {
+                // No Content-Length: grow by doubling. The old buffer and the new
+                // one both exist while the bytes move, so both are charged then.
+                let (old, capacity) = (buffer.capacity(), needed.max(2 * buffer.capacity()));
+                let capacity = capacity.min(MAX_BODY_BYTES);
+                if !reservation.grow(capacity) {
+                    return Err(busy());
+                }
+                buffer.reserve_exact(capacity - buffer.len());
+                reservation.release(old);
             }
             while chunk.has_remaining() {
                 let part = chunk.chunk();
@@ -278,15 +375,17 @@ where
                 chunk.advance(n);
             }
         }
-        Ok(buffer.freeze())
+        Ok(buffer)
     };
-    tokio::time::timeout(deadline, read).await.map_err(|_| {
-        Refusal::new(
+    let buffer: Vec<u8> = tokio::time::timeout(deadline, read).await.map_err(|_| {
+        let refusal = Refusal::new(
             StatusCode::REQUEST_TIMEOUT,
             format!(
                 "the request body did not arrive within {}",
                 humantime::format_duration(deadline)
             ),
-        )
-    })?
+        );
+        (refusal, None)
+    })??;
+    Ok((buffer, reservation))
 }

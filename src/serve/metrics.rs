@@ -86,6 +86,8 @@ pub struct Metrics {
     pods_refused: Counter,
     copy_jobs_deferred: Counter,
     source_checks: Family<Labels2, Counter>,
+    reviews_refused: Family<Labels2, Counter>,
+    review_memory: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -228,6 +230,19 @@ impl Metrics {
             "Checks whether a source can be read anonymously, by result (public, private, unknown) and cache (hit, miss)",
             Described(source_checks.clone()),
         );
+        let reviews_refused = Family::default();
+        registry.register(
+            "reviews_refused",
+            "Admission reviews refused for memory, by path and reason (budget: 429, the review memory budget was in use; over-budget: 413, the review alone would need more than the budget; too-large: 413, over 3 MiB)",
+            Described(reviews_refused.clone()),
+        );
+        let review_memory = Gauge::default();
+        registry.register_with_unit(
+            "review_memory",
+            "Memory held by admission reviews in flight, as charged to --review-memory-budget (request bytes, then the parsed review)",
+            Unit::Bytes,
+            review_memory.clone(),
+        );
         Self {
             registry,
             admissions,
@@ -250,6 +265,8 @@ impl Metrics {
             pods_refused,
             copy_jobs_deferred,
             source_checks,
+            reviews_refused,
+            review_memory,
         }
     }
 
@@ -374,6 +391,18 @@ impl Metrics {
         self.certificate_reloads
             .get_or_create(&[("result", result.to_string())])
             .inc();
+    }
+
+    /// A review refused for memory on `path`: `budget`, `over-budget` or `too-large`.
+    pub fn review_refused(&self, path: &str, reason: &str) {
+        self.reviews_refused
+            .get_or_create(&[("path", path.to_string()), ("reason", reason.to_string())])
+            .inc();
+    }
+
+    /// Review memory taken (positive) or given back (negative).
+    pub fn review_memory_held(&self, delta: i64) {
+        self.review_memory.inc_by(delta);
     }
 }
 

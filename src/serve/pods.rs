@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use futures_util::{stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
-use kube::api::{Api, DynamicObject};
+use kube::api::Api;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse};
 use kube::Client;
 
@@ -95,12 +95,8 @@ impl Pods {
 
     /// Answers one pod admission. Never fails: our own errors allow the pod
     /// unchanged with a warning.
-    pub async fn admit(&self, request: AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+    pub async fn admit(&self, request: AdmissionRequest<Pod>) -> AdmissionResponse {
         let response = AdmissionResponse::from(&request);
-        let request = match typed(request) {
-            Ok(request) => request,
-            Err(err) => return self.unchanged(response, "decode", format!("{err:#}")),
-        };
         let found = candidates(&request, &self.settings);
         // Futures built in a loop, not in a stream closure: rustc cannot
         // prove such closures' futures Send (rust-lang/rust#102211).
@@ -274,33 +270,6 @@ async fn lookup_pull_secret(
         .await
         .with_context(|| format!("reading Secret {namespace}/{name}"))?;
     Ok(secret.map(|_| name.to_string()))
-}
-
-/// The request with its objects read as Pods.
-fn typed(request: AdmissionRequest<DynamicObject>) -> Result<AdmissionRequest<Pod>> {
-    let read = |object: Option<DynamicObject>| -> Result<Option<Pod>> {
-        object
-            .map(|o| o.try_parse::<Pod>().context("reading the pod"))
-            .transpose()
-    };
-    Ok(AdmissionRequest {
-        types: request.types,
-        uid: request.uid,
-        kind: request.kind,
-        resource: request.resource,
-        sub_resource: request.sub_resource,
-        request_kind: request.request_kind,
-        request_resource: request.request_resource,
-        request_sub_resource: request.request_sub_resource,
-        name: request.name,
-        namespace: request.namespace,
-        operation: request.operation,
-        user_info: request.user_info,
-        object: read(request.object)?,
-        old_object: read(request.old_object)?,
-        dry_run: request.dry_run,
-        options: request.options,
-    })
 }
 
 fn presence_label(presence: Presence) -> &'static str {

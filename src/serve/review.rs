@@ -1,14 +1,22 @@
-//! AdmissionReview in and out, without I/O: parse and check a review against
-//! the path it came to, answer in the version asked with the patch as base64,
-//! and the fallback answers when the time budget runs out.
+//! AdmissionReview in and out, without I/O: parse a review straight into its
+//! typed object (metered, see `meter`) and check it against the path it came
+//! to, answer in the version asked with the patch as base64, and the fallback
+//! answers when the time budget runs out.
+
+mod meter;
 
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use base64::Engine as _;
+use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
-use kube::core::DynamicObject;
+use kube::core::{GroupVersionKind, Resource, TypeMeta};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use warp::http::StatusCode;
+
+pub use meter::Charged;
 
 const V1: &str = "admission.k8s.io/v1";
 const V1BETA1: &str = "admission.k8s.io/v1beta1";
@@ -74,38 +82,110 @@ pub fn past_budget(
     }
 }
 
-pub fn count_images(request: &AdmissionRequest<DynamicObject>) -> usize {
-    let Some(spec) = request.object.as_ref().map(|o| &o.data["spec"]) else {
+/// Containers of every kind in the pod (each has an image).
+pub fn count_images(request: &AdmissionRequest<Pod>) -> usize {
+    let Some(spec) = request.object.as_ref().and_then(|pod| pod.spec.as_ref()) else {
         return 0;
     };
-    ["containers", "initContainers", "ephemeralContainers"]
-        .iter()
-        .filter_map(|field| spec[field].as_array())
-        .map(Vec::len)
-        .sum()
+    spec.containers.len()
+        + spec.init_containers.as_ref().map_or(0, Vec::len)
+        + spec.ephemeral_containers.as_ref().map_or(0, Vec::len)
 }
 
-/// Parses an AdmissionReview and checks that it asks what `route` answers.
-pub fn parse_review(body: &[u8], route: Route) -> Result<AdmissionRequest<DynamicObject>, Refusal> {
-    let bad = |message: String| Refusal::new(StatusCode::BAD_REQUEST, message);
-    let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body)
-        .map_err(|err| bad(format!("invalid AdmissionReview JSON: {err}")))?;
-    if review.types.kind != "AdmissionReview" {
-        return Err(bad(format!(
-            "expected kind AdmissionReview, got {:?}",
-            review.types.kind
-        )));
+/// Why a review was not read.
+#[derive(Debug)]
+pub enum Unread {
+    /// Not a review this path answers (400).
+    Invalid(Refusal),
+    /// The review memory budget refused more while the review was parsed.
+    OutOfBudget(Charged),
+}
+
+/// The review's own fields. kube's `AdmissionReview` flattens its `TypeMeta`,
+/// which makes serde buffer the whole request as an untyped tree first.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", bound = "R: DeserializeOwned")]
+struct Envelope<R> {
+    api_version: String,
+    kind: String,
+    request: Option<R>,
+}
+
+/// Just what a review asks, read when its object does not parse as `K`:
+/// the answer then names a review sent to the wrong path as such.
+#[derive(Deserialize)]
+struct Asked {
+    kind: GroupVersionKind,
+}
+
+/// Parses an AdmissionReview straight into `K` (a Pod or a Secret) and checks
+/// that it asks what `route` answers. The parse charges the heap it takes to
+/// `grant` (see `meter::from_slice`) and stops when a grant is refused.
+pub fn parse_review<K>(
+    body: &[u8],
+    route: Route,
+    mut grant: impl FnMut(usize) -> bool,
+) -> Result<(AdmissionRequest<K>, Charged), Unread>
+where
+    K: Resource + DeserializeOwned,
+{
+    let (parsed, charged) = meter::from_slice::<Envelope<AdmissionRequest<K>>, _>(body, &mut grant);
+    if charged.refused {
+        return Err(Unread::OutOfBudget(charged));
     }
-    let version = review.types.api_version.clone();
-    if version != V1 && version != V1BETA1 {
-        return Err(bad(format!(
-            "unsupported AdmissionReview apiVersion {version:?}: expected {V1} or {V1BETA1}"
-        )));
-    }
-    let request: AdmissionRequest<DynamicObject> = review
+    let envelope = match parsed {
+        Ok(envelope) => envelope,
+        Err(err) => {
+            // Is it the object that is wrong, or the question?
+            let (asked, more) = meter::from_slice::<Envelope<Asked>, _>(body, &mut grant);
+            if more.refused {
+                return Err(Unread::OutOfBudget(more));
+            }
+            if let Ok(asked) = asked {
+                let kind = asked.request.as_ref().map(|r| &r.kind);
+                check(&asked.api_version, &asked.kind, kind, route)?;
+            }
+            return Err(bad(format!("invalid AdmissionReview JSON: {err}")));
+        }
+    };
+    let kind = envelope.request.as_ref().map(|r| &r.kind);
+    check(&envelope.api_version, &envelope.kind, kind, route)?;
+    let review = AdmissionReview {
+        types: TypeMeta {
+            api_version: envelope.api_version,
+            kind: envelope.kind,
+        },
+        request: envelope.request,
+        response: None,
+    };
+    let request = review
         .try_into()
         .map_err(|_| bad("the AdmissionReview has no request".to_string()))?;
-    let kind = &request.kind;
+    Ok((request, charged))
+}
+
+fn bad(message: String) -> Unread {
+    Unread::Invalid(Refusal::new(StatusCode::BAD_REQUEST, message))
+}
+
+/// Checks that a review of this version asks what `route` answers.
+fn check(
+    api_version: &str,
+    kind: &str,
+    asked: Option<&GroupVersionKind>,
+    route: Route,
+) -> Result<(), Unread> {
+    if kind != "AdmissionReview" {
+        return Err(bad(format!("expected kind AdmissionReview, got {kind:?}")));
+    }
+    if api_version != V1 && api_version != V1BETA1 {
+        return Err(bad(format!(
+            "unsupported AdmissionReview apiVersion {api_version:?}: expected {V1} or {V1BETA1}"
+        )));
+    }
+    let Some(kind) = asked else {
+        return Err(bad("the AdmissionReview has no request".to_string()));
+    };
     if !kind.group.is_empty() || kind.kind != route.served.kind() {
         let asked = if kind.group.is_empty() {
             format!("{}/{}", kind.version, kind.kind)
@@ -118,7 +198,7 @@ pub fn parse_review(body: &[u8], route: Route) -> Result<AdmissionRequest<Dynami
             route.served.kind()
         )));
     }
-    Ok(request)
+    Ok(())
 }
 
 /// What the admission log line says about a request (never the object's content).
@@ -131,8 +211,8 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn of(request: &AdmissionRequest<DynamicObject>) -> Self {
-        let metadata = request.object.as_ref().map(|o| &o.metadata);
+    pub fn of<K: Resource>(request: &AdmissionRequest<K>) -> Self {
+        let metadata = request.object.as_ref().map(|o| o.meta());
         // A pod created from a template has only a generateName at admission.
         let name = if !request.name.is_empty() {
             request.name.clone()
@@ -154,21 +234,19 @@ impl Summary {
 }
 
 /// The review to send back: kube serialises `patch` as an array of numbers;
-/// Kubernetes wants base64 text, with `patchType: JSONPatch`.
-pub fn encode_review(response: AdmissionResponse) -> Result<Vec<u8>> {
+/// Kubernetes wants base64 text, with `patchType: JSONPatch`. The patch is
+/// taken out first, so it never becomes a tree of one number per byte.
+pub fn encode_review(mut response: AdmissionResponse) -> Result<Vec<u8>> {
+    let patch = response.patch.take();
     let review = response.into_review();
     let mut value = serde_json::to_value(&review).context("serialising the AdmissionReview")?;
-    if let Some(answer) = value.get_mut("response").and_then(|r| r.as_object_mut()) {
-        if let Some(patch) = answer.get("patch").and_then(|p| p.as_array()) {
-            let bytes = patch
-                .iter()
-                .map(|n| n.as_u64().and_then(|n| u8::try_from(n).ok()))
-                .collect::<Option<Vec<u8>>>()
-                .context("serialising the patch: not a byte array")?;
-            let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
-            answer.insert("patch".into(), encoded.into());
-            answer.insert("patchType".into(), "JSONPatch".into());
-        }
+    if let (Some(patch), Some(answer)) = (
+        patch,
+        value.get_mut("response").and_then(|r| r.as_object_mut()),
+    ) {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(patch);
+        answer.insert("patch".into(), encoded.into());
+        answer.insert("patchType".into(), "JSONPatch".into());
     }
     serde_json::to_vec(&value).context("serialising the AdmissionReview")
 }
@@ -197,9 +275,22 @@ mod tests {
         served: Served::Pods,
     };
 
+    fn pod(body: &str) -> AdmissionRequest<Pod> {
+        parse_review::<Pod>(body.as_bytes(), PODS, |_| true)
+            .unwrap()
+            .0
+    }
+
+    fn refused(body: &str) -> Refusal {
+        match parse_review::<Pod>(body.as_bytes(), PODS, |_| true) {
+            Err(Unread::Invalid(refusal)) => refusal,
+            other => panic!("not refused as invalid: {other:?}"),
+        }
+    }
+
     #[test]
     fn patch_is_sent_as_base64_json_patch() {
-        let request = parse_review(review(V1BETA1, "Pod").as_bytes(), PODS).unwrap();
+        let request = pod(&review(V1BETA1, "Pod"));
         let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
             {"op": "add", "path": "/metadata/labels", "value": {"a": "b"}}
         ]))
@@ -219,14 +310,14 @@ mod tests {
 
     #[test]
     fn a_secret_sent_to_the_pod_path_is_named() {
-        let err = parse_review(review(V1, "Secret").as_bytes(), PODS).unwrap_err();
+        let err = refused(&review(V1, "Secret"));
         assert_eq!(err.status, StatusCode::BAD_REQUEST);
         assert_eq!(err.message, "/mutate/pods serves Pods, not v1/Secret");
     }
 
     #[test]
     fn an_unknown_review_version_is_refused() {
-        let err = parse_review(review("admission.k8s.io/v2", "Pod").as_bytes(), PODS).unwrap_err();
+        let err = refused(&review("admission.k8s.io/v2", "Pod"));
         assert!(
             err.message
                 .contains("unsupported AdmissionReview apiVersion"),
@@ -236,8 +327,31 @@ mod tests {
     }
 
     #[test]
+    fn a_review_is_read_straight_into_a_typed_pod() {
+        let request = pod(&review(V1, "Pod"));
+        assert_eq!(request.types.api_version, V1);
+        assert_eq!(request.object.unwrap().metadata.name.as_deref(), Some("p"));
+    }
+
+    #[test]
+    fn a_review_the_grant_refuses_is_out_of_budget_not_invalid() {
+        let containers = vec![serde_json::json!({}); 1000];
+        let mut body: serde_json::Value = serde_json::from_str(&review(V1, "Pod")).unwrap();
+        body["request"]["object"]["spec"] = serde_json::json!({ "containers": containers });
+        let body = body.to_string();
+        let mut granted = 0;
+        match parse_review::<Pod>(body.as_bytes(), PODS, |n| {
+            granted += n;
+            granted <= 1024 * 1024
+        }) {
+            Err(Unread::OutOfBudget(charged)) => assert!(charged.refused),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn past_the_budget_a_pod_is_allowed_unchanged_and_a_secret_denied() {
-        let request = parse_review(review(V1, "Pod").as_bytes(), PODS).unwrap();
+        let request = pod(&review(V1, "Pod"));
         let unchanged = AdmissionResponse::from(&request);
         let budget = Duration::from_secs(5);
         let pod = past_budget(Served::Pods, unchanged.clone(), budget);

@@ -1,15 +1,14 @@
-//! The Secret webhook: fresh ECR logins injected into managed Secrets. Converts
-//! the review to a typed Secret request, looks up one token per region (cached,
-//! single flight), and answers with `mutate::secrets`' decision. Fails closed.
+//! The Secret webhook: fresh ECR logins injected into managed Secrets. Takes
+//! the typed Secret request (parsed by `review`), looks up one token per region
+//! (cached, single flight), and answers with `mutate::secrets`' decision. Fails closed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse};
-use kube::core::DynamicObject;
 use tracing::{debug, info, warn};
 
 use super::metrics::Metrics;
@@ -55,12 +54,8 @@ impl Secrets {
     /// Answers one Secret admission. This webhook is `failurePolicy: Fail`: a
     /// managed Secret that cannot get fresh logins is denied, with a message
     /// naming the registry and the error.
-    pub async fn admit(&self, request: AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+    pub async fn admit(&self, request: AdmissionRequest<Secret>) -> AdmissionResponse {
         let response = AdmissionResponse::from(&request);
-        let request = match typed(request) {
-            Ok(request) => request,
-            Err(err) => return response.deny(format!("{err:#}")),
-        };
         let registries = match registries_needed(&request, &self.settings) {
             Ok(registries) => registries,
             Err(denial) => {
@@ -134,14 +129,4 @@ impl Secrets {
 fn with_warning(mut response: AdmissionResponse, message: String) -> AdmissionResponse {
     response.warnings.get_or_insert_with(Vec::new).push(message);
     response
-}
-
-/// The request with its objects read as Secrets.
-fn typed(request: AdmissionRequest<DynamicObject>) -> Result<AdmissionRequest<Secret>> {
-    let types = request.types.clone();
-    let value = serde_json::to_value(&request).context("reading the admission request")?;
-    let mut typed: AdmissionRequest<Secret> =
-        serde_json::from_value(value).context("reading the Secret in the admission request")?;
-    typed.types = types;
-    Ok(typed)
 }

@@ -273,6 +273,11 @@ impl Serve {
         }
     }
 
+    /// The server's process id (to read its /proc figures).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends a signal (`libc::SIGTERM`, `libc::SIGINT`).
     pub fn signal(&self, signal: i32) {
         let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
