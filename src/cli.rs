@@ -245,6 +245,10 @@ pub struct RefreshSecretsArgs {
     #[arg(long, env = "PRIVATIZE_REFRESH_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
 
+    /// How long to wait, per Secret, for serve to write the fresh login after it was asked to (serve writes within about a second)
+    #[arg(long, env = "PRIVATIZE_REFRESH_WAIT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub wait: std::time::Duration,
+
     /// Summary format on stdout
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -348,6 +352,10 @@ pub struct InstallArgs {
     /// Replicas of the webhook server; 0 runs none in the cluster (serve runs elsewhere, registered with --webhook-url)
     #[arg(long, env = "PRIVATIZE_REPLICAS", default_value_t = 2)]
     pub replicas: u16,
+
+    /// Namespaces (comma-separated) where privatize may read and write managed pull Secrets: each gets a RoleBinding of the ClusterRole privatize-credentials; `*` binds it cluster-wide instead. Elsewhere no privatize account can read or write a Secret [default: none]
+    #[arg(long, env = "PRIVATIZE_CREDENTIAL_NAMESPACES", value_delimiter = ',')]
+    pub credential_namespaces: Vec<String>,
 
     /// Do not wait for the Deployment to become available
     #[arg(long)]

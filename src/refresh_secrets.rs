@@ -88,7 +88,7 @@ pub async fn refresh(client: &Client, args: &RefreshSecretsArgs) -> Result<Summa
             .filter(|ns| !secrets.contains_key(&(ns.to_string(), args.pull_secret_name.clone())))
             .collect();
         let results: Vec<_> = stream::iter(lacking)
-            .map(|ns| ensure(client, ns, &args.pull_secret_name))
+            .map(|ns| ensure(client, ns, &args.pull_secret_name, args.wait))
             .buffer_unordered(concurrency)
             .collect()
             .await;
@@ -108,7 +108,7 @@ pub async fn refresh(client: &Client, args: &RefreshSecretsArgs) -> Result<Summa
     }
     let requested_at = format_time(now);
     let results: Vec<_> = stream::iter(due)
-        .map(|(secret, reason)| refresh_one(client, secret, reason, &requested_at))
+        .map(|(secret, reason)| refresh_one(client, secret, reason, &requested_at, args.wait))
         .buffer_unordered(concurrency)
         .collect()
         .await;
@@ -147,7 +147,7 @@ pub fn refresh_reason(
     (expires_at <= now + before).then(|| format!("expires at {text}"))
 }
 
-/// Checks the webhook re-injected a Secret: `refreshed-at` later than `before`
+/// Checks serve wrote a fresh login into a Secret: `refreshed-at` later than `before`
 /// (any value when there was none) and `expires-at` in the future. Returns
 /// the expiry text.
 pub fn check_refreshed(
@@ -165,10 +165,12 @@ pub fn check_refreshed(
     if !moved {
         return Err(match refreshed {
             Some(text) => format!(
-                "the webhook did not re-inject it: {REFRESHED_AT} is still {text} \
-                 (is the namespace's label scheme the Secret's?)"
+                "serve wrote no fresh login: {REFRESHED_AT} is still {text} \
+                 (is serve running, and may it read Secrets here: a RoleBinding of privatize-credentials?)"
             ),
-            None => format!("the webhook did not inject it: no {REFRESHED_AT}"),
+            None => format!(
+                "serve wrote no login: no {REFRESHED_AT} (is serve running, and may it read Secrets here: a RoleBinding of privatize-credentials?)"
+            ),
         });
     }
     let Some(text) = annotations.get(EXPIRES_AT) else {
@@ -258,13 +260,14 @@ where
     }
 }
 
-/// Creates the managed pull Secret in `namespace`; the webhook fills it in at
-/// CREATE. `None` when a Secret of that name exists already (not a managed one,
-/// or it would have been listed): it is left alone.
+/// Creates the managed pull Secret in `namespace`; serve writes its login
+/// right after. `None` when a Secret of that name exists already (not a
+/// managed one, or it would have been listed): it is left alone.
 async fn ensure(
     client: &Client,
     namespace: &str,
     name: &str,
+    wait: Duration,
 ) -> Option<std::result::Result<Done, Failed>> {
     let api = Api::<Secret>::namespaced(client.clone(), namespace);
     let secret = Secret {
@@ -292,8 +295,8 @@ async fn ensure(
         name: name.to_string(),
         reason,
     };
-    let created = match api.create(&params, &secret).await {
-        Ok(created) => created,
+    match api.create(&params, &secret).await {
+        Ok(_) => {}
         Err(kube::Error::Api(status)) if status.code == 409 => {
             tracing::warn!(
                 namespace,
@@ -304,21 +307,52 @@ async fn ensure(
         }
         Err(err) => return Some(Err(failed(format!("creating it: {}", message(&err))))),
     };
-    Some(match check_refreshed(&created, None, SystemTime::now()) {
-        Ok(_) => {
+    Some(match written(&api, name, None, wait).await {
+        Ok((back, _)) => {
             tracing::info!(namespace, secret = name, "managed pull Secret created");
-            Ok(done(&created))
+            Ok(done(&back))
         }
         Err(reason) => Err(failed(format!("created, but {reason}"))),
     })
 }
 
-/// Asks the webhook to re-inject one Secret and checks it did.
+/// Reads a Secret back until serve has written its login (`check_refreshed`
+/// holds) or `wait` is over; the last reason otherwise.
+async fn written(
+    api: &Api<Secret>,
+    name: &str,
+    before: Option<SystemTime>,
+    wait: Duration,
+) -> std::result::Result<(Secret, String), String> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let back = api
+            .get(name)
+            .await
+            .map_err(|err| format!("reading it back: {}", message(&err)))?;
+        match check_refreshed(&back, before, SystemTime::now()) {
+            Ok(expires_at) => return Ok((back, expires_at)),
+            Err(reason) if tokio::time::Instant::now() >= deadline => {
+                return Err(format!(
+                    "after {}: {reason}",
+                    humantime::format_duration(wait)
+                ))
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}
+
+/// Asks serve to write a fresh login into one Secret and checks it did.
 async fn refresh_one(
     client: &Client,
     secret: Secret,
     reason: String,
     requested_at: &str,
+    wait: Duration,
 ) -> std::result::Result<Done, Failed> {
     let namespace = secret.namespace().unwrap_or_default();
     let name = secret.name_any();
@@ -340,11 +374,7 @@ async fn refresh_one(
     if let Err(err) = api.patch(&name, &params, &Patch::Merge(&patch)).await {
         return Err(failed(format!("requesting a refresh: {}", message(&err))));
     }
-    let back = api
-        .get(&name)
-        .await
-        .map_err(|err| failed(format!("reading it back: {}", message(&err))))?;
-    let expires_at = check_refreshed(&back, before, SystemTime::now()).map_err(failed)?;
+    let (back, expires_at) = written(&api, &name, before, wait).await.map_err(failed)?;
     tracing::info!(
         namespace,
         secret = name,
@@ -476,7 +506,7 @@ mod tests {
         ]);
         assert!(check_refreshed(&same, before, now)
             .unwrap_err()
-            .starts_with("the webhook did not re-inject it: privatize.io/refreshed-at is still 2026-11-29T23:00:00.000Z"));
+            .starts_with("serve wrote no fresh login: privatize.io/refreshed-at is still 2026-11-29T23:00:00.000Z"));
         let past = secret(&[
             (REFRESHED_AT, "2026-11-30T00:00:00.500Z"),
             (EXPIRES_AT, "2026-11-29T12:00:00Z"),
@@ -490,7 +520,7 @@ mod tests {
         );
         assert_eq!(
             check_refreshed(&secret(&[]), None, now),
-            Err("the webhook did not inject it: no privatize.io/refreshed-at".into())
+            Err("serve wrote no login: no privatize.io/refreshed-at (is serve running, and may it read Secrets here: a RoleBinding of privatize-credentials?)".into())
         );
     }
 }

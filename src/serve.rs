@@ -3,6 +3,7 @@
 //! controller, and on SIGTERM fails /readyz, waits, then drains and exits 0.
 
 pub mod copy_ca;
+pub mod credentials;
 pub mod flights;
 pub mod gate;
 pub mod http;
@@ -34,11 +35,15 @@ use tracing::{error, info, warn};
 
 use crate::cli::ServeArgs;
 use crate::ecr::tokens::TokenCache;
+use credentials::Credentials;
 use listener::Timeouts;
 use metrics::Metrics;
 use pods::Pods;
 use secrets::Secrets;
 use tls::{CertSource, CertWatcher, ReloadingResolver};
+
+/// serve's ServiceAccount as install and the chart name it (for the grant in Events).
+const SERVER_ACCOUNT: &str = "privatize-webhook";
 
 /// What every request handler shares.
 pub struct State {
@@ -103,8 +108,28 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     // One ECR token cache for both webhooks: one GetAuthorizationToken per region.
     let counted = metrics.clone();
     let tokens = Arc::new(TokenCache::new().on_fetch(move |region| counted.token_fetched(region)));
-    let pods = Arc::new(Pods::new(&args, client.clone(), metrics.clone(), tokens.clone()).await?);
-    let secrets = Arc::new(Secrets::new(&args, metrics.clone(), tokens).await?);
+    let secrets = Arc::new(Secrets::new(&args, tokens.clone()).await?);
+    let credentials = Arc::new(Credentials {
+        client: client.clone(),
+        settings: secrets.settings().clone(),
+        tokens: tokens.clone(),
+        metrics: metrics.clone(),
+        instance: std::env::var("POD_NAME").unwrap_or_else(|_| "privatize".into()),
+        own_namespace: std::env::var("POD_NAMESPACE")
+            .unwrap_or_else(|_| args.copy_job_namespace.clone()),
+        own_account: SERVER_ACCOUNT.into(),
+        namespaces: args.credential_namespaces.clone(),
+    });
+    let pods = Arc::new(
+        Pods::new(
+            &args,
+            client.clone(),
+            metrics.clone(),
+            tokens,
+            credentials.clone(),
+        )
+        .await?,
+    );
     let review_budget = http::ReviewBudget::new(args.review_memory_budget, metrics.clone());
     let state = Arc::new(State {
         pods: pods.clone(),
@@ -135,6 +160,12 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         idle: args.idle_timeout,
     };
     tracker.spawn(certificates.run(args.tls_reload_interval, shutdown.clone()));
+    let writer = credentials.run(shutdown.clone());
+    tracker.spawn(async move {
+        if let Err(err) = writer.await {
+            error!(error = %format!("{err:#}"), "the credential writer stopped; managed Secrets get no fresh logins until serve restarts");
+        }
+    });
     tracker.spawn(reach_kubernetes(
         client,
         readiness.clone(),

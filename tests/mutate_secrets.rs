@@ -1,7 +1,9 @@
-//! The Secret admission decision (pure), from AdmissionReview fixtures in
-//! tests/data/admission/secret-*.json: each patch is applied to the request object
-//! as the apiserver would, and the resulting Secret's docker config is decoded and
-//! checked, entry by entry and byte for byte.
+//! Managed Secrets (pure), from AdmissionReview fixtures in
+//! tests/data/admission/secret-*.json: the webhook's validation of the
+//! request, and the credential writer's patch of the Secret (applied to the
+//! request object as the apiserver would apply serve's API write): the
+//! resulting docker config is decoded and checked, entry by entry and byte
+//! for byte, and when a Secret is due for a fresh login.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -11,8 +13,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::core::admission::{AdmissionRequest, AdmissionReview};
 use privatize::ecr::Token;
 use privatize::mutate::secrets::{
-    decide, format_time, registries_needed, Decision, Denial, EcrRegistry, Injection, Settings,
-    EXPIRES_AT, REFRESHED_AT, REFRESH_REQUESTED_AT,
+    due, format_time, login as write_login, registries_needed, secret_registries, Decision, Denial,
+    EcrRegistry, Injection, Settings, EXPIRES_AT, REFRESHED_AT, REFRESH_REQUESTED_AT,
 };
 use serde_json::{json, Value};
 
@@ -62,10 +64,20 @@ fn request(review: &Value) -> AdmissionRequest<Secret> {
     review.try_into().unwrap()
 }
 
-/// Decides a fixture (or an edited review) and returns the injection and the
+/// The review's Secret as serve reads it from the API (with its namespace).
+fn secret(review: &Value) -> Secret {
+    let request = request(review);
+    let mut secret = request.object.clone().expect("the review holds a Secret");
+    if secret.metadata.namespace.is_none() {
+        secret.metadata.namespace = request.namespace.clone();
+    }
+    secret
+}
+
+/// The writer's patch for a fixture's Secret (or an edited review's) and the
 /// resulting Secret object.
 fn inject(review: &Value, settings: &Settings) -> (Injection, Value) {
-    let decision = decide(&request(review), settings, &tokens(), now());
+    let decision = write_login(&secret(review), settings, &tokens(), now());
     let Ok(Decision::Inject(injection)) = decision else {
         panic!("expected an injection, got {decision:?}");
     };
@@ -74,9 +86,10 @@ fn inject(review: &Value, settings: &Settings) -> (Injection, Value) {
     (injection, object)
 }
 
+/// The webhook refuses it, and the writer would write nothing, with one message.
 fn denial(review: &Value, settings: &Settings) -> String {
     let needed = registries_needed(&request(review), settings);
-    let decided = decide(&request(review), settings, &tokens(), now());
+    let decided = write_login(&secret(review), settings, &tokens(), now());
     match (needed, decided) {
         (Err(Denial(first)), Err(Denial(second))) => {
             assert_eq!(first, second);
@@ -101,7 +114,7 @@ fn config(secret: &Value) -> Value {
     serde_json::from_str(&config_text(secret)).expect("the written config is JSON")
 }
 
-fn login(password: &str) -> Value {
+fn entry(password: &str) -> Value {
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("AWS:{password}"));
     json!({"username": "AWS", "password": password, "auth": auth})
 }
@@ -127,7 +140,7 @@ fn managed_secret_gets_a_login_for_the_ecr_registry_and_both_annotations() {
         assert_eq!(injection.registries, vec![ECR], "{case}");
         assert_eq!(
             config(&secret),
-            json!({"auths": {ECR: login("eu-west-1-token")}}),
+            json!({"auths": {ECR: entry("eu-west-1-token")}}),
             "{case}"
         );
         let expires = now() + Duration::from_secs(12 * 3600);
@@ -184,7 +197,7 @@ fn other_registries_entries_are_kept_byte_for_byte_and_a_stale_ecr_entry_is_repl
         "the stale https:// spelling is gone: {keys:?}"
     );
     assert!(!after.contains("stale"), "{after}");
-    assert_eq!(auths[ECR], login("eu-west-1-token"));
+    assert_eq!(auths[ECR], entry("eu-west-1-token"));
 
     let annotations = &review["request"]["object"]["metadata"]["annotations"];
     assert_eq!(
@@ -219,9 +232,9 @@ fn each_listed_registry_gets_a_login_and_expires_at_is_the_earliest() {
     assert_eq!(
         config(&secret),
         json!({"auths": {
-            ECR: login("eu-west-1-token"),
-            OHIO: login("us-east-2-token"),
-            DUAL_STACK: login("eu-west-1-token"),
+            ECR: entry("eu-west-1-token"),
+            OHIO: entry("us-east-2-token"),
+            DUAL_STACK: entry("eu-west-1-token"),
         }})
     );
     assert_eq!(injection.expires_at, now() + Duration::from_secs(11 * 3600));
@@ -293,7 +306,7 @@ fn a_missing_token_denies_naming_the_registry() {
     let review = review("secret-extra-registries");
     let mut tokens = tokens();
     tokens.remove(OHIO);
-    let decision = decide(&request(&review), &settings(), &tokens, now());
+    let decision = write_login(&secret(&review), &settings(), &tokens, now());
     assert_eq!(
         decision,
         Err(Denial(format!(
@@ -304,21 +317,23 @@ fn a_missing_token_denies_naming_the_registry() {
 
 #[test]
 fn unmanaged_secrets_and_deletes_are_left_unchanged() {
-    for (case, reason) in [
-        ("secret-unmanaged", "not a managed Secret"),
-        ("secret-delete", "not a create or update"),
-    ] {
+    for case in ["secret-unmanaged", "secret-delete"] {
         let review = review(case);
         assert_eq!(
             registries_needed(&request(&review), &settings()),
-            Ok(vec![])
-        );
-        assert_eq!(
-            decide(&request(&review), &settings(), &HashMap::new(), now()),
-            Ok(Decision::Unchanged(reason)),
+            Ok(vec![]),
             "{case}"
         );
     }
+    assert_eq!(
+        write_login(
+            &secret(&review("secret-unmanaged")),
+            &settings(),
+            &HashMap::new(),
+            now()
+        ),
+        Ok(Decision::Unchanged("not a managed Secret"))
+    );
 }
 
 #[test]
@@ -328,7 +343,7 @@ fn a_blank_docker_config_is_filled_in() {
     let (_, secret) = inject(&review, &settings());
     assert_eq!(
         config(&secret),
-        json!({"auths": {ECR: login("eu-west-1-token")}})
+        json!({"auths": {ECR: entry("eu-west-1-token")}})
     );
 }
 
@@ -343,5 +358,86 @@ fn an_auths_member_that_is_not_an_object_is_denied() {
             "Secret team-a/pull: data .dockerconfigjson is not a docker config (\"auths\" is not a JSON object"
         ),
         "{message}"
+    );
+}
+
+#[test]
+fn a_secret_is_due_for_a_login_when_new_asked_to_refresh_missing_a_registry_or_expiring() {
+    let review = review("secret-extra-registries");
+    let fresh = secret(&review);
+    let registries = secret_registries(&fresh, &settings()).unwrap().unwrap();
+    assert_eq!(due(&fresh, &registries, now()), Some("never written"));
+    // Once written, it is current: the writer's own update is no new work.
+    let (_, written) = inject(&review, &settings());
+    let written: Secret = serde_json::from_value(written).unwrap();
+    assert_eq!(due(&written, &registries, now()), None);
+    let with = |key: &str, value: String| {
+        let mut s = written.clone();
+        s.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(key.into(), value);
+        s
+    };
+    let later = format_time(now() + Duration::from_secs(1));
+    let asked = with(REFRESH_REQUESTED_AT, later.clone());
+    assert_eq!(
+        due(&asked, &registries, now() + Duration::from_secs(2)),
+        Some("refresh requested")
+    );
+    // A requester's clock 30 s ahead still counts; the write answering it is
+    // stamped no earlier than the request, so it is not due again.
+    let ahead = with(
+        REFRESH_REQUESTED_AT,
+        format_time(now() + Duration::from_secs(30)),
+    );
+    assert_eq!(due(&ahead, &registries, now()), Some("refresh requested"));
+    let Ok(Decision::Inject(answer)) = write_login(&ahead, &settings(), &tokens(), now()) else {
+        panic!("expected an injection");
+    };
+    let mut answered = serde_json::to_value(&ahead).unwrap();
+    json_patch::patch(&mut answered, &answer.patch).unwrap();
+    let answered: Secret = serde_json::from_value(answered).unwrap();
+    assert_eq!(
+        answered.metadata.annotations.as_ref().unwrap()[REFRESHED_AT],
+        format_time(now() + Duration::from_secs(30))
+    );
+    assert_eq!(due(&answered, &registries, now()), None);
+    // A request far in the future, or unreadable, is none: honouring it would
+    // make each write due again (a loop a tenant could start).
+    for bogus in [
+        format_time(now() + Duration::from_secs(3600)),
+        "soon".to_string(),
+    ] {
+        assert_eq!(
+            due(
+                &with(REFRESH_REQUESTED_AT, bogus.clone()),
+                &registries,
+                now()
+            ),
+            None,
+            "{bogus}"
+        );
+    }
+    let earlier = format_time(now() - Duration::from_secs(60));
+    assert_eq!(
+        due(&with(REFRESH_REQUESTED_AT, earlier), &registries, now()),
+        None
+    );
+    assert_eq!(
+        due(
+            &written,
+            &registries,
+            now() + Duration::from_secs(11 * 3600)
+        ),
+        Some("expiring"),
+        "within an hour of the earliest expiry (11 h)"
+    );
+    let mut another = registries.clone();
+    another.push(EcrRegistry::parse("999999999999.dkr.ecr.ap-south-1.amazonaws.com").unwrap());
+    assert_eq!(
+        due(&written, &another, now()),
+        Some("a registry's login missing")
     );
 }

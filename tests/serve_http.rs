@@ -108,6 +108,36 @@ async fn a_secret_review_is_answered_and_its_data_never_logged() {
     }
 }
 
+/// What anyone who reaches serve's port could send: a managed Secret's
+/// review, for any namespace, not through the apiserver.
+#[tokio::test]
+async fn a_direct_review_of_a_managed_secret_gets_no_login() {
+    let serve = Serve::start();
+    let mut review: serde_json::Value = serde_json::from_slice(&fixture_bytes(SECRET_V1)).unwrap();
+    review["request"]["dryRun"] = false.into();
+    review["request"]["object"]["metadata"]["labels"] =
+        serde_json::json!({"privatize.io/ecr-credentials": "managed"});
+    let body = serde_json::to_vec(&review).unwrap();
+    for h2 in [true, false] {
+        let (status, answer, _) = serve.post("/mutate/secrets", body.clone(), h2).await;
+        assert_eq!(status, 200, "{}", text(&answer));
+        let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(answer["response"]["allowed"], true, "{answer}");
+        // Allowed, and nothing else: no patch, so no login.
+        assert_eq!(
+            answer["response"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .collect::<Vec<_>>(),
+            ["allowed", "uid"],
+            "{answer}"
+        );
+        let password = &common::testbed().env["TARGET_PASSWORD"];
+        assert!(!answer.to_string().contains(password.as_str()));
+    }
+}
+
 #[tokio::test]
 async fn bad_reviews_get_a_400_naming_what_is_wrong() {
     let serve = Serve::start();

@@ -123,6 +123,19 @@ pub struct ServeArgs {
     #[arg(long, env = "COPY_JOB_COMPLETION", default_value_t = 1)]
     pub copy_job_completion: i32,
 
+    /// Rewrite a pod only in a namespace enabled for ECR credentials, where serve first makes sure the managed pull Secret exists (ECR targets outside AWS, whose nodes cannot pull the mirror otherwise); elsewhere the pod is left unchanged, with a warning
+    #[arg(long, env = "PRIVATIZE_REQUIRE_PULL_SECRET", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub require_pull_secret: bool,
+
+    /// Namespaces (globs, comma-separated) whose managed Secrets this serve writes logins into, among those labelled for ECR credentials (several installations in one cluster, tests)
+    #[arg(
+        long,
+        env = "PRIVATIZE_CREDENTIAL_NAMESPACES",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    pub credential_namespaces: Vec<String>,
+
     /// Name of the managed pull Secret added to rewritten pods in ECR-enabled namespaces
     #[arg(
         long,

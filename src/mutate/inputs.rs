@@ -29,6 +29,10 @@ pub struct Settings {
     pub private_source_namespaces: Vec<String>,
     /// Distinct images to mirror one pod may have; a pod with more is left unchanged.
     pub max_images_per_pod: usize,
+    /// `PRIVATIZE_REQUIRE_PULL_SECRET`: rewrite a pod only where its node can
+    /// pull the copy, i.e. when the managed pull Secret is there (the pod's
+    /// namespace enabled for ECR credentials).
+    pub require_pull_secret: bool,
 }
 
 impl Settings {
@@ -44,6 +48,7 @@ impl Settings {
             dry_run: false,
             private_source_namespaces: Vec::new(),
             max_images_per_pod: DEFAULT_MAX_IMAGES_PER_POD,
+            require_pull_secret: false,
         }
     }
 

@@ -97,6 +97,20 @@ pub fn decide(request: &AdmissionRequest<Pod>, settings: &Settings, facts: &Fact
         }
     };
     let mut decision = Decision::default();
+    if settings.require_pull_secret && facts.pull_secret.is_none() && !scope.ephemeral {
+        let mut left = false;
+        for slot in &mut scope.slots {
+            if matches!(slot.selection, Selection::Mirror { .. }) {
+                slot.selection = Selection::Leave(LeaveReason::NoPullSecret);
+                left = true;
+            }
+        }
+        if left {
+            decision.warnings.push(
+                "the namespace has no managed pull Secret (not enabled for ECR credentials), so its nodes could not pull mirrored images: left unchanged (PRIVATIZE_REQUIRE_PULL_SECRET)".into(),
+            );
+        }
+    }
     if !scope.private_sources {
         let mut unknown = Vec::new();
         for slot in &mut scope.slots {

@@ -1,6 +1,9 @@
-//! The Secret admission decision: fresh ECR logins written into managed
-//! `kubernetes.io/dockerconfigjson` Secrets, every other registry's entry kept byte
-//! for byte. Pure: the tokens come in, looked up by the I/O layer.
+//! Managed `kubernetes.io/dockerconfigjson` Secrets: whether an admitted one is
+//! valid (the Secret webhook validates and returns no login, DESIGN §11),
+//! whether one is due for a fresh login, and the patch that writes fresh ECR
+//! logins into it (serve's credential writer applies it through the API),
+//! every other registry's entry kept byte for byte. Pure: the tokens come in,
+//! looked up by the I/O layer.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -33,7 +36,7 @@ pub const REGISTRIES_ANNOTATION: &str = "privatize.io/registries";
 pub const EXPIRES_AT: &str = "privatize.io/expires-at";
 /// Annotation: RFC 3339 time (milliseconds) of the last injection.
 pub const REFRESHED_AT: &str = "privatize.io/refreshed-at";
-/// Annotation set by `refresh-secrets` to make the webhook re-inject; never touched here.
+/// Annotation set by `refresh-secrets` to make serve write a fresh login; never touched here.
 pub const REFRESH_REQUESTED_AT: &str = "privatize.io/refresh-requested-at";
 /// The only Secret type a managed Secret may have.
 pub const SECRET_TYPE: &str = "kubernetes.io/dockerconfigjson";
@@ -78,13 +81,29 @@ impl fmt::Display for Denial {
     }
 }
 
-/// What to do with an admitted Secret.
+/// What to do with a Secret.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
-    /// Not ours to change: allowed as it is (the reason is for logs).
+    /// Not ours to change (the reason is for logs).
     Unchanged(&'static str),
-    /// Fresh logins written.
+    /// Fresh logins to write.
     Inject(Injection),
+}
+
+/// Slack before a login's expiry at which the writer renews it on its own,
+/// even when no refresh was asked for (the CronJob asks 6 h ahead).
+pub const RENEW_SLACK: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// How far in the future a refresh request may lie and still count (clocks
+/// of nodes differ a little). A later or unreadable time is no request: it
+/// would make every write due again, a loop a tenant could start.
+pub const REQUEST_SKEW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// When a refresh was asked for (`privatize.io/refresh-requested-at`), if at
+/// a readable time no later than `now` + [`REQUEST_SKEW`].
+fn requested(secret: &Secret, now: SystemTime) -> Option<SystemTime> {
+    let annotations = secret.metadata.annotations.as_ref()?;
+    parse_time(annotations.get(REFRESH_REQUESTED_AT)?).filter(|asked| *asked <= now + REQUEST_SKEW)
 }
 
 /// The patch writing fresh logins, and what it says.
@@ -121,44 +140,84 @@ pub fn parse_time(text: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(text.trim()).ok()
 }
 
-/// The registries whose tokens the decision will need, `ECR_REGISTRY` first; empty
-/// when the Secret is not ours to change. Everything that would deny the Secret
-/// anyway denies here, before any token is fetched.
+/// Validates an admitted Secret (CREATE or UPDATE): the registries a managed
+/// one gets logins for, `ECR_REGISTRY` first; empty when it is not ours. A
+/// managed Secret of the wrong type, with an unreadable docker config, or
+/// naming a registry that is not ECR's, is denied, saying why.
 pub fn registries_needed(
     request: &AdmissionRequest<Secret>,
     settings: &Settings,
 ) -> Result<Vec<EcrRegistry>, Denial> {
-    Ok(match scope(request, settings)? {
-        Scope::Skip(_) => Vec::new(),
-        Scope::Managed { registries, .. } => registries,
+    if !matches!(request.operation, Operation::Create | Operation::Update) {
+        return Ok(Vec::new());
+    }
+    let Some(secret) = request.object.as_ref() else {
+        return Ok(Vec::new());
+    };
+    let what = describe(secret, request.namespace.as_deref(), &request.name);
+    Ok(match managed(secret, &what, settings)? {
+        None => Vec::new(),
+        Some((registries, _)) => registries,
     })
 }
 
-/// Decides a Secret admission: a managed Secret gets an `auths` entry per registry
-/// from `tokens` (keyed by host), and annotations `expires-at` and `refreshed-at`
-/// (`now`). A needed token missing from `tokens` denies.
-pub fn decide(
-    request: &AdmissionRequest<Secret>,
+/// The registries a Secret gets logins for; `None` when it is not managed.
+pub fn secret_registries(
+    secret: &Secret,
+    settings: &Settings,
+) -> Result<Option<Vec<EcrRegistry>>, Denial> {
+    let what = describe(secret, None, "");
+    Ok(managed(secret, &what, settings)?.map(|(registries, _)| registries))
+}
+
+/// Why a managed Secret is due for a fresh login now (`None`: its login is
+/// current): never written, a refresh was requested after the last write, a
+/// registry's entry is missing, or it expires within [`RENEW_SLACK`].
+pub fn due(secret: &Secret, registries: &[EcrRegistry], now: SystemTime) -> Option<&'static str> {
+    let annotations = secret.metadata.annotations.clone().unwrap_or_default();
+    let time = |key: &str| annotations.get(key).and_then(|t| parse_time(t));
+    let Some(refreshed) = time(REFRESHED_AT) else {
+        return Some("never written");
+    };
+    if requested(secret, now).is_some_and(|asked| asked > refreshed) {
+        return Some("refresh requested");
+    }
+    match time(EXPIRES_AT) {
+        None => return Some("no expiry recorded"),
+        Some(expires) if expires <= now + RENEW_SLACK => return Some("expiring"),
+        Some(_) => {}
+    }
+    let config = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(CONFIG_KEY))
+        .and_then(|bytes| DockerConfig::parse(&bytes.0).ok())
+        .unwrap_or_default();
+    let present = |host: &str| config.auths.iter().any(|(key, _)| auth_host(key) == host);
+    (!registries.iter().all(|r| present(&r.host))).then_some("a registry's login missing")
+}
+
+/// The logins to write into a Secret (`Unchanged` when it is not managed): an
+/// `auths` entry per registry from `tokens` (keyed by host), annotations
+/// `expires-at` and `refreshed-at` (`now`), as a JSON Patch against the
+/// Secret as given. A needed token missing from `tokens` is an error.
+pub fn login(
+    secret: &Secret,
     settings: &Settings,
     tokens: &HashMap<String, Token>,
     now: SystemTime,
 ) -> Result<Decision, Denial> {
-    let (secret, registries, config) = match scope(request, settings)? {
-        Scope::Skip(reason) => return Ok(Decision::Unchanged(reason)),
-        Scope::Managed {
-            secret,
-            registries,
-            config,
-        } => (secret, registries, config),
+    let what = describe(secret, None, "");
+    let (registries, config) = match managed(secret, &what, settings)? {
+        None => return Ok(Decision::Unchanged("not a managed Secret")),
+        Some(found) => found,
     };
     let mut logins = Vec::new();
     for registry in &registries {
         let token = tokens.get(&registry.host).ok_or_else(|| {
             Denial(format!(
-                "{}: no ECR token for {} (region {})",
-                describe(request),
-                registry.host,
-                registry.region
+                "{what}: no ECR token for {} (region {})",
+                registry.host, registry.region
             ))
         })?;
         logins.push((registry.host.as_str(), token));
@@ -178,7 +237,9 @@ pub fn decide(
         patch.push(add(&["data"], json!({ CONFIG_KEY: encoded })));
     }
     let expires = format_time(expires_at);
-    let refreshed = format_time(now);
+    // Never earlier than the request it answers (a requester's clock a little
+    // ahead), so the write is not due again.
+    let refreshed = format_time(requested(secret, now).map_or(now, |asked| asked.max(now)));
     if secret.metadata.annotations.is_some() {
         patch.push(add(
             &["metadata", "annotations", EXPIRES_AT],
@@ -201,58 +262,39 @@ pub fn decide(
     }))
 }
 
-enum Scope<'a> {
-    Skip(&'static str),
-    Managed {
-        secret: &'a Secret,
-        registries: Vec<EcrRegistry>,
-        config: DockerConfig,
-    },
-}
-
-fn scope<'a>(
-    request: &'a AdmissionRequest<Secret>,
+/// A managed Secret's registries and docker config; `None` when it is not managed.
+fn managed(
+    secret: &Secret,
+    what: &str,
     settings: &Settings,
-) -> Result<Scope<'a>, Denial> {
-    if !matches!(request.operation, Operation::Create | Operation::Update) {
-        return Ok(Scope::Skip("not a create or update"));
-    }
-    let Some(secret) = request.object.as_ref() else {
-        return Ok(Scope::Skip("no object"));
-    };
+) -> Result<Option<(Vec<EcrRegistry>, DockerConfig)>, Denial> {
     let labels = secret.metadata.labels.clone().unwrap_or_default();
     if !is_managed(&labels) {
-        return Ok(Scope::Skip("not a managed Secret"));
+        return Ok(None);
     }
     let kind = secret.type_.as_deref().unwrap_or("Opaque");
     if kind != SECRET_TYPE {
         return Err(Denial(format!(
-            "{} is labelled for managed ECR credentials but has type {kind}: \
-             a managed Secret must have type {SECRET_TYPE}",
-            describe(request)
+            "{what} is labelled for managed ECR credentials but has type {kind}: \
+             a managed Secret must have type {SECRET_TYPE}"
         )));
     }
-    let registries = registries(request, secret, settings)?;
+    let registries = registries(what, secret, settings)?;
     let config = match secret.data.as_ref().and_then(|data| data.get(CONFIG_KEY)) {
         None => DockerConfig::default(),
         Some(bytes) => DockerConfig::parse(&bytes.0).map_err(|why| {
             Denial(format!(
-                "{}: data {CONFIG_KEY} is not a docker config ({why}); \
-                 leave it out or set it to {{\"auths\":{{}}}} and privatize fills it in",
-                describe(request)
+                "{what}: data {CONFIG_KEY} is not a docker config ({why}); \
+                 leave it out or set it to {{\"auths\":{{}}}} and privatize fills it in"
             ))
         })?,
     };
-    Ok(Scope::Managed {
-        secret,
-        registries,
-        config,
-    })
+    Ok(Some((registries, config)))
 }
 
 /// `ECR_REGISTRY`, then each host of the registries annotation, without duplicates.
 fn registries(
-    request: &AdmissionRequest<Secret>,
+    what: &str,
     secret: &Secret,
     settings: &Settings,
 ) -> Result<Vec<EcrRegistry>, Denial> {
@@ -270,9 +312,8 @@ fn registries(
     {
         let registry = EcrRegistry::parse(host).ok_or_else(|| {
             Denial(format!(
-                "{}: annotation {REGISTRIES_ANNOTATION} names {host:?}, which is not an ECR \
-                 registry host (<account>.dkr.ecr.<region>.amazonaws.com)",
-                describe(request)
+                "{what}: annotation {REGISTRIES_ANNOTATION} names {host:?}, which is not an ECR \
+                 registry host (<account>.dkr.ecr.<region>.amazonaws.com)"
             ))
         })?;
         if !registries.iter().any(|r| r.host == registry.host) {
@@ -281,24 +322,25 @@ fn registries(
     }
     if registries.is_empty() {
         return Err(Denial(format!(
-            "{}: no ECR registry to write a login for: privatize has no ECR target \
-             (ECR_REGISTRY) and annotation {REGISTRIES_ANNOTATION} lists none",
-            describe(request)
+            "{what}: no ECR registry to write a login for: privatize has no ECR target \
+             (ECR_REGISTRY) and annotation {REGISTRIES_ANNOTATION} lists none"
         )));
     }
     Ok(registries)
 }
 
-/// `Secret <namespace>/<name>` for messages (generateName when the name is not set yet).
-fn describe(request: &AdmissionRequest<Secret>) -> String {
-    let metadata = request.object.as_ref().map(|s| &s.metadata);
+/// `Secret <namespace>/<name>` for messages (generateName when the name is
+/// not set yet; the request's namespace and name when the object lacks them).
+fn describe(secret: &Secret, namespace: Option<&str>, name: &str) -> String {
+    let metadata = &secret.metadata;
     let name = metadata
-        .and_then(|m| m.name.clone())
+        .name
+        .clone()
         .filter(|n| !n.is_empty())
-        .or_else(|| Some(request.name.clone()).filter(|n| !n.is_empty()))
-        .or_else(|| metadata.and_then(|m| m.generate_name.as_ref().map(|g| format!("{g}*"))))
+        .or_else(|| Some(name.to_string()).filter(|n| !n.is_empty()))
+        .or_else(|| metadata.generate_name.as_ref().map(|g| format!("{g}*")))
         .unwrap_or_else(|| "?".to_string());
-    match &request.namespace {
+    match metadata.namespace.as_deref().or(namespace) {
         Some(namespace) => format!("Secret {namespace}/{name}"),
         None => format!("Secret {name}"),
     }

@@ -40,6 +40,9 @@ pub enum LeaveReason {
     /// It cannot be read anonymously, and the pod's namespace may not mirror
     /// private sources (`PRIVATIZE_PRIVATE_SOURCE_NAMESPACES`).
     PrivateSource,
+    /// `PRIVATIZE_REQUIRE_PULL_SECRET` and the pod's namespace has no managed
+    /// pull Secret (not enabled for ECR credentials): the node could not pull the copy.
+    NoPullSecret,
 }
 
 impl LeaveReason {
@@ -52,6 +55,7 @@ impl LeaveReason {
             Self::Excluded(_) => "excluded",
             Self::NotIncluded => "not_included",
             Self::PrivateSource => "private-source",
+            Self::NoPullSecret => "no_pull_secret",
         }
     }
 }
@@ -66,6 +70,9 @@ impl fmt::Display for LeaveReason {
             Self::NotIncluded => f.write_str("registry not in the include list"),
             Self::PrivateSource => f.write_str(
                 "the source cannot be read anonymously and this namespace may not mirror private images",
+            ),
+            Self::NoPullSecret => f.write_str(
+                "the namespace has no managed pull Secret, so its nodes could not pull the copy",
             ),
         }
     }

@@ -88,6 +88,7 @@ pub struct Metrics {
     source_checks: Family<Labels2, Counter>,
     reviews_refused: Family<Labels2, Counter>,
     review_memory: Gauge,
+    credential_namespaces_forbidden: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -243,6 +244,12 @@ impl Metrics {
             Unit::Bytes,
             review_memory.clone(),
         );
+        let credential_namespaces_forbidden = Counter::default();
+        registry.register(
+            "credential_namespaces_forbidden",
+            "Namespaces labelled for ECR credentials whose Secrets privatize may not read (no RoleBinding of privatize-credentials)",
+            credential_namespaces_forbidden.clone(),
+        );
         Self {
             registry,
             admissions,
@@ -267,6 +274,7 @@ impl Metrics {
             source_checks,
             reviews_refused,
             review_memory,
+            credential_namespaces_forbidden,
         }
     }
 
@@ -384,6 +392,11 @@ impl Metrics {
         self.source_checks
             .get_or_create(&[("result", result.to_string()), ("cache", cache.to_string())])
             .inc();
+    }
+
+    /// A labelled namespace turned out to be one privatize may not read Secrets in.
+    pub fn credential_namespace_forbidden(&self) {
+        self.credential_namespaces_forbidden.inc();
     }
 
     /// A certificate pair read from files: `loaded` or `rejected`.

@@ -16,6 +16,7 @@ use kube::api::Api;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse};
 use kube::Client;
 
+use super::credentials::Credentials;
 use super::flights::Flights;
 use super::gate::Gate;
 use super::jobs::{admit_copies, JobSettings, Running};
@@ -50,6 +51,8 @@ pub struct Pods {
     pub metrics: Arc<Metrics>,
     pub gate: Arc<Gate>,
     pub pull_secret_name: String,
+    /// Creates a missing pull Secret where `--require-pull-secret` needs one.
+    pub credentials: Arc<Credentials>,
     pull_secrets: Flights<Option<String>>,
 }
 
@@ -60,8 +63,9 @@ impl Pods {
         client: Client,
         metrics: Arc<Metrics>,
         tokens: Arc<TokenCache>,
+        credentials: Arc<Credentials>,
     ) -> Result<Self> {
-        super::setup::pods(args, client, metrics, tokens).await
+        super::setup::pods(args, client, metrics, tokens, credentials).await
     }
 
     /// The gate controller; returns when `shutdown` fires.
@@ -79,6 +83,7 @@ impl Pods {
         metrics: Arc<Metrics>,
         gate: Arc<Gate>,
         pull_secret_name: String,
+        credentials: Arc<Credentials>,
     ) -> Self {
         Self {
             settings,
@@ -89,6 +94,7 @@ impl Pods {
             metrics,
             gate,
             pull_secret_name,
+            credentials,
             pull_secrets: Flights::default(),
         }
     }
@@ -203,10 +209,15 @@ impl Pods {
     async fn pull_secret(&self, namespace: &str) -> Option<String> {
         let client = self.client.clone();
         let (namespace_owned, name) = (namespace.to_string(), self.pull_secret_name.clone());
+        // Where rewriting needs the Secret, a missing one is created (logins written).
+        let create = self
+            .settings
+            .require_pull_secret
+            .then(|| self.credentials.clone());
         let (answer, _) = self
             .pull_secrets
             .get(namespace, move || async move {
-                match lookup_pull_secret(&client, &namespace_owned, &name).await {
+                match lookup_pull_secret(&client, &namespace_owned, &name, create.as_deref()).await {
                     Ok(found) => (found, PULL_SECRET_TTL),
                     Err(err) => {
                         tracing::warn!(namespace = %namespace_owned, error = %format!("{err:#}"), "looking up the managed pull Secret");
@@ -249,10 +260,15 @@ impl Pods {
     }
 }
 
+/// The managed pull Secret's name when `namespace` is enabled for ECR
+/// credentials and the Secret is there (created through `create`, when given,
+/// if it is missing). Where privatize may not read Secrets (no RoleBinding of
+/// `privatize-credentials`), there is none.
 async fn lookup_pull_secret(
     client: &Client,
     namespace: &str,
     name: &str,
+    create: Option<&Credentials>,
 ) -> Result<Option<String>> {
     let ns = Api::<Namespace>::all(client.clone())
         .get_opt(namespace)
@@ -265,11 +281,22 @@ async fn lookup_pull_secret(
     if !enabled {
         return Ok(None);
     }
-    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+    let secret = match Api::<Secret>::namespaced(client.clone(), namespace)
         .get_metadata_opt(name)
         .await
-        .with_context(|| format!("reading Secret {namespace}/{name}"))?;
-    Ok(secret.map(|_| name.to_string()))
+    {
+        Ok(secret) => secret,
+        Err(kube::Error::Api(s)) if s.code == 403 => return Ok(None),
+        Err(err) => return Err(err).with_context(|| format!("reading Secret {namespace}/{name}")),
+    };
+    match (secret, create) {
+        (Some(_), _) => Ok(Some(name.to_string())),
+        (None, Some(credentials)) => Ok(credentials
+            .create_pull_secret(namespace, name)
+            .await?
+            .then(|| name.to_string())),
+        (None, None) => Ok(None),
+    }
 }
 
 fn presence_label(presence: Presence) -> &'static str {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::copy_ca;
+use super::credentials::Credentials;
 use super::gate::{Gate, GateConfig};
 use super::jobs::{self, Caps, JobSettings};
 use super::metrics::Metrics;
@@ -41,6 +42,7 @@ pub async fn pods(
     client: Client,
     metrics: Arc<Metrics>,
     tokens: Arc<TokenCache>,
+    credentials: Arc<Credentials>,
 ) -> Result<Pods> {
     let registry = args
         .target_registry
@@ -67,6 +69,7 @@ pub async fn pods(
             .cloned()
             .collect(),
         max_images_per_pod: args.max_images_per_pod as usize,
+        require_pull_secret: args.require_pull_secret,
     };
     let own_pod = own_pod(&client).await?;
     let pod_template = match &args.copy_job_pod_template {
@@ -124,6 +127,7 @@ pub async fn pods(
         metrics,
         gate,
         args.pull_secret_name.clone(),
+        credentials,
     ))
 }
 

@@ -185,6 +185,9 @@ impl Serve {
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env("AWS_REGION", &tb.env["AWS_REGION"])
             .env("AWS_MAX_ATTEMPTS", "1")
+            // The credential writer touches no test's Secrets unless a test
+            // names its namespace.
+            .env("PRIVATIZE_CREDENTIAL_NAMESPACES", "privatize-nowhere")
             .args(&options.args)
             .envs(options.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())

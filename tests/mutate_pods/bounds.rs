@@ -156,3 +156,49 @@ fn a_pod_with_more_images_than_the_cap_is_left_unchanged_without_lookups() {
     };
     assert_eq!(candidates(&request(&review), &roomy).len(), 40);
 }
+
+#[test]
+fn with_require_pull_secret_a_pod_is_rewritten_only_where_the_pull_secret_is() {
+    let settings = Settings {
+        require_pull_secret: true,
+        ..settings()
+    };
+    let review = review("create_containers_and_init");
+    for presence in [Presence::Missing, Presence::Present] {
+        // No managed pull Secret (the namespace is not enabled): left as it is.
+        let facts = all(&review, &settings, presence);
+        let (decision, pod) = run("create_containers_and_init", &settings, &facts);
+        assert!(
+            decision.patch.is_empty(),
+            "{presence:?}: {:?}",
+            decision.patch
+        );
+        assert_eq!(image(&pod, "app"), "nginx:1.27");
+        assert!(gates(&pod).is_empty() && pull_secrets(&pod).is_empty());
+        assert_eq!(
+            outcome(&decision, "app"),
+            Outcome::LeftAlone(LeaveReason::NoPullSecret)
+        );
+        assert_eq!(
+            Outcome::LeftAlone(LeaveReason::NoPullSecret).label(),
+            "no_pull_secret"
+        );
+        assert_eq!(
+            decision.warnings,
+            ["the namespace has no managed pull Secret (not enabled for ECR credentials), so its nodes could not pull mirrored images: left unchanged (PRIVATIZE_REQUIRE_PULL_SECRET)"]
+        );
+        assert!(wanted(&review, &pod, &settings, &facts).is_empty());
+        // With the Secret there, the pod is rewritten and gets it.
+        let facts = Facts {
+            pull_secret: Some(PULL_SECRET.to_string()),
+            ..all(&review, &settings, presence)
+        };
+        let (decision, pod) = run("create_containers_and_init", &settings, &facts);
+        assert_eq!(
+            image(&pod, "app"),
+            format!("{ECR}/docker.io/library/nginx:1.27")
+        );
+        assert_eq!(pull_secrets(&pod), [PULL_SECRET]);
+        assert!(decision.warnings.is_empty(), "{:?}", decision.warnings);
+    }
+}

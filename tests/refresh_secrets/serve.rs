@@ -1,14 +1,17 @@
-//! The Secret webhook of the real `privatize serve` (ECR target: the testbed's TLS
-//! registry, ECR API: moto), registered by URL for one test namespace: the login
-//! it injects opens the target registry, `refresh-secrets` renews it, a broken
-//! ECR API denies, and a dry run fetches nothing.
+//! The credential writer and the Secret webhook of the real `privatize serve`
+//! (ECR target: the testbed's TLS registry, ECR API: moto), the webhook
+//! registered by URL for one test namespace: no admission answer carries a
+//! login; the writer's login opens the target registry and keeps every other
+//! entry byte for byte, `refresh-secrets` renews it, a broken ECR API denies
+//! the Secret and leaves an Event, and a dry run fetches nothing.
 
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use futures_util::stream::{self, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, PostParams};
 use privatize::mutate::secrets::parse_time;
 use serde_json::json;
 
@@ -18,27 +21,39 @@ use super::common::secret_webhook::Registration;
 use super::common::serve::{Serve, ServeOptions};
 use super::common::{stderr, stdout, testbed};
 use super::{
-    annotation, config, create, enabled_namespace, get, hours_from_now, refresh, register, secret,
-    Active, ENABLED, EXPIRES_AT, MANAGED, REFRESHED_AT,
+    annotation, config, create, enabled_namespace, get, hours_from_now, refresh, secret,
+    target_login, wait_written, writer_for, ENABLED, EXPIRES_AT, MANAGED, REFRESHED_AT,
 };
 
-/// Registers serve for the namespace's managed Secrets; active once serve has
-/// logged an admission of the namespace's probe.
+/// Registers serve's Secret webhook for the namespace's managed Secrets;
+/// active once serve has logged an admission of the namespace's probe (a
+/// server-side dry run).
 async fn register_serve(ns: &TestNamespace, serve: &Serve) -> Registration {
     let url = format!("https://{}/mutate/secrets", serve.https);
-    let seen = || {
-        serve
+    let registration = Registration::create(&ns.client, &ns.name, &url, &serve.cas[0]).await;
+    let api = Api::<Secret>::namespaced(ns.client.clone(), &ns.name);
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let _ = api
+            .create(&dry_run, &secret("probe", &[MANAGED], &[]))
+            .await;
+        let seen = serve
             .logs()
             .iter()
-            .any(|line| line.contains(r#""message":"admission""#) && line.contains(&ns.name))
-    };
-    register(ns, &url, &serve.cas[0], Active::Seen(&seen)).await
-}
-
-/// moto's login for the testbed's target registry.
-fn target_login() -> (String, String) {
-    let tb = testbed();
-    (tb.target().to_string(), tb.env["TARGET_PASSWORD"].clone())
+            .any(|line| line.contains(r#""message":"admission""#) && line.contains(&ns.name));
+        if seen {
+            return registration;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the webhook never became active"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// GET /v2/ on the target registry with Basic auth from a docker config `auth`.
@@ -59,9 +74,10 @@ fn target_accepts(auth: &str) -> u16 {
 }
 
 #[tokio::test]
-async fn serve_injects_a_login_the_target_accepts_and_refresh_secrets_renews_it() {
+async fn serve_writes_a_login_the_target_accepts_keeping_other_entries_and_refresh_secrets_renews_it(
+) {
     let ns = enabled_namespace("serve_inject", ENABLED).await;
-    let serve = Serve::start();
+    let serve = writer_for(&ns, ServeOptions::default());
     let _registration = register_serve(&ns, &serve).await;
     let (host, password) = target_login();
 
@@ -73,15 +89,23 @@ async fn serve_injects_a_login_the_target_accepts_and_refresh_secrets_renews_it(
     );
     let before = SystemTime::now();
     let created = create(&ns, &pull).await;
-    let written = config(&created);
-    let login = &written["auths"][&host];
+    // The admission answer carries no login: the Secret is stored as sent.
+    assert_eq!(
+        created.data.as_ref().unwrap()[".dockerconfigjson"].0,
+        other.as_bytes()
+    );
+    assert_eq!(annotation(&created, REFRESHED_AT), None);
+    // The writer's login follows through the API.
+    let (written, took) = wait_written(&ns, "pull", before).await;
+    eprintln!("serve wrote the login {took:.2?} after the create");
+    let login = &config(&written)["auths"][&host];
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("AWS:{password}"));
     assert_eq!(
         *login,
         json!({"username": "AWS", "password": password, "auth": auth})
     );
     let text = String::from_utf8(
-        created.data.as_ref().unwrap()[".dockerconfigjson"]
+        written.data.as_ref().unwrap()[".dockerconfigjson"]
             .0
             .clone(),
     )
@@ -93,7 +117,7 @@ async fn serve_injects_a_login_the_target_accepts_and_refresh_secrets_renews_it(
     assert_eq!(
         target_accepts(&auth),
         200,
-        "the injected login opens the target"
+        "the written login opens the target"
     );
     assert_eq!(
         target_accepts("QVdTOndyb25n"),
@@ -101,17 +125,22 @@ async fn serve_injects_a_login_the_target_accepts_and_refresh_secrets_renews_it(
         "a wrong login does not"
     );
     // moto reports a past expiry: the token counts as valid for 12 h from its fetch.
-    let expires = parse_time(&annotation(&created, EXPIRES_AT).unwrap()).unwrap();
+    let expires = parse_time(&annotation(&written, EXPIRES_AT).unwrap()).unwrap();
     let twelve = Duration::from_secs(12 * 3600);
     assert!(expires >= before + twelve - Duration::from_secs(1));
     assert!(expires <= SystemTime::now() + twelve);
-    let first = parse_time(&annotation(&created, REFRESHED_AT).unwrap()).unwrap();
+    let first = parse_time(&annotation(&written, REFRESHED_AT).unwrap()).unwrap();
 
     let out = refresh(&ns, &["--force"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "1 refreshed, 0 fresh, 0 failed\n");
     let renewed = get(&ns, "pull").await;
     assert!(parse_time(&annotation(&renewed, REFRESHED_AT).unwrap()).unwrap() > first);
+    let text = String::from_utf8(renewed.data.unwrap()[".dockerconfigjson"].0.clone()).unwrap();
+    assert!(
+        text.contains(r#""ghcr.io":{ "auth":"dXNlcjpwdw==" }"#),
+        "{text}"
+    );
 
     let out = refresh(&ns, &["--ensure"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -142,7 +171,7 @@ async fn serve_injects_a_login_the_target_accepts_and_refresh_secrets_renews_it(
 }
 
 #[tokio::test]
-async fn a_failing_ecr_api_denies_the_secret_and_fails_the_refresh() {
+async fn a_failing_ecr_api_denies_the_secret_leaves_an_event_and_fails_the_refresh() {
     let ns = enabled_namespace("serve_ecr_down", ENABLED).await;
     create(
         &ns,
@@ -153,7 +182,8 @@ async fn a_failing_ecr_api_denies_the_secret_and_fails_the_refresh() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let serve = Serve::start_with(
+    let serve = writer_for(
+        &ns,
         ServeOptions::default().env("AWS_ENDPOINT_URL", format!("http://{closed}")),
     );
     let _registration = register_serve(&ns, &serve).await;
@@ -183,7 +213,34 @@ async fn a_failing_ecr_api_denies_the_secret_and_fails_the_refresh() {
             .await
             .unwrap()
             .is_none(),
-        "a managed Secret is never stored without its login"
+        "a managed Secret is never stored when no login can be written"
+    );
+    // The writer could not write the Secret that was there: an Event says why.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let event = loop {
+        let events = Api::<Event>::namespaced(ns.client.clone(), &ns.name)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items;
+        if let Some(event) = events.into_iter().find(|e| {
+            e.reason.as_deref() == Some("CredentialsFailed")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("stale")
+        }) {
+            break event;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no CredentialsFailed Event"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    let note = event.note.unwrap_or_default();
+    assert!(note.contains(&expected), "{note}");
+    assert!(
+        note.ends_with("the Secret's current logins are left in place"),
+        "{note}"
     );
 
     let out = refresh(&ns, &[]);
@@ -202,11 +259,13 @@ async fn a_failing_ecr_api_denies_the_secret_and_fails_the_refresh() {
 }
 
 #[tokio::test]
-async fn a_dry_run_fetches_nothing_and_fifty_secrets_cost_one_token() {
+async fn a_dry_run_fetches_nothing_and_two_hundred_secrets_cost_one_token() {
     let ns = enabled_namespace("serve_tokens", ENABLED).await;
     let counter = AwsCounter::start(&testbed().env["MOTO_ENDPOINT"], Duration::ZERO);
-    let serve =
-        Serve::start_with(ServeOptions::default().env("AWS_ENDPOINT_URL", counter.endpoint()));
+    let serve = writer_for(
+        &ns,
+        ServeOptions::default().env("AWS_ENDPOINT_URL", counter.endpoint()),
+    );
     let _registration = register_serve(&ns, &serve).await;
     let region = &testbed().env["AWS_REGION"];
     let (host, password) = target_login();
@@ -225,35 +284,35 @@ async fn a_dry_run_fetches_nothing_and_fifty_secrets_cost_one_token() {
     assert_eq!(annotation(&shown, REFRESHED_AT), None);
     assert_eq!(counter.calls(GET_AUTHORIZATION_TOKEN, region), 0);
 
+    let started = SystemTime::now();
     stream::iter(0..200)
         .for_each_concurrent(16, |i| {
-            let (api, host, password) = (api.clone(), &host, &password);
+            let api = api.clone();
             async move {
-                let created = api
-                    .create(
-                        &PostParams::default(),
-                        &secret(&format!("s{i:03}"), &[MANAGED], &[]),
-                    )
-                    .await
-                    .unwrap();
-                assert_eq!(
-                    config(&created)["auths"][&host]["password"],
-                    password.as_str()
-                );
+                api.create(
+                    &PostParams::default(),
+                    &secret(&format!("s{i:03}"), &[MANAGED], &[]),
+                )
+                .await
+                .unwrap();
             }
         })
         .await;
+    for i in 0..200 {
+        let (written, _) = wait_written(&ns, &format!("s{i:03}"), started).await;
+        assert_eq!(
+            config(&written)["auths"][&host]["password"],
+            password.as_str()
+        );
+    }
     assert_eq!(counter.calls(GET_AUTHORIZATION_TOKEN, region), 1);
 
-    // Warm cache: a dry run now shows the login, still without a fetch.
+    // Warm cache: a dry run still shows no login (no answer carries one).
     let shown = api
         .create(&dry_run, &secret("dry", &[MANAGED], &[]))
         .await
         .unwrap();
-    assert_eq!(
-        config(&shown)["auths"][&host]["password"],
-        password.as_str()
-    );
+    assert_eq!(config(&shown), json!({"auths": {}}));
     assert_eq!(counter.calls(GET_AUTHORIZATION_TOKEN, region), 1);
     assert!(api.get_opt("dry").await.unwrap().is_none());
 }
