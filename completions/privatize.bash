@@ -291,7 +291,7 @@ _privatize() {
             return 0
             ;;
         privatize__subcmd__install)
-            opts="-h -V --dry-run --namespace --image --webhook-url --target-registry --webhook-service-account-annotation --copy-job-service-account-annotation --refresh-service-account-annotation --service-account-annotation --iam-policies --kms-key --source-credentials-secret --copy-job-pod-template --ca-file --replicas --no-wait --wait-timeout --log-format --log-level --help --version"
+            opts="-h -V --dry-run --namespace --image --webhook-url --target-registry --webhook-service-account-annotation --copy-job-service-account-annotation --refresh-service-account-annotation --service-account-annotation --iam-policies --kms-key --source-credentials-secret --copy-job-pod-template --ca-file --replicas --credential-namespaces --no-wait --wait-timeout --log-format --log-level --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -349,6 +349,10 @@ _privatize() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --credential-namespaces)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --wait-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -369,7 +373,7 @@ _privatize() {
             return 0
             ;;
         privatize__subcmd__refresh__subcmd__secrets)
-            opts="-h -V --refresh-before --force --ensure --pull-secret-name --namespace --concurrency --output --log-format --log-level --help --version"
+            opts="-h -V --refresh-before --force --ensure --pull-secret-name --namespace --concurrency --wait --output --log-format --log-level --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -395,6 +399,10 @@ _privatize() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --output)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
@@ -415,7 +423,7 @@ _privatize() {
             return 0
             ;;
         privatize__subcmd__serve)
-            opts="-h -V --https-port --http-port --tls-cert-path --tls-key-path --tls-cert --tls-key --target-registry --swap-policy --exclude --exclude-namespaces --include-registries --dry-run --copy-job-namespace --copy-job-image --copy-job-service-account-name --copy-job-backoff-limit --copy-job-completion --pull-secret-name --ca-file --plain-http --authfile --src-creds --dest-creds --target-kind --listen-address --admission-budget --tls-reload-interval --header-read-timeout --body-read-timeout --review-memory-budget --idle-timeout --shutdown-delay --shutdown-timeout --presence-cache-ttl --sweep-interval --gate-timeout --max-copy-jobs --max-copy-jobs-per-namespace --max-images-per-pod --private-source-namespaces --copy-job-active-deadline --copy-job-ttl --source-credentials-secret --copy-job-pod-template --scan-on-push --tag-mutability --kms-key --repository-tag --repository-policy --lifecycle-policy --reconcile-repositories --log-format --log-level --help --version"
+            opts="-h -V --https-port --http-port --tls-cert-path --tls-key-path --tls-cert --tls-key --target-registry --swap-policy --exclude --exclude-namespaces --include-registries --dry-run --copy-job-namespace --copy-job-image --copy-job-service-account-name --copy-job-backoff-limit --copy-job-completion --require-pull-secret --credential-namespaces --pull-secret-name --ca-file --plain-http --authfile --src-creds --dest-creds --target-kind --listen-address --admission-budget --tls-reload-interval --header-read-timeout --body-read-timeout --review-memory-budget --idle-timeout --shutdown-delay --shutdown-timeout --presence-cache-ttl --sweep-interval --gate-timeout --max-copy-jobs --max-copy-jobs-per-namespace --max-images-per-pod --private-source-namespaces --copy-job-active-deadline --copy-job-ttl --source-credentials-secret --copy-job-pod-template --scan-on-push --tag-mutability --kms-key --repository-tag --repository-policy --lifecycle-policy --reconcile-repositories --log-format --log-level --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -486,6 +494,14 @@ _privatize() {
                     return 0
                     ;;
                 --copy-job-completion)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --require-pull-secret)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --credential-namespaces)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -57,6 +57,9 @@ complete -c privatize -n "__fish_privatize_using_subcommand serve" -l copy-job-i
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l copy-job-service-account-name -d 'Service account of the copy Jobs' -r
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l copy-job-backoff-limit -d 'backoffLimit of the copy Jobs' -r
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l copy-job-completion -d 'completions of the copy Jobs' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l require-pull-secret -d 'Rewrite a pod only in a namespace enabled for ECR credentials, where serve first makes sure the managed pull Secret exists (ECR targets outside AWS, whose nodes cannot pull the mirror otherwise); elsewhere the pod is left unchanged, with a warning' -r -f -a "true\t''
+false\t''"
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l credential-namespaces -d 'Namespaces (globs, comma-separated) whose managed Secrets this serve writes logins into, among those labelled for ECR credentials (several installations in one cluster, tests)' -r
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l pull-secret-name -d 'Name of the managed pull Secret added to rewritten pods in ECR-enabled namespaces' -r
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l ca-file -d 'Extra PEM file of CA certificates to trust, added to the OS trust store (repeatable)' -r -F
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l plain-http -d 'Hosts (HOST[:PORT], port 80 when left out) spoken to over plain HTTP, comma-separated: registries, and the token endpoints or redirect targets they name. Every other request, token realms and redirects included, is HTTPS with verification' -r
@@ -141,6 +144,7 @@ false\t''"
 complete -c privatize -n "__fish_privatize_using_subcommand refresh-secrets" -l pull-secret-name -d 'Name of the managed pull Secret created by --ensure' -r
 complete -c privatize -n "__fish_privatize_using_subcommand refresh-secrets" -l namespace -d 'Only these namespaces (comma-separated or repeated) [default: every enabled namespace]' -r
 complete -c privatize -n "__fish_privatize_using_subcommand refresh-secrets" -l concurrency -d 'Secrets refreshed at once' -r
+complete -c privatize -n "__fish_privatize_using_subcommand refresh-secrets" -l wait -d 'How long to wait, per Secret, for serve to write the fresh login after it was asked to (serve writes within about a second)' -r
 complete -c privatize -n "__fish_privatize_using_subcommand refresh-secrets" -l output -d 'Summary format on stdout' -r -f -a "text\t''
 json\t''"
 complete -c privatize -n "__fish_privatize_using_subcommand refresh-secrets" -l log-format -d 'Log line format: `text` for people, `json` for log collectors' -r -f -a "text\t''
@@ -174,6 +178,7 @@ complete -c privatize -n "__fish_privatize_using_subcommand install" -l source-c
 complete -c privatize -n "__fish_privatize_using_subcommand install" -l copy-job-pod-template -d 'Partial pod spec (YAML or JSON) merged into every copy Job\'s pod, validated here and stored in a ConfigMap serve mounts (see `serve --copy-job-pod-template`)' -r -F
 complete -c privatize -n "__fish_privatize_using_subcommand install" -l ca-file -d 'PEM file of extra CA certificates for registries (repeatable): stored in the ConfigMap privatize-ca that serve and every copy Job mount' -r -F
 complete -c privatize -n "__fish_privatize_using_subcommand install" -l replicas -d 'Replicas of the webhook server; 0 runs none in the cluster (serve runs elsewhere, registered with --webhook-url)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand install" -l credential-namespaces -d 'Namespaces (comma-separated) where privatize may read and write managed pull Secrets: each gets a RoleBinding of the ClusterRole privatize-credentials; `*` binds it cluster-wide instead. Elsewhere no privatize account can read or write a Secret [default: none]' -r
 complete -c privatize -n "__fish_privatize_using_subcommand install" -l wait-timeout -d 'Seconds to wait for the Deployment to become available' -r
 complete -c privatize -n "__fish_privatize_using_subcommand install" -l log-format -d 'Log line format: `text` for people, `json` for log collectors' -r -f -a "text\t''
 json\t''"

@@ -4,6 +4,7 @@
 //! uninstall removes the webhook configuration first, then releases every
 //! pod still gated, then the rest.
 
+pub mod credentials;
 pub mod iam;
 pub mod manifests;
 pub mod rollout;
@@ -52,6 +53,8 @@ pub async fn install(args: InstallArgs) -> Result<()> {
         );
     }
     let client = k8s::client().await?;
+    settings.credential_namespaces =
+        credentials::existing(&client, &settings.credential_namespaces).await?;
     let parts = Parts::of(objects(&settings)?, &settings.namespace)?;
     apply_and_report(&client, &parts.namespace).await?; // before the Secret in it
     let sans = tls::service_sans(
@@ -65,6 +68,12 @@ pub async fn install(args: InstallArgs) -> Result<()> {
     }
     // After the new RBAC is in place, so the server never lacks a right.
     retire(&client, &settings, "deleted (no longer used)").await?;
+    credentials::unbind_others(
+        &client,
+        &settings.credential_namespaces,
+        "deleted (no longer used)",
+    )
+    .await?;
     if let Some(name) = &settings.source_credentials_secret {
         check_source_credentials(&client, &settings.namespace, name).await;
     }
@@ -107,6 +116,7 @@ pub async fn uninstall(args: UninstallArgs) -> Result<()> {
         // None: `retire` deletes the ConfigMaps an install made.
         copy_job_pod_template: None,
         registry_ca: None,
+        credential_namespaces: Vec::new(),
     };
     let client = k8s::client().await?;
     let tls_secret = Object::new(&Secret {
@@ -166,8 +176,9 @@ pub async fn uninstall(args: UninstallArgs) -> Result<()> {
     }
     if !args.webhook_only {
         // What this run does not render (the optional ConfigMaps, older
-        // versions' objects) goes too.
+        // versions' objects, the Secret rights bound per namespace) goes too.
         retire(&client, &settings, "deleted").await?;
+        credentials::unbind_others(&client, &[], "deleted").await?;
     }
     Ok(())
 }
@@ -377,7 +388,27 @@ fn settings(args: &InstallArgs) -> Result<Settings> {
         replicas: args.replicas.into(),
         copy_job_pod_template,
         registry_ca,
+        credential_namespaces: credential_namespaces(&args.credential_namespaces)?,
     })
+}
+
+/// `--credential-namespaces`: object names, or `*` alone.
+fn credential_namespaces(given: &[String]) -> Result<Vec<String>> {
+    let names: Vec<String> = given
+        .iter()
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .collect();
+    if names.iter().any(|n| n == "*") {
+        if names.len() > 1 {
+            bail!("--credential-namespaces: `*` binds privatize-credentials cluster-wide; give it alone");
+        }
+        return Ok(names);
+    }
+    if let Some(bad) = names.iter().find(|n| !is_object_name(n) || n.contains('.')) {
+        bail!("--credential-namespaces: {bad:?} is not a namespace name");
+    }
+    Ok(names)
 }
 
 /// Whether `name` is a valid object name (an RFC 1123 DNS subdomain).

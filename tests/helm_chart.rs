@@ -131,6 +131,7 @@ fn chart_values_mirror_install_flags() {
             "--set", "serviceAccount.refresh.annotations.example\\.com/owner=platform",
             "--set", "sourceCredentialsSecret=dockerhub",
             "--set", "kmsKey=alias/ecr",
+            "--set", "ecrCredentials.namespaces={team-a,team-b}",
         ],
     );
     let install = install_dry_run(
@@ -152,9 +153,15 @@ fn chart_values_mirror_install_flags() {
             "dockerhub",
             "--kms-key",
             "alias/ecr",
+            "--credential-namespaces",
+            "team-a,team-b",
         ],
     );
     assert_same(&chart, &install);
+    assert!(
+        objects(&chart).contains_key("RoleBinding/team-b/privatize-credentials"),
+        "a RoleBinding per credential namespace"
+    );
     // Each account its own identity, on both sides.
     let objects = objects(&chart);
     for (account, annotations) in [
@@ -177,6 +184,25 @@ fn chart_values_mirror_install_flags() {
             "{account}"
         );
     }
+}
+
+#[test]
+fn credential_namespaces_star_binds_the_secret_rights_cluster_wide_on_both_sides() {
+    let chart = helm_template("privatize", &["--set", "ecrCredentials.namespaces={*}"]);
+    let install = install_dry_run("privatize", &["--credential-namespaces", "*"]);
+    assert_same(&chart, &install);
+    let objects = objects(&chart);
+    let binding = &objects["ClusterRoleBinding//privatize-credentials"];
+    assert_eq!(
+        binding["subjects"],
+        serde_json::json!([
+            {"kind": "ServiceAccount", "name": "privatize-webhook", "namespace": "privatize"},
+            {"kind": "ServiceAccount", "name": "privatize-refresh", "namespace": "privatize"},
+        ])
+    );
+    assert!(!objects
+        .keys()
+        .any(|k| k.starts_with("RoleBinding/") && k.ends_with("/privatize-credentials")));
 }
 
 #[test]

@@ -5,6 +5,8 @@
 #[path = "install/cluster.rs"]
 mod cluster;
 mod common;
+#[path = "install/fences.rs"]
+mod fences;
 #[path = "install/placing.rs"]
 mod placing;
 #[path = "install/served.rs"]

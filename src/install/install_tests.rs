@@ -13,6 +13,7 @@ fn settings() -> Settings {
         replicas: 2,
         copy_job_pod_template: None,
         registry_ca: None,
+        credential_namespaces: Vec::new(),
     }
 }
 

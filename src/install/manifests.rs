@@ -3,7 +3,10 @@
 //! `install --dry-run` prints exactly these. Callers find objects by kind and name.
 
 mod config;
+mod policies;
 mod rbac;
+
+pub use rbac::CREDENTIALS_ROLE;
 mod webhook;
 mod workloads;
 
@@ -58,6 +61,9 @@ pub struct Settings {
     pub copy_job_pod_template: Option<String>,
     /// Extra CA certificates for registries (PEM), for the CA ConfigMap.
     pub registry_ca: Option<String>,
+    /// Namespaces where privatize may read and write managed Secrets
+    /// (RoleBindings of `privatize-credentials`); `*` binds it cluster-wide.
+    pub credential_namespaces: Vec<String>,
 }
 
 /// The annotations of each of privatize's ServiceAccounts (e.g. an IRSA role):
@@ -93,6 +99,7 @@ pub fn objects(s: &Settings) -> Result<Vec<Object>> {
         out.push(Object::new(&service_account(s, account, annotations))?);
     }
     out.extend(rbac::objects(s)?);
+    out.extend(policies::objects(s)?);
     for config_map in config::config_maps(s) {
         out.push(Object::new(&config_map)?);
     }

@@ -29,6 +29,8 @@ use crate::support::{set_status, Running};
 const NS: &str = "privatize";
 /// The namespace of the application pod.
 const APPS: &str = "apps";
+/// Labelled for ECR credentials, but not in `--credential-namespaces`.
+const UNBOUND: &str = "unbound";
 const IMAGE: &str = "127.0.0.1:15000/privatize/privatize:test";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -40,12 +42,26 @@ async fn an_installed_serve_admits_gates_and_releases_a_pod_with_installs_rbac()
     let target_registry = format!("{}/install-e2e/{}", tb.target(), unique() % 1_000_000);
     let url = format!("https://127.0.0.1:{https_port}");
 
+    // 0. Two namespaces labelled for ECR credentials; install binds
+    //    privatize's Secret rights in APPS only.
+    for name in [APPS, UNBOUND] {
+        let namespace: Namespace = serde_json::from_value(json!({"metadata": {
+            "name": name, "labels": {"privatize.io/ecr-credentials": "enabled"}
+        }}))
+        .unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .unwrap();
+    }
+
     // 1. install, waiting for the rollout as it does by default.
     let install = Running(
         Command::new(env!("CARGO_BIN_EXE_privatize"))
             .env("KUBECONFIG", &cluster.kubeconfig)
             .args(["install", "--namespace", NS, "--image", IMAGE])
             .args(["--target-registry", &target_registry, "--webhook-url", &url])
+            .args(["--credential-namespaces", APPS])
             // The target's CA: in the ConfigMap serve checks and the copy Job mounts.
             .arg("--ca-file")
             .arg(&tb.env["TARGET_CA_FILE"])
@@ -172,26 +188,55 @@ async fn an_installed_serve_admits_gates_and_releases_a_pod_with_installs_rbac()
         tls["ca.crt"].0
     );
 
-    // 6. A pod in a namespace enabled for ECR credentials, whose pull Secret exists.
-    let namespace: Namespace = serde_json::from_value(json!({"metadata": {
-        "name": APPS, "labels": {"privatize.io/ecr-credentials": "enabled"}
-    }}))
-    .unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
-        .unwrap();
-    // Not labelled managed: the Secret webhooks leave it alone.
+    // 6. The managed pull Secret in APPS: serve's credential writer, as
+    //    serve's account under install's RBAC and fences, writes its login.
     let pull_secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "privatize-ecr"},
+        "metadata": {"name": "privatize-ecr", "labels": {"privatize.io/ecr-credentials": "managed"}},
         "type": "kubernetes.io/dockerconfigjson",
         "data": {".dockerconfigjson": "eyJhdXRocyI6e319"}
     }))
     .unwrap();
-    Api::<Secret>::namespaced(client.clone(), APPS)
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), APPS);
+    secrets
         .create(&PostParams::default(), &pull_secret)
         .await
         .unwrap();
+    let written = wait_until("serve writes the pull Secret's login", || async {
+        let secret = secrets.get("privatize-ecr").await.unwrap();
+        secret
+            .annotations()
+            .contains_key("privatize.io/refreshed-at")
+            .then_some(secret)
+    })
+    .await;
+    let config: serde_json::Value =
+        serde_json::from_slice(&written.data.unwrap()[".dockerconfigjson"].0).unwrap();
+    assert_eq!(
+        config["auths"][tb.target()]["password"],
+        tb.env["TARGET_PASSWORD"].as_str()
+    );
+    // UNBOUND is labelled too, but privatize may not read its Secrets: an
+    // Event on the namespace names the grant.
+    let forbidden = wait_until("a CredentialsForbidden Event", || async {
+        Api::<Event>::all(client.clone())
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("CredentialsForbidden")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(UNBOUND)
+            })
+    })
+    .await;
+    assert_eq!(forbidden.type_.as_deref(), Some("Warning"));
+    assert!(
+        forbidden.note.as_deref().unwrap_or_default().contains(&format!(
+            "kubectl create rolebinding privatize-credentials -n {UNBOUND} --clusterrole privatize-credentials --serviceaccount {NS}:privatize-webhook --serviceaccount {NS}:privatize-refresh"
+        )),
+        "{forbidden:?}"
+    );
     let (source, source_digest) = tb.image("tiny");
     let target = privatize::image::TargetRegistry::parse(&target_registry)
         .unwrap()

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
@@ -138,12 +140,15 @@ pub async fn everything(client: &Client, ns: &str) -> BTreeMap<String, String> {
     all.extend(cluster_versions::<ClusterRole>(client).await);
     all.extend(cluster_versions::<ClusterRoleBinding>(client).await);
     all.extend(cluster_versions::<MutatingWebhookConfiguration>(client).await);
+    all.extend(cluster_versions::<ValidatingAdmissionPolicy>(client).await);
+    all.extend(cluster_versions::<ValidatingAdmissionPolicyBinding>(client).await);
     all
 }
 
 /// Every object an install is made of, as `everything` lists them (sorted).
 pub fn installed_objects(ns: &str) -> Vec<String> {
     let mut all: Vec<String> = [
+        "ClusterRole/privatize-credentials",
         "ClusterRole/privatize-refresh",
         "ClusterRole/privatize-webhook",
         "ClusterRoleBinding/privatize-refresh",
@@ -159,6 +164,10 @@ pub fn installed_objects(ns: &str) -> Vec<String> {
         "ServiceAccount/privatize",
         "ServiceAccount/privatize-refresh",
         "ServiceAccount/privatize-webhook",
+        "ValidatingAdmissionPolicy/privatize-secrets",
+        "ValidatingAdmissionPolicy/privatize-webhook-pods",
+        "ValidatingAdmissionPolicyBinding/privatize-secrets",
+        "ValidatingAdmissionPolicyBinding/privatize-webhook-pods",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -267,23 +276,24 @@ pub async fn assert_rbac_as_specified(client: &Client, ns: &str) {
         (
             "privatize-webhook",
             serde_json::json!([
-                rule(&[""], &["pods"], &[], &["list", "watch", "patch"]),
-                rule(&[""], &["namespaces"], &[], &["get"]),
-                rule(&[""], &["secrets"], &["privatize-ecr"], &["get"]),
+                rule(&[""], &["pods"], &[], &["get", "list", "watch", "patch"]),
+                rule(&[""], &["namespaces"], &[], &["get", "list", "watch"]),
                 rule(&["events.k8s.io"], &["events"], &[], &["create", "patch"]),
             ]),
         ),
         (
             "privatize-refresh",
-            serde_json::json!([
-                rule(&[""], &["namespaces"], &[], &["list"]),
-                rule(
-                    &[""],
-                    &["secrets"],
-                    &[],
-                    &["get", "list", "create", "patch"]
-                ),
-            ]),
+            serde_json::json!([rule(&[""], &["namespaces"], &[], &["list"])]),
+        ),
+        (
+            // Bound only where ECR credentials are enabled (none here).
+            "privatize-credentials",
+            serde_json::json!([rule(
+                &[""],
+                &["secrets"],
+                &[],
+                &["get", "list", "watch", "create", "patch"]
+            )]),
         ),
     ]
     .into_iter()

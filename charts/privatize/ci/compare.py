@@ -5,7 +5,7 @@
                                     [--image IMG] [--target-registry REG] [--webhook-url URL]
                                     [--webhook-sa-annotation K=V ...] [--copy-job-sa-annotation K=V ...]
                                     [--refresh-sa-annotation K=V ...] [--source-credentials-secret NAME]
-                                    [--kms-key KEY]
+                                    [--kms-key KEY] [--credential-namespaces NS,...]
 
 Renders both sides with equivalent settings (helm values derived from the install flags),
 then compares every object semantically (parsed YAML, not text). Expected differences are
@@ -62,6 +62,7 @@ def main():
         ap.add_argument("--%s-sa-annotation" % flag, action="append", default=[])
     ap.add_argument("--source-credentials-secret", default=None)
     ap.add_argument("--kms-key", default=None)
+    ap.add_argument("--credential-namespaces", default=None)
     args = ap.parse_args()
 
     helm = args.helm or subprocess.run(
@@ -88,6 +89,9 @@ def main():
     if args.kms_key:
         install += ["--kms-key", args.kms_key]
         values["kmsKey"] = args.kms_key
+    if args.credential_namespaces:
+        install += ["--credential-namespaces", args.credential_namespaces]
+        values["ecrCredentials"] = {"namespaces": args.credential_namespaces.split(",")}
     for flag, value in accounts:
         given = getattr(args, "%s_sa_annotation" % flag.replace("-", "_"))
         if given:

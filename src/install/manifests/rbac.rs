@@ -1,6 +1,10 @@
 //! Least-privilege RBAC: each identity gets only the API calls its code
 //! makes, bound to its own ServiceAccount. The copy Jobs' ServiceAccount gets
-//! none at all (a copy talks to registries, never to Kubernetes).
+//! none at all (a copy talks to registries, never to Kubernetes). Secrets
+//! only where enabled (DESIGN §11): serve and the CronJob get Secret rights
+//! from the ClusterRole `privatize-credentials`, bound per namespace
+//! (`--credential-namespaces`), or cluster-wide for `*`; nowhere else may
+//! privatize read or write a Secret.
 
 use anyhow::Result;
 use k8s_openapi::api::rbac::v1::{
@@ -15,8 +19,8 @@ use crate::k8s::Object;
 pub const SERVER_ROLE: &str = "privatize-webhook";
 /// The refresh CronJob's ClusterRole.
 pub const REFRESH_ROLE: &str = "privatize-refresh";
-/// The managed pull Secret, the one Secret the server may read.
-const PULL_SECRET: &str = "privatize-ecr";
+/// The Secret rights, bound where ECR credentials are enabled.
+pub const CREDENTIALS_ROLE: &str = "privatize-credentials";
 
 /// RBAC objects of earlier versions, deleted by install and uninstall: a
 /// ClusterRole that gave the copy Jobs' ServiceAccount pod and Event rights,
@@ -41,6 +45,27 @@ pub(super) fn objects(s: &Settings) -> Result<Vec<Object>> {
             role_ref: role_ref("ClusterRole", name),
             subjects: Some(vec![subject(s, account)]),
         })?);
+    }
+    out.push(Object::new(&ClusterRole {
+        metadata: meta(CREDENTIALS_ROLE, None),
+        rules: Some(credentials_rules()),
+        ..Default::default()
+    })?);
+    let both = vec![subject(s, SERVER_ACCOUNT), subject(s, REFRESH_ACCOUNT)];
+    if s.credential_namespaces.iter().any(|n| n == "*") {
+        out.push(Object::new(&ClusterRoleBinding {
+            metadata: meta(CREDENTIALS_ROLE, None),
+            role_ref: role_ref("ClusterRole", CREDENTIALS_ROLE),
+            subjects: Some(both),
+        })?);
+    } else {
+        for namespace in &s.credential_namespaces {
+            out.push(Object::new(&RoleBinding {
+                metadata: meta(CREDENTIALS_ROLE, Some(namespace)),
+                role_ref: role_ref("ClusterRole", CREDENTIALS_ROLE),
+                subjects: Some(both.clone()),
+            })?);
+        }
     }
     out.push(Object::new(&Role {
         metadata: meta(SERVER_ROLE, Some(&s.namespace)),
@@ -77,20 +102,32 @@ pub(super) fn retired(s: &Settings) -> Result<Vec<Object>> {
     ])
 }
 
-/// `serve` across the cluster: watch the pods it gated and patch them
-/// (gate.rs), read a namespace's labels for the pull Secret (pods.rs), check
-/// that the managed pull Secret exists (pods.rs, by name only), and record
-/// Events on pods (kube's Recorder: events.k8s.io/v1, create then patch).
+/// `serve` across the cluster: watch and patch the pods it gated or marked
+/// copy-pending, and read one again before a fallback release (gate.rs,
+/// sweep.rs); watch namespaces for the ones enabled for ECR credentials and
+/// read one's labels for the pull Secret (credentials.rs, pods.rs); record
+/// Events on pods, Secrets and namespaces (kube's Recorder: events.k8s.io/v1,
+/// create then patch). No Secret right: those come from `privatize-credentials`.
 fn server_cluster_rules() -> Vec<PolicyRule> {
     vec![
-        rule([""], ["pods"], &["list", "watch", "patch"]),
-        rule([""], ["namespaces"], &["get"]),
-        PolicyRule {
-            resource_names: Some(strings([PULL_SECRET])),
-            ..rule([""], ["secrets"], &["get"])
-        },
+        rule([""], ["pods"], &["get", "list", "watch", "patch"]),
+        rule([""], ["namespaces"], &["get", "list", "watch"]),
         rule(["events.k8s.io"], ["events"], &["create", "patch"]),
     ]
+}
+
+/// Managed pull Secrets where ECR credentials are enabled: serve watches
+/// them and writes logins (credentials.rs) and creates a missing pull Secret
+/// (`--require-pull-secret`); `refresh-secrets` lists, reads, asks for
+/// refreshes and creates them (`--ensure`). The ValidatingAdmissionPolicy
+/// `privatize-secrets` lets these accounts write managed dockerconfigjson
+/// Secrets only.
+fn credentials_rules() -> Vec<PolicyRule> {
+    vec![rule(
+        [""],
+        ["secrets"],
+        &["get", "list", "watch", "create", "patch"],
+    )]
 }
 
 /// `serve` in its own namespace: the copy Jobs (jobs.rs creates, reads and
@@ -112,12 +149,10 @@ fn server_namespace_rules() -> Vec<PolicyRule> {
     ]
 }
 
-/// `refresh-secrets`.
+/// `refresh-secrets`: the enabled namespaces (its Secret rights come from
+/// `privatize-credentials`).
 fn refresh_rules() -> Vec<PolicyRule> {
-    vec![
-        rule([""], ["namespaces"], &["list"]),
-        rule([""], ["secrets"], &["get", "list", "create", "patch"]),
-    ]
+    vec![rule([""], ["namespaces"], &["list"])]
 }
 
 fn rule<const G: usize, const R: usize>(
