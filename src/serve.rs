@@ -102,7 +102,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let mut certificates = CertWatcher::new(CertSource::from_args(&args.tls)?, metrics.clone());
     certificates.load().await?;
     let readiness = Arc::new(Readiness::new(certificates.resolver()));
-    let acceptor = tls::acceptor(certificates.resolver())?;
+    let acceptor = tls::acceptor(certificates.resolver(), args.tls.client_ca_file.as_deref())?;
 
     let client = crate::k8s::client().await?;
     // One ECR token cache for both webhooks: one GetAuthorizationToken per region.

@@ -8,7 +8,7 @@ mod common;
 mod harness;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
 use kube::ResourceExt;
@@ -300,4 +300,66 @@ async fn with_swap_policy_exists_the_first_pod_runs_the_original_and_a_later_one
     let later = running(&system, &later.name_any(), 60).await;
     assert!(image_of(&later).starts_with(&format!("{}/", system.registry)));
     assert_eq!(running_digest(&later).unwrap(), digest);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_require_pull_secret_a_pod_is_rewritten_only_where_its_node_can_pull_the_copy() {
+    let _one = one_at_a_time().await;
+    let node = node();
+    let system = System::start_with("gate", &[("PRIVATIZE_REQUIRE_PULL_SECRET", "true")]).await;
+    let source = node.app_image.clone();
+    let digest = source_digest(&source);
+
+    // Not enabled for ECR credentials: left as it is, and it runs the original.
+    let plain = system.namespace("plain", false).await;
+    let pod = system.pod_in(&plain, "plain", &source, SCRIPT).await;
+    assert_eq!(image_of(&pod), source, "serve: {}", system.serve_log());
+    assert!(!gated(&pod));
+    let pod = wait_for("the unchanged pod to run", 60, || async {
+        let pod = system.pod_now_in(&plain, "plain").await;
+        running_digest(&pod).map(|_| pod)
+    })
+    .await;
+    assert_eq!(running_digest(&pod).unwrap(), digest);
+
+    // Enabled, but no pull Secret yet: serve creates it (login written), the
+    // pod is rewritten with it, copied, and runs from the copy.
+    let fresh = system.namespace("fresh", true).await;
+    let secrets: Api<Secret> = Api::namespaced(system.client.clone(), &fresh);
+    assert!(secrets.get_opt("privatize-ecr").await.unwrap().is_none());
+    let pod = system.pod_in(&fresh, "fresh", &source, SCRIPT).await;
+    let target = image_of(&pod);
+    assert!(
+        target.starts_with(&format!("{}/", system.registry)),
+        "{target}; serve: {}",
+        system.serve_log()
+    );
+    assert!(gated(&pod));
+    let pull: Vec<&str> = pod
+        .spec
+        .as_ref()
+        .unwrap()
+        .image_pull_secrets
+        .iter()
+        .flatten()
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(pull, ["privatize-ecr"]);
+    let created = secrets.get("privatize-ecr").await.unwrap();
+    assert!(
+        created
+            .annotations()
+            .contains_key("privatize.io/refreshed-at"),
+        "{:?}",
+        created.metadata
+    );
+    let jobs = jobs(&system, 1).await;
+    assert_eq!(finished(&system, &jobs[0]).await, "Complete");
+    let pod = wait_for("the rewritten pod to run", 90, || async {
+        let pod = system.pod_now_in(&fresh, "fresh").await;
+        running_digest(&pod).map(|_| pod)
+    })
+    .await;
+    assert_eq!(image_of(&pod), target);
+    assert_eq!(running_digest(&pod).unwrap(), digest);
 }

@@ -33,6 +33,10 @@ pub struct TlsArgs {
     /// Serving key as PEM text (wins over --tls-key-path)
     #[arg(long, env = "SERVER_TLS_KEY", hide_env_values = true)]
     pub tls_key: Option<String>,
+
+    /// CA file (PEM): both webhooks then refuse, in the TLS handshake, every caller without a client certificate signed by it (the apiserver presents one through its AdmissionConfiguration). Read at start
+    #[arg(long, env = "PRIVATIZE_CLIENT_CA_FILE")]
+    pub client_ca_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for TlsArgs {
@@ -42,6 +46,7 @@ impl std::fmt::Debug for TlsArgs {
             .field("tls_key_path", &self.tls_key_path)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &redacted(&self.tls_key))
+            .field("client_ca_file", &self.client_ca_file)
             .finish()
     }
 }

@@ -10,6 +10,7 @@
 //! RoleBinding of `privatize-credentials`) gets an Event, not silence.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -32,6 +33,9 @@ use crate::mutate::secrets::{
     due, login, namespace_enabled, secret_registries, Decision, EcrRegistry, Settings, CONFIG_KEY,
     ECR_ANYWHERE_MANAGED_LABEL, MANAGED_LABEL, SECRET_TYPE,
 };
+
+/// Managed Secrets of one namespace written at once.
+const WRITERS: usize = 16;
 
 /// The one-line grant a namespace owner runs (printed in the Event).
 pub fn grant_command(namespace: &str, serve_account: &str, own_namespace: &str) -> String {
@@ -131,40 +135,55 @@ impl Credentials {
             .default_backoff()
             .boxed()
         };
-        let mut secrets = stream::select(by(MANAGED_LABEL), by(ECR_ANYWHERE_MANAGED_LABEL));
+        let secrets = stream::select(by(MANAGED_LABEL), by(ECR_ANYWHERE_MANAGED_LABEL));
         let recorder = self.recorder();
-        let mut told = false;
-        while let Some(event) = secrets.next().await {
-            match event {
-                Ok(watcher::Event::Apply(secret) | watcher::Event::InitApply(secret)) => {
-                    told = false;
-                    self.write_if_due(&secret, &recorder).await;
-                }
-                Ok(_) => {}
-                Err(err) => {
-                    let forbidden = is_forbidden(&err);
-                    if forbidden && !told {
-                        told = true;
-                        self.metrics.credential_namespace_forbidden();
-                        let note = format!(
-                            "namespace {name} is labelled for ECR credentials, but privatize may not read its Secrets: bind the ClusterRole privatize-credentials here ({})",
-                            grant_command(&name, &self.own_account, &self.own_namespace)
-                        );
-                        tracing::warn!(namespace = %name, "{note}");
-                        publish(
-                            &recorder,
-                            &namespace.object_ref(&()),
-                            EventType::Warning,
-                            "CredentialsForbidden",
-                            note,
-                        )
-                        .await;
-                    } else if !forbidden {
-                        tracing::warn!(namespace = %name, error = %err, "watching managed Secrets");
+        // Whether this namespace's refusal was told (once per refusal spell).
+        let told = AtomicBool::new(false);
+        // Secrets are written WRITERS at a time (500 created at once get their
+        // logins in about a second); two events of one Secret may overlap, and
+        // the resourceVersion guard lets only one write win.
+        secrets
+            .for_each_concurrent(WRITERS, |event| {
+                let (this, recorder, told) = (&self, &recorder, &told);
+                let (name, namespace) = (&name, &namespace);
+                async move {
+                    match event {
+                        Ok(watcher::Event::Apply(secret) | watcher::Event::InitApply(secret)) => {
+                            told.store(false, Ordering::Relaxed);
+                            this.write_if_due(&secret, recorder).await;
+                        }
+                        Ok(_) => {}
+                        Err(err) if is_forbidden(&err) => {
+                            if !told.swap(true, Ordering::Relaxed) {
+                                this.tell_forbidden(name, namespace, recorder).await;
+                            }
+                        }
+                        Err(err) => {
+                            tracing::warn!(namespace = %name, error = %err, "watching managed Secrets")
+                        }
                     }
                 }
-            }
-        }
+            })
+            .await;
+    }
+
+    /// A labelled namespace whose Secrets privatize may not read: a metric,
+    /// a warning and an Event naming the grant.
+    async fn tell_forbidden(&self, name: &str, namespace: &Namespace, recorder: &Recorder) {
+        self.metrics.credential_namespace_forbidden();
+        let note = format!(
+            "namespace {name} is labelled for ECR credentials, but privatize may not read its Secrets: bind the ClusterRole privatize-credentials here ({})",
+            grant_command(name, &self.own_account, &self.own_namespace)
+        );
+        tracing::warn!(namespace = %name, "{note}");
+        publish(
+            recorder,
+            &namespace.object_ref(&()),
+            EventType::Warning,
+            "CredentialsForbidden",
+            note,
+        )
+        .await;
     }
 
     /// Writes fresh logins into `secret` when it is due for them.

@@ -86,16 +86,45 @@ impl ResolvesServerCert for ReloadingResolver {
     }
 }
 
-/// A TLS 1.2+ acceptor offering h2 and http/1.1, with the resolver's certificate.
-pub fn acceptor(resolver: Arc<ReloadingResolver>) -> Result<TlsAcceptor> {
-    let mut config =
-        rustls::ServerConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .context("configuring TLS 1.2 and 1.3")?
-            .with_no_client_auth()
-            .with_cert_resolver(resolver);
+/// A TLS 1.2+ acceptor offering h2 and http/1.1, with the resolver's
+/// certificate; with `client_ca`, only for callers presenting a client
+/// certificate it signed.
+pub fn acceptor(
+    resolver: Arc<ReloadingResolver>,
+    client_ca: Option<&std::path::Path>,
+) -> Result<TlsAcceptor> {
+    let provider = Arc::new(aws_lc_rs::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .context("configuring TLS 1.2 and 1.3")?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => builder.with_client_cert_verifier(client_verifier(path, provider)?),
+    };
+    let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Verifies callers' certificates against the CAs in `path` (PEM).
+fn client_verifier(
+    path: &std::path::Path,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
+    let what = || format!("reading the client CA file {}", path.display());
+    let pem = std::fs::read(path).with_context(what)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        roots
+            .add(cert.with_context(what)?)
+            .with_context(|| format!("adding a CA of {}", path.display()))?;
+    }
+    if roots.is_empty() {
+        bail!("no certificate in the client CA file {}", path.display());
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .with_context(|| format!("building a client verifier from {}", path.display()))
 }
 
 /// A certificate and key that belong together, ready for rustls, and its expiry.
@@ -266,6 +295,7 @@ mod tests {
             tls_key_path: "k".into(),
             tls_cert: Some("x".into()),
             tls_key: None,
+            client_ca_file: None,
         };
         let err = CertSource::from_args(&args).unwrap_err().to_string();
         assert!(err.contains("SERVER_TLS_KEY is not"), "{err}");

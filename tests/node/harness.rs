@@ -84,6 +84,8 @@ pub struct System {
     pub registry: String,
     dir: PathBuf,
     serve: Option<Child>,
+    /// More namespaces a test made (`namespace`), deleted with the system.
+    extra: std::sync::Mutex<Vec<String>>,
 }
 
 impl System {
@@ -111,6 +113,7 @@ impl System {
             registry: registry.clone(),
             dir: dir.clone(),
             serve: None,
+            extra: Default::default(),
         };
 
         // 1. install, registered by URL; serve runs outside: no replicas.
@@ -158,6 +161,8 @@ impl System {
             )
             .env("PRIVATIZE_SWEEP_INTERVAL", "1s")
             .env("PRIVATIZE_SHUTDOWN_DELAY", "0s")
+            // The credential writer: this system's namespaces only.
+            .env("PRIVATIZE_CREDENTIAL_NAMESPACES", format!("{apps}*"))
             .envs(serve_env.iter().copied())
             .args(["serve", "--listen-address", "127.0.0.1"])
             .args(["--https-port", &https_port.to_string()])
@@ -281,6 +286,11 @@ impl System {
 
     /// A bare pod of `image` running `script` in the apps namespace.
     pub async fn pod(&self, name: &str, image: &str, script: &str) -> Pod {
+        self.pod_in(&self.apps, name, image, script).await
+    }
+
+    /// A bare pod of `image` running `script` in `namespace`.
+    pub async fn pod_in(&self, namespace: &str, name: &str, image: &str, script: &str) -> Pod {
         let pod: Pod = serde_json::from_value(json!({
             "metadata": {"name": name, "labels": {"app": name}},
             "spec": {
@@ -290,10 +300,30 @@ impl System {
             }
         }))
         .unwrap();
-        Api::<Pod>::namespaced(self.client.clone(), &self.apps)
+        Api::<Pod>::namespaced(self.client.clone(), namespace)
             .create(&PostParams::default(), &pod)
             .await
-            .unwrap_or_else(|e| panic!("creating pod {name}: {e}"))
+            .unwrap_or_else(|e| panic!("creating pod {namespace}/{name}: {e}"))
+    }
+
+    /// Another application namespace, `<apps>-<suffix>`, enabled for ECR
+    /// credentials or not; no pull Secret in it. Deleted with the system.
+    pub async fn namespace(&self, suffix: &str, enabled: bool) -> String {
+        let name = format!("{}-{suffix}", self.apps);
+        let labels = if enabled {
+            json!({"privatize.io/ecr-credentials": "enabled"})
+        } else {
+            json!({})
+        };
+        let ns: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
+        Api::<Namespace>::all(self.client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap();
+        self.extra.lock().unwrap().push(name.clone());
+        cluster::wait_for_default_service_account(&self.client, &name).await;
+        name
     }
 
     /// The pods labelled `app=<name>` in the apps namespace, once there are `count`.
@@ -314,7 +344,11 @@ impl System {
     }
 
     pub async fn pod_now(&self, name: &str) -> Pod {
-        Api::<Pod>::namespaced(self.client.clone(), &self.apps)
+        self.pod_now_in(&self.apps, name).await
+    }
+
+    pub async fn pod_now_in(&self, namespace: &str, name: &str) -> Pod {
+        Api::<Pod>::namespaced(self.client.clone(), namespace)
             .get(name)
             .await
             .unwrap()
@@ -334,10 +368,9 @@ impl Drop for System {
             .args(["uninstall", "--namespace", &self.namespace])
             .output();
         let _ = std::fs::remove_dir_all(&self.dir);
-        let (client, names) = (
-            self.client.clone(),
-            [self.apps.clone(), self.namespace.clone()],
-        );
+        let mut names = vec![self.apps.clone(), self.namespace.clone()];
+        names.extend(self.extra.lock().unwrap().drain(..));
+        let client = self.client.clone();
         crate::common::kube::block_on_thread(|| async move {
             for name in names {
                 let _ = Api::<Namespace>::all(client.clone())
