@@ -217,10 +217,8 @@ fn an_unreadable_client_ca_file_stops_serve_naming_it() {
             .args(["serve", "--https-port", "0", "--http-port", "0"])
             .arg("--client-ca-file")
             .arg(&file)
-            .arg("--tls-cert")
-            .arg(&cert.cert_pem)
-            .arg("--tls-key")
-            .arg(&cert.key_pem)
+            .env("SERVER_TLS_CERT", &cert.cert_pem)
+            .env("SERVER_TLS_KEY", &cert.key_pem)
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(1));

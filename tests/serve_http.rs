@@ -130,9 +130,10 @@ async fn a_direct_review_of_a_managed_secret_gets_no_login() {
                 .unwrap()
                 .keys()
                 .collect::<Vec<_>>(),
-            ["allowed", "uid"],
+            ["allowed", "status", "uid"],
             "{answer}"
         );
+        assert_eq!(answer["response"]["status"], serde_json::json!({}));
         let password = &common::testbed().env["TARGET_PASSWORD"];
         assert!(!answer.to_string().contains(password.as_str()));
     }

@@ -10,7 +10,6 @@
 //! RoleBinding of `privatize-credentials`) gets an Event, not silence.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -19,7 +18,7 @@ use futures_util::{stream, StreamExt};
 use json_patch::{PatchOperation, TestOperation};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::ByteString;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
@@ -36,6 +35,10 @@ use crate::mutate::secrets::{
 
 /// Managed Secrets of one namespace written at once.
 const WRITERS: usize = 16;
+
+/// How often a labelled namespace whose Secrets privatize may not read is
+/// asked again.
+const FORBIDDEN_RECHECK: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The one-line grant a namespace owner runs (printed in the Event).
 pub fn grant_command(namespace: &str, serve_account: &str, own_namespace: &str) -> String {
@@ -127,6 +130,40 @@ impl Credentials {
     async fn namespace(self: Arc<Self>, namespace: Namespace) {
         let name = namespace.name_any();
         let api: Api<Secret> = Api::namespaced(self.client.clone(), &name);
+        let recorder = self.recorder();
+        let mut told = false;
+        loop {
+            // May privatize read Secrets here (a RoleBinding of
+            // privatize-credentials)? Asked again every FORBIDDEN_RECHECK
+            // while not, quietly: the grant takes effect without a restart.
+            let probe = ListParams::default()
+                .labels(&format!("{}={}", MANAGED_LABEL.0, MANAGED_LABEL.1))
+                .limit(1);
+            match api.list_metadata(&probe).await {
+                Ok(_) => told = false,
+                Err(kube::Error::Api(s)) if s.code == 403 => {
+                    if !std::mem::replace(&mut told, true) {
+                        self.tell_forbidden(&name, &namespace, &recorder).await;
+                    }
+                    tokio::time::sleep(FORBIDDEN_RECHECK).await;
+                    continue;
+                }
+                Err(err) => {
+                    tracing::warn!(namespace = %name, error = %err, "listing managed Secrets");
+                    tokio::time::sleep(FORBIDDEN_RECHECK).await;
+                    continue;
+                }
+            }
+            self.watch(&api, &name, &recorder).await;
+        }
+    }
+
+    /// Watches one namespace's managed Secrets (both label schemes) and
+    /// writes the due ones, until the watch is refused (the grant was taken
+    /// away). Secrets are written WRITERS at a time (500 created at once get
+    /// their logins in about a second); two events of one Secret may overlap,
+    /// and the resourceVersion guard lets only one write win.
+    async fn watch(&self, api: &Api<Secret>, name: &str, recorder: &Recorder) {
         let by = |(key, value): (&str, &str)| {
             watcher(
                 api.clone(),
@@ -135,32 +172,19 @@ impl Credentials {
             .default_backoff()
             .boxed()
         };
-        let secrets = stream::select(by(MANAGED_LABEL), by(ECR_ANYWHERE_MANAGED_LABEL));
-        let recorder = self.recorder();
-        // Whether this namespace's refusal was told (once per refusal spell).
-        let told = AtomicBool::new(false);
-        // Secrets are written WRITERS at a time (500 created at once get their
-        // logins in about a second); two events of one Secret may overlap, and
-        // the resourceVersion guard lets only one write win.
-        secrets
-            .for_each_concurrent(WRITERS, |event| {
-                let (this, recorder, told) = (&self, &recorder, &told);
-                let (name, namespace) = (&name, &namespace);
-                async move {
-                    match event {
-                        Ok(watcher::Event::Apply(secret) | watcher::Event::InitApply(secret)) => {
-                            told.store(false, Ordering::Relaxed);
-                            this.write_if_due(&secret, recorder).await;
-                        }
-                        Ok(_) => {}
-                        Err(err) if is_forbidden(&err) => {
-                            if !told.swap(true, Ordering::Relaxed) {
-                                this.tell_forbidden(name, namespace, recorder).await;
-                            }
-                        }
-                        Err(err) => {
-                            tracing::warn!(namespace = %name, error = %err, "watching managed Secrets")
-                        }
+        stream::select(by(MANAGED_LABEL), by(ECR_ANYWHERE_MANAGED_LABEL))
+            .take_while(|event| {
+                let refused = matches!(event, Err(err) if is_forbidden(err));
+                std::future::ready(!refused)
+            })
+            .for_each_concurrent(WRITERS, |event| async move {
+                match event {
+                    Ok(watcher::Event::Apply(secret) | watcher::Event::InitApply(secret)) => {
+                        self.write_if_due(&secret, recorder).await;
+                    }
+                    Ok(_) => {}
+                    Err(err) => {
+                        tracing::warn!(namespace = %name, error = %err, "watching managed Secrets")
                     }
                 }
             })

@@ -168,12 +168,25 @@ async fn a_stolen_token_of_privatize_does_only_what_privatize_does() {
         ),
         "{text}"
     );
-    let tolerated = patch_pod(
-        &as_serve,
-        "victim",
-        json!({"spec": {"tolerations": [{"operator": "Exists"}]}}),
-    )
-    .await;
+    // Appended (the API lets a pod gain tolerations, never change one).
+    let has_tolerations = system_pods
+        .get("victim")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .tolerations
+        .is_some();
+    let toleration = json!({"operator": "Exists"});
+    let add: json_patch::Patch = serde_json::from_value(if has_tolerations {
+        json!([{"op": "add", "path": "/spec/tolerations/-", "value": toleration}])
+    } else {
+        json!([{"op": "add", "path": "/spec/tolerations", "value": [toleration]}])
+    })
+    .unwrap();
+    let tolerated = as_serve
+        .patch("victim", &PatchParams::default(), &Patch::Json::<()>(add))
+        .await;
     let text = refused("a toleration", tolerated);
     assert!(
         text.contains("may not change a pod's deadline or tolerations"),

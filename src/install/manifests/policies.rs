@@ -82,7 +82,7 @@ fn pod_policy(s: &Settings) -> ValidatingAdmissionPolicy {
             variables: Some(vec![Variable {
                 name: "originals".into(),
                 expression:
-                    "oldObject.metadata.?annotations.orValue({}).?['privatize.io/original-images'].orValue('')"
+                    "oldObject.metadata.?annotations.orValue({})[?'privatize.io/original-images'].orValue('')"
                         .into(),
             }]),
             validations: Some(vec![
@@ -127,7 +127,7 @@ fn pod_policy(s: &Settings) -> ValidatingAdmissionPolicy {
 fn secret_policy(s: &Settings) -> ValidatingAdmissionPolicy {
     let managed = |object: &str| {
         format!(
-            "{object}.type == 'kubernetes.io/dockerconfigjson' && ({object}.metadata.?labels.orValue({{}}).?['privatize.io/ecr-credentials'].orValue('') == 'managed' || {object}.metadata.?labels.orValue({{}}).?['ecr-anywhere.centml.ai/managed'].orValue('') == 'true')"
+            "{object}.type == 'kubernetes.io/dockerconfigjson' && ({object}.metadata.?labels.orValue({{}})[?'privatize.io/ecr-credentials'].orValue('') == 'managed' || {object}.metadata.?labels.orValue({{}})[?'ecr-anywhere.centml.ai/managed'].orValue('') == 'true')"
         )
     };
     ValidatingAdmissionPolicy {
