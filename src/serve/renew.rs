@@ -113,7 +113,7 @@ impl Renewer {
             match self.attempt().await? {
                 Attempt::Done => return Ok(()),
                 Attempt::Conflict(what) => {
-                    info!(secret = %self.described(), changed = what, "changed meanwhile; reading again")
+                    debug!(secret = %self.described(), changed = what, "changed meanwhile; reading again")
                 }
             }
         }
@@ -146,7 +146,7 @@ impl Renewer {
             Plan::Keep {
                 bundle: Some(bundle),
             } => {
-                if !self.patch_ca_bundle(&config, &bundle).await? {
+                if !patch_ca_bundle(&self.client, &config, &bundle).await? {
                     return Ok(Attempt::Conflict("MutatingWebhookConfiguration"));
                 }
                 info!(
@@ -204,7 +204,7 @@ impl Renewer {
         let now = SystemTime::now();
         let bundle = renewal::bundle_for_renewal(&renewed, registered, secret_ca, now)?;
         // 1. The webhooks trust the new CA, next to every CA that may still serve.
-        if !self.patch_ca_bundle(config, &bundle).await? {
+        if !patch_ca_bundle(&self.client, config, &bundle).await? {
             return Ok(Attempt::Conflict("MutatingWebhookConfiguration"));
         }
         info!(
@@ -253,42 +253,35 @@ impl Renewer {
         );
         Ok(Attempt::Done)
     }
+}
 
-    /// Sets `bundle` on every webhook of `config` that has another one,
-    /// if `config` is still the version read; `Ok(false)` when it is not.
-    async fn patch_ca_bundle(
-        &self,
-        config: &MutatingWebhookConfiguration,
-        bundle: &str,
-    ) -> Result<bool> {
-        let encoded = base64::engine::general_purpose::STANDARD.encode(bundle);
-        // The read resourceVersion makes the apiserver refuse (409) a patch of a newer version.
-        let mut ops = vec![serde_json::json!({
-            "op": "replace", "path": "/metadata/resourceVersion", "value": config.resource_version(),
-        })];
-        for (i, webhook) in config.webhooks.iter().flatten().enumerate() {
-            ops.push(serde_json::json!({"op": "test", "path": format!("/webhooks/{i}/name"), "value": webhook.name}));
-            ops.push(serde_json::json!({"op": "add", "path": format!("/webhooks/{i}/clientConfig/caBundle"), "value": encoded}));
-        }
-        let patch: json_patch::Patch = serde_json::from_value(serde_json::Value::Array(ops))
-            .context("building the caBundle patch")?;
-        let result = Api::<MutatingWebhookConfiguration>::all(self.client.clone())
-            .patch(
-                &self.webhook_config,
-                &PatchParams::default(),
-                &Patch::<()>::Json(patch),
-            )
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
-            Err(err) => Err(err).with_context(|| {
-                format!(
-                    "patching caBundle of MutatingWebhookConfiguration {}",
-                    self.webhook_config
-                )
-            }),
-        }
+/// Sets `bundle` on every webhook of `config`, if `config` is still the
+/// version the apiserver holds; `Ok(false)` when it is not (409: read again).
+pub async fn patch_ca_bundle(
+    client: &Client,
+    config: &MutatingWebhookConfiguration,
+    bundle: &str,
+) -> Result<bool> {
+    let name = config.name_any();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(bundle);
+    // The read resourceVersion makes the apiserver refuse (409) a patch of a newer version.
+    let mut ops = vec![serde_json::json!({
+        "op": "replace", "path": "/metadata/resourceVersion", "value": config.resource_version(),
+    })];
+    for (i, webhook) in config.webhooks.iter().flatten().enumerate() {
+        ops.push(serde_json::json!({"op": "test", "path": format!("/webhooks/{i}/name"), "value": webhook.name}));
+        ops.push(serde_json::json!({"op": "add", "path": format!("/webhooks/{i}/clientConfig/caBundle"), "value": encoded}));
+    }
+    let patch: json_patch::Patch = serde_json::from_value(serde_json::Value::Array(ops))
+        .context("building the caBundle patch")?;
+    let result = Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch))
+        .await;
+    match result {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(err) => Err(err)
+            .with_context(|| format!("patching caBundle of MutatingWebhookConfiguration {name}")),
     }
 }
 
