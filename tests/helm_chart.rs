@@ -206,6 +206,50 @@ fn credential_namespaces_star_binds_the_secret_rights_cluster_wide_on_both_sides
 }
 
 #[test]
+fn a_tls_secret_the_user_brings_is_never_renewed_nor_writable() {
+    let defaults = objects(&helm_template("privatize", &[]));
+    let brought = objects(&helm_template(
+        "privatize",
+        &["--set", "tls.existingSecret=my-tls"],
+    ));
+    let env = |objects: &BTreeMap<String, Value>| {
+        objects["Deployment/privatize/privatize"]["spec"]["template"]["spec"]["containers"][0]
+            ["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["name"].as_str().map(str::to_string))
+            .collect::<Vec<_>>()
+    };
+    assert!(env(&defaults).contains(&"PRIVATIZE_TLS_SECRET".to_string()));
+    assert!(!env(&brought).contains(&"PRIVATIZE_TLS_SECRET".to_string()));
+    let rules = |objects: &BTreeMap<String, Value>, key: &str| objects[key]["rules"].to_string();
+    for key in [
+        "Role/privatize/privatize-webhook",
+        "ClusterRole//privatize-webhook",
+    ] {
+        let (with, without) = (rules(&defaults, key), rules(&brought, key));
+        assert!(
+            with.contains("privatize-tls") || with.contains("mutatingwebhookconfigurations"),
+            "{key}: {with}"
+        );
+        assert!(
+            !without.contains("secrets") && !without.contains("mutatingwebhookconfigurations"),
+            "{key}: {without}"
+        );
+    }
+    let policy = |objects: &BTreeMap<String, Value>| {
+        objects["ValidatingAdmissionPolicy//privatize-secrets"]["spec"]["validations"][0]
+            ["expression"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(policy(&defaults).contains("request.name == 'privatize-tls'"));
+    assert!(!policy(&brought).contains("request.name"));
+}
+
+#[test]
 fn the_chart_refuses_one_set_of_annotations_for_every_account() {
     let refused = Command::new(helm())
         .args([

@@ -5,6 +5,7 @@
 //! replicas load it from their mounted volume (kubelet, then CertWatcher).
 //! One replica wins a race: both writes carry the resourceVersion read.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -45,11 +46,17 @@ pub struct Renewer {
     renew_before: Duration,
     interval: Duration,
     metrics: Arc<Metrics>,
+    /// Whether the missing webhook configuration was logged already.
+    waiting_logged: AtomicBool,
 }
 
 /// How one attempt ended.
 enum Attempt {
     Done,
+    /// The webhook configuration does not exist (yet: install registers it
+    /// once serve is ready). Nothing is renewed without it: no caBundle could
+    /// learn the new CA first.
+    NoWebhooks,
     /// Someone wrote the object in between: read everything again.
     Conflict(&'static str),
 }
@@ -70,6 +77,7 @@ impl Renewer {
             renew_before: args.tls_renew_before,
             interval: args.tls_renew_check_interval,
             metrics,
+            waiting_logged: AtomicBool::new(false),
         })
     }
 
@@ -89,7 +97,8 @@ impl Renewer {
         );
         loop {
             let wait = match self.pass().await {
-                Ok(()) => self.interval,
+                Ok(Attempt::NoWebhooks) => self.interval.min(RETRY),
+                Ok(_) => self.interval,
                 Err(err) => {
                     self.metrics.certificate_renewal("failed");
                     error!(
@@ -108,13 +117,13 @@ impl Renewer {
         }
     }
 
-    async fn pass(&self) -> Result<()> {
+    async fn pass(&self) -> Result<Attempt> {
         for _ in 0..ATTEMPTS {
             match self.attempt().await? {
-                Attempt::Done => return Ok(()),
                 Attempt::Conflict(what) => {
                     debug!(secret = %self.described(), changed = what, "changed meanwhile; reading again")
                 }
+                done => return Ok(done),
             }
         }
         bail!("{ATTEMPTS} attempts in a row met a concurrent change")
@@ -126,7 +135,18 @@ impl Renewer {
             .get(&self.secret)
             .await
             .with_context(|| format!("reading Secret {}", self.described()))?;
-        let config = self.read_config().await?;
+        let Some(config) = self.read_config().await? else {
+            if !self.waiting_logged.swap(true, Ordering::Relaxed) {
+                info!(
+                    secret = %self.described(),
+                    webhook_config = %self.webhook_config,
+                    "no MutatingWebhookConfiguration {} (yet): the certificate is not renewed without it",
+                    self.webhook_config
+                );
+            }
+            return Ok(Attempt::NoWebhooks);
+        };
+        self.waiting_logged.store(false, Ordering::Relaxed);
         let registered = ca_bundles(&config);
         let names = webhook_names(&config);
         let content = tls_content(&secret);
@@ -164,9 +184,9 @@ impl Renewer {
         }
     }
 
-    async fn read_config(&self) -> Result<MutatingWebhookConfiguration> {
+    async fn read_config(&self) -> Result<Option<MutatingWebhookConfiguration>> {
         Api::<MutatingWebhookConfiguration>::all(self.client.clone())
-            .get(&self.webhook_config)
+            .get_opt(&self.webhook_config)
             .await
             .with_context(|| {
                 format!(
@@ -215,7 +235,10 @@ impl Renewer {
         tokio::time::sleep(TRUST_PROPAGATION).await;
         // Something else (install, gen-certs, a person) may have set caBundle
         // since: never write a certificate the webhooks would not trust.
-        let now_registered = ca_bundles(&self.read_config().await?);
+        let Some(now_config) = self.read_config().await? else {
+            return Ok(Attempt::NoWebhooks);
+        };
+        let now_registered = ca_bundles(&now_config);
         if !renewal::trusted_by_all(&renewed.cert_pem, &now_registered, SystemTime::now()) {
             return Ok(Attempt::Conflict("caBundle"));
         }

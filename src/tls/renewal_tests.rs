@@ -63,7 +63,7 @@ fn the_renewal_keeps_the_sans_the_certificate_had() {
     let current = issue_at(&sans, now - SERVING_LIFETIME + DAY).unwrap();
     let Plan::Renew { sans: renewed, .. } = plan(
         Ok(&current),
-        &[current.ca_pem.clone()],
+        std::slice::from_ref(&current.ca_pem),
         &names(),
         RENEW_BEFORE,
         now,
@@ -81,7 +81,7 @@ fn a_certificate_lacking_a_name_the_webhooks_use_is_renewed_with_it() {
     let current = issue_at(&["privatize.other.svc".to_string()], now).unwrap();
     let plan = plan(
         Ok(&current),
-        &[current.ca_pem.clone()],
+        std::slice::from_ref(&current.ca_pem),
         &["privatize.privatize.svc".into()],
         RENEW_BEFORE,
         now,
@@ -102,7 +102,7 @@ fn names_compare_without_case_or_ipv6_brackets() {
     let current = issue_at(&["Privatize.NS.svc".into(), "::1".into()], now).unwrap();
     let plan = plan(
         Ok(&current),
-        &[current.ca_pem.clone()],
+        std::slice::from_ref(&current.ca_pem),
         &["privatize.ns.svc".into(), "[::1]".into()],
         RENEW_BEFORE,
         now,
@@ -174,7 +174,7 @@ fn a_certificate_its_ca_does_not_sign_is_renewed() {
     };
     let plan = plan(
         Ok(&mixed),
-        &[mixed.ca_pem.clone()],
+        std::slice::from_ref(&mixed.ca_pem),
         &names(),
         RENEW_BEFORE,
         now,
