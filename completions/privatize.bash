@@ -423,7 +423,7 @@ _privatize() {
             return 0
             ;;
         privatize__subcmd__serve)
-            opts="-h -V --https-port --http-port --tls-cert-path --tls-key-path --tls-cert --tls-key --target-registry --swap-policy --exclude --exclude-namespaces --include-registries --dry-run --copy-job-namespace --copy-job-image --copy-job-service-account-name --copy-job-backoff-limit --copy-job-completion --require-pull-secret --credential-namespaces --pull-secret-name --ca-file --plain-http --authfile --src-creds --dest-creds --target-kind --listen-address --admission-budget --tls-reload-interval --header-read-timeout --body-read-timeout --review-memory-budget --idle-timeout --shutdown-delay --shutdown-timeout --presence-cache-ttl --sweep-interval --gate-timeout --max-copy-jobs --max-copy-jobs-per-namespace --max-images-per-pod --private-source-namespaces --copy-job-active-deadline --copy-job-ttl --source-credentials-secret --copy-job-pod-template --scan-on-push --tag-mutability --kms-key --repository-tag --repository-policy --lifecycle-policy --reconcile-repositories --log-format --log-level --help --version"
+            opts="-h -V --https-port --http-port --tls-cert-path --tls-key-path --tls-cert --tls-key --client-ca-file --tls-secret --tls-renew-before --tls-renew-check-interval --webhook-config --target-registry --swap-policy --exclude --exclude-namespaces --include-registries --dry-run --copy-job-namespace --copy-job-image --copy-job-service-account-name --copy-job-backoff-limit --copy-job-completion --require-pull-secret --credential-namespaces --pull-secret-name --ca-file --plain-http --authfile --src-creds --dest-creds --target-kind --listen-address --admission-budget --tls-reload-interval --header-read-timeout --body-read-timeout --review-memory-budget --idle-timeout --shutdown-delay --shutdown-timeout --presence-cache-ttl --sweep-interval --gate-timeout --max-copy-jobs --max-copy-jobs-per-namespace --max-images-per-pod --private-source-namespaces --copy-job-active-deadline --copy-job-ttl --source-credentials-secret --copy-job-pod-template --scan-on-push --tag-mutability --kms-key --repository-tag --repository-policy --lifecycle-policy --reconcile-repositories --log-format --log-level --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -450,6 +450,26 @@ _privatize() {
                     return 0
                     ;;
                 --tls-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --client-ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-secret)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-renew-before)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-renew-check-interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --webhook-config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

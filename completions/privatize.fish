@@ -43,6 +43,11 @@ complete -c privatize -n "__fish_privatize_using_subcommand serve" -l tls-cert-p
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l tls-key-path -d 'Serving key file (PEM); re-read when it changes' -r -F
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l tls-cert -d 'Serving certificate as PEM text (wins over --tls-cert-path)' -r
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l tls-key -d 'Serving key as PEM text (wins over --tls-key-path)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l client-ca-file -d 'CA file (PEM): both webhooks then refuse, in the TLS handshake, every caller without a client certificate signed by it (the apiserver presents one through its AdmissionConfiguration). Read at start' -r -F
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l tls-secret -d 'The TLS Secret in serve\'s namespace (POD_NAMESPACE) holding the serving certificate: serve renews it before it expires, a new CA and certificate, after the webhooks\' caBundle trusts the new CA. Unset: no renewal (outside a cluster, or when something else manages the Secret) [default: none]' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l tls-renew-before -d 'Renew the serving certificate in --tls-secret once it has less than this left' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l tls-renew-check-interval -d 'How often --tls-secret is looked at (after a failed look, at most every minute)' -r
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l webhook-config -d 'The MutatingWebhookConfiguration whose webhooks\' caBundle must trust the renewed certificate' -r
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l target-registry -d 'Target registry with an optional prefix: REGISTRY[/PREFIX]' -r
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l swap-policy -d 'What a pod whose image is not mirrored yet gets' -r -f -a "gate\t'Private image plus a scheduling gate until the copy lands'
 always\t'Private image at once (a pull may fail until the copy lands)'

@@ -119,9 +119,10 @@ pub async fn get(client: &Client, object: &Object) -> Result<Option<DynamicObjec
         .with_context(|| format!("reading {}", object.describe()))
 }
 
-const CA_KEY: &str = "ca.crt";
-const CERT_KEY: &str = "tls.crt";
-const KEY_KEY: &str = "tls.key";
+/// The TLS Secret's keys: the CA, the serving certificate and its key.
+pub const CA_KEY: &str = "ca.crt";
+pub const CERT_KEY: &str = "tls.crt";
+pub const KEY_KEY: &str = "tls.key";
 
 /// The `kubernetes.io/tls` Secret holding a CA and the serving certificate it signed.
 pub fn tls_secret(namespace: &str, name: &str, issued: &Issued) -> Result<Object> {

@@ -14,6 +14,7 @@ pub mod passon;
 pub mod pods;
 pub mod presence;
 pub mod release;
+pub mod renew;
 pub mod review;
 pub mod secrets;
 pub mod setup;
@@ -105,6 +106,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let acceptor = tls::acceptor(certificates.resolver(), args.tls.client_ca_file.as_deref())?;
 
     let client = crate::k8s::client().await?;
+    let own_namespace =
+        std::env::var("POD_NAMESPACE").unwrap_or_else(|_| args.copy_job_namespace.clone());
+    let renewer = renew::Renewer::new(&args.renew, &own_namespace, client.clone(), metrics.clone());
     // One ECR token cache for both webhooks: one GetAuthorizationToken per region.
     let counted = metrics.clone();
     let tokens = Arc::new(TokenCache::new().on_fetch(move |region| counted.token_fetched(region)));
@@ -115,8 +119,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         tokens: tokens.clone(),
         metrics: metrics.clone(),
         instance: std::env::var("POD_NAME").unwrap_or_else(|_| "privatize".into()),
-        own_namespace: std::env::var("POD_NAMESPACE")
-            .unwrap_or_else(|_| args.copy_job_namespace.clone()),
+        own_namespace: own_namespace.clone(),
         own_account: SERVER_ACCOUNT.into(),
         namespaces: args.credential_namespaces.clone(),
     });
@@ -160,6 +163,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         idle: args.idle_timeout,
     };
     tracker.spawn(certificates.run(args.tls_reload_interval, shutdown.clone()));
+    if let Some(renewer) = renewer {
+        tracker.spawn(renewer.run(shutdown.clone()));
+    }
     let writer = credentials.run(shutdown.clone());
     tracker.spawn(async move {
         if let Err(err) = writer.await {

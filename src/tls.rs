@@ -2,6 +2,7 @@
 //! serving certificate, reading one back (validity, SANs), deciding whether to
 //! keep it, and which CAs the webhooks' `caBundle` trusts during a rotation.
 
+pub mod renewal;
 mod rotation;
 
 pub use rotation::{ca_bundle, count_certificates, issued_by, ROTATION_GRACE};

@@ -206,6 +206,87 @@ fn credential_namespaces_star_binds_the_secret_rights_cluster_wide_on_both_sides
 }
 
 #[test]
+fn serve_keeps_the_certificate_the_chart_generates_until_it_is_due() {
+    use base64::Engine as _;
+    use privatize::tls::renewal::{plan, Plan};
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let yaml = helm_template("privatize", &[]);
+    let secret = serde_yaml_ng::Deserializer::from_str(&yaml)
+        .map(|d| Value::deserialize(d).unwrap())
+        .find(|v| v["kind"] == "Secret" && v["metadata"]["name"] == "privatize-tls")
+        .expect("the chart's TLS Secret");
+    let field = |key: &str| {
+        let b64 = secret["data"][key].as_str().unwrap();
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let issued = privatize::tls::Issued {
+        ca_pem: field("ca.crt"),
+        cert_pem: field("tls.crt"),
+        key_pem: field("tls.key"),
+    };
+    let names = privatize::tls::service_sans("privatize", "privatize", &[]);
+    let month = std::time::Duration::from_secs(30 * 86400);
+    let now = std::time::SystemTime::now();
+    // sprig's genCA/genSignedCert: readable, signed by its ca.crt, every Service name.
+    let bundle = [issued.ca_pem.clone()];
+    assert_eq!(
+        plan(Ok(&issued), &bundle, &names, month, now),
+        Plan::Keep { bundle: None }
+    );
+    let due = plan(Ok(&issued), &bundle, &names, 12 * month + month, now);
+    assert!(matches!(due, Plan::Renew { .. }), "{due:?}");
+}
+
+#[test]
+fn a_tls_secret_the_user_brings_is_never_renewed_nor_writable() {
+    let defaults = objects(&helm_template("privatize", &[]));
+    let brought = objects(&helm_template(
+        "privatize",
+        &["--set", "tls.existingSecret=my-tls"],
+    ));
+    let env = |objects: &BTreeMap<String, Value>| {
+        objects["Deployment/privatize/privatize"]["spec"]["template"]["spec"]["containers"][0]
+            ["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["name"].as_str().map(str::to_string))
+            .collect::<Vec<_>>()
+    };
+    assert!(env(&defaults).contains(&"PRIVATIZE_TLS_SECRET".to_string()));
+    assert!(!env(&brought).contains(&"PRIVATIZE_TLS_SECRET".to_string()));
+    let rules = |objects: &BTreeMap<String, Value>, key: &str| objects[key]["rules"].to_string();
+    for key in [
+        "Role/privatize/privatize-webhook",
+        "ClusterRole//privatize-webhook",
+    ] {
+        let (with, without) = (rules(&defaults, key), rules(&brought, key));
+        assert!(
+            with.contains("privatize-tls") || with.contains("mutatingwebhookconfigurations"),
+            "{key}: {with}"
+        );
+        assert!(
+            !without.contains("secrets") && !without.contains("mutatingwebhookconfigurations"),
+            "{key}: {without}"
+        );
+    }
+    let policy = |objects: &BTreeMap<String, Value>| {
+        objects["ValidatingAdmissionPolicy//privatize-secrets"]["spec"]["validations"][0]
+            ["expression"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(policy(&defaults).contains("request.name == 'privatize-tls'"));
+    assert!(!policy(&brought).contains("request.name"));
+}
+
+#[test]
 fn the_chart_refuses_one_set_of_annotations_for_every_account() {
     let refused = Command::new(helm())
         .args([

@@ -151,6 +151,7 @@ async fn install_creates_every_object_as_specified_and_twice_changes_nothing() {
             ("PRIVATIZE_LOG_FORMAT", "json".into()),
             ("POD_NAME", "fieldRef:metadata.name".into()),
             ("POD_NAMESPACE", "fieldRef:metadata.namespace".into()),
+            ("PRIVATIZE_TLS_SECRET", "privatize-tls".into()),
             (
                 "ECR_REGISTRY",
                 "123456789012.dkr.ecr.eu-west-1.amazonaws.com".into()

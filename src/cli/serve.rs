@@ -51,6 +51,26 @@ impl std::fmt::Debug for TlsArgs {
     }
 }
 
+/// Renewal of the serving certificate in its Secret; off unless `--tls-secret` is set.
+#[derive(Debug, Clone, Args)]
+pub struct RenewArgs {
+    /// The TLS Secret in serve's namespace (POD_NAMESPACE) holding the serving certificate: serve renews it before it expires, a new CA and certificate, after the webhooks' caBundle trusts the new CA. Unset: no renewal (outside a cluster, or when something else manages the Secret) [default: none]
+    #[arg(long, env = "PRIVATIZE_TLS_SECRET")]
+    pub tls_secret: Option<String>,
+
+    /// Renew the serving certificate in --tls-secret once it has less than this left
+    #[arg(long, env = "PRIVATIZE_TLS_RENEW_BEFORE", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub tls_renew_before: std::time::Duration,
+
+    /// How often --tls-secret is looked at (after a failed look, at most every minute)
+    #[arg(long, env = "PRIVATIZE_TLS_RENEW_CHECK_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub tls_renew_check_interval: std::time::Duration,
+
+    /// The MutatingWebhookConfiguration whose webhooks' caBundle must trust the renewed certificate
+    #[arg(long, env = "PRIVATIZE_WEBHOOK_CONFIG", default_value = "privatize")]
+    pub webhook_config: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SwapPolicy {
     /// Private image plus a scheduling gate until the copy lands
@@ -74,6 +94,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub tls: TlsArgs,
+
+    #[command(flatten)]
+    pub renew: RenewArgs,
 
     /// Target registry with an optional prefix: REGISTRY[/PREFIX]
     #[arg(long = "target-registry", env = "ECR_REGISTRY")]

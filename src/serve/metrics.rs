@@ -83,6 +83,7 @@ pub struct Metrics {
     secrets_injected: Counter,
     certificate_expiry: Gauge,
     certificate_reloads: Family<Labels1, Counter>,
+    certificate_renewals: Family<Labels1, Counter>,
     pods_refused: Counter,
     copy_jobs_deferred: Counter,
     source_checks: Family<Labels2, Counter>,
@@ -213,6 +214,12 @@ impl Metrics {
             "Serving certificate loads from files, by result (loaded, rejected)",
             Described(certificate_reloads.clone()),
         );
+        let certificate_renewals = Family::default();
+        registry.register(
+            "tls_certificate_renewals",
+            "Renewals of the serving certificate in its Secret (--tls-secret), by result (renewed: this replica wrote it; lost: another replica wrote it first; failed: a look at the Secret or a write failed)",
+            Described(certificate_renewals.clone()),
+        );
         let pods_refused = Counter::default();
         registry.register(
             "pods_refused",
@@ -269,6 +276,7 @@ impl Metrics {
             secrets_injected,
             certificate_expiry,
             certificate_reloads,
+            certificate_renewals,
             pods_refused,
             copy_jobs_deferred,
             source_checks,
@@ -402,6 +410,13 @@ impl Metrics {
     /// A certificate pair read from files: `loaded` or `rejected`.
     pub fn certificate_reload(&self, result: &str) {
         self.certificate_reloads
+            .get_or_create(&[("result", result.to_string())])
+            .inc();
+    }
+
+    /// A renewal of the serving certificate: `renewed`, `lost` or `failed`.
+    pub fn certificate_renewal(&self, result: &str) {
+        self.certificate_renewals
             .get_or_create(&[("result", result.to_string())])
             .inc();
     }

@@ -8,6 +8,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::Client;
@@ -113,9 +114,6 @@ async fn a_stolen_token_of_privatize_does_only_what_privatize_does() {
         TEAM,
         "--no-wait",
     ]);
-    // No serve runs here: without the webhooks, the apiserver alone judges.
-    privatize(&["uninstall", "--namespace", NS, "--webhook-only"]);
-
     let as_account = |account: &'static str| {
         let cluster = &cluster;
         async move { client_from(&cluster.service_account_kubeconfig(NS, account).await).await }
@@ -123,6 +121,33 @@ async fn a_stolen_token_of_privatize_does_only_what_privatize_does() {
     let serve: Client = as_account("privatize-webhook").await;
     let refresh: Client = as_account("privatize-refresh").await;
     let copy: Client = as_account("privatize").await;
+
+    // serve renewing its certificate: its own webhooks' caBundle, as renew.rs patches it.
+    let configs: Api<MutatingWebhookConfiguration> = Api::all(serve.clone());
+    let installed = configs
+        .get("privatize")
+        .await
+        .expect("serve reads its webhooks");
+    let bundle = installed.webhooks.as_ref().unwrap()[0]
+        .client_config
+        .ca_bundle
+        .clone()
+        .unwrap();
+    let bundle = String::from_utf8(bundle.0).unwrap();
+    assert!(
+        privatize::serve::renew::patch_ca_bundle(&serve, &installed, &bundle)
+            .await
+            .expect("serve patches its webhooks' caBundle")
+    );
+    let others = configs.list(&Default::default()).await;
+    assert_eq!(
+        status_code(&others),
+        Some(403),
+        "serve lists no webhook configurations"
+    );
+
+    // No serve runs here: without the webhooks, the apiserver alone judges.
+    privatize(&["uninstall", "--namespace", NS, "--webhook-only"]);
 
     // Pods: wait until the pod policy is in force (an annotation change is
     // harmless while it is not yet), then try what a thief would.
@@ -290,6 +315,22 @@ async fn a_stolen_token_of_privatize_does_only_what_privatize_does() {
         )
         .await;
     assert!(refused("the CronJob's token Secret", result).contains(SECRETS_DENIED));
+    // serve's own TLS Secret, which it renews: read and replaced, nothing more.
+    let own: Api<Secret> = Api::namespaced(serve.clone(), NS);
+    let tls = own
+        .get("privatize-tls")
+        .await
+        .expect("serve reads its TLS Secret");
+    own.replace("privatize-tls", &PostParams::default(), &tls)
+        .await
+        .expect("serve replaces its TLS Secret, as a renewal does");
+    let other = own
+        .create(
+            &PostParams::default(),
+            &secret("privatize-tls-2", "kubernetes.io/tls", json!({})),
+        )
+        .await;
+    assert_eq!(status_code(&other), Some(403), "{other:?}");
     // Where not bound, and for the copy Jobs, no Secret at all.
     for (who, client, namespace) in [
         ("privatize-webhook", &serve, OTHER),

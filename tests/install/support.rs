@@ -279,6 +279,13 @@ pub async fn assert_rbac_as_specified(client: &Client, ns: &str) {
                 rule(&[""], &["pods"], &[], &["get", "list", "watch", "patch"]),
                 rule(&[""], &["namespaces"], &[], &["get", "list", "watch"]),
                 rule(&["events.k8s.io"], &["events"], &[], &["create", "patch"]),
+                // Its own webhooks' caBundle, when it renews its certificate.
+                rule(
+                    &["admissionregistration.k8s.io"],
+                    &["mutatingwebhookconfigurations"],
+                    &["privatize"],
+                    &["get", "patch"]
+                ),
             ]),
         ),
         (
@@ -315,6 +322,7 @@ pub async fn assert_rbac_as_specified(client: &Client, ns: &str) {
             ),
             rule(&[""], &["pods"], &[], &["get"]),
             rule(&[""], &["configmaps"], &["privatize-ca"], &["get"]),
+            rule(&[""], &["secrets"], &["privatize-tls"], &["get", "update"]),
         ])
     );
     // Every binding of the install, by subject: the copy Jobs' account has none.

@@ -13,7 +13,7 @@ use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicySpec, Validation, Variable,
 };
 
-use super::{meta, Settings, REFRESH_ACCOUNT, SERVER_ACCOUNT};
+use super::{meta, Settings, REFRESH_ACCOUNT, SERVER_ACCOUNT, TLS_SECRET};
 use crate::k8s::Object;
 
 /// The policy fencing serve's pod patches.
@@ -123,7 +123,8 @@ fn pod_policy(s: &Settings) -> ValidatingAdmissionPolicy {
 
 /// What privatize's accounts may write as Secrets: managed
 /// `kubernetes.io/dockerconfigjson` Secrets (label of either scheme, before
-/// and after), nothing else.
+/// and after), and serve its own TLS Secret (the certificate it renews),
+/// nothing else.
 fn secret_policy(s: &Settings) -> ValidatingAdmissionPolicy {
     let managed = |object: &str| {
         format!(
@@ -148,11 +149,14 @@ fn secret_policy(s: &Settings) -> ValidatingAdmissionPolicy {
             }]),
             validations: Some(vec![validation(
                 &format!(
-                    "{} && (request.operation == 'CREATE' || {})",
+                    "(request.userInfo.username == {} && request.namespace == {} && request.name == {}) || ({} && (request.operation == 'CREATE' || {}))",
+                    quoted(&user(s, SERVER_ACCOUNT)),
+                    quoted(&s.namespace),
+                    quoted(TLS_SECRET),
                     managed("object"),
                     managed("oldObject")
                 ),
-                "privatize's accounts may only write managed kubernetes.io/dockerconfigjson Secrets",
+                "privatize's accounts may only write managed kubernetes.io/dockerconfigjson Secrets (and serve its own TLS Secret)",
             )]),
             ..Default::default()
         }),

@@ -11,7 +11,7 @@ use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
 
-use super::{meta, strings, Settings, REFRESH_ACCOUNT, SERVER_ACCOUNT};
+use super::{meta, strings, Settings, NAME, REFRESH_ACCOUNT, SERVER_ACCOUNT, TLS_SECRET};
 use crate::copy_job::CA_CONFIG_MAP;
 use crate::k8s::Object;
 
@@ -107,12 +107,22 @@ pub(super) fn retired(s: &Settings) -> Result<Vec<Object>> {
 /// sweep.rs); watch namespaces for the ones enabled for ECR credentials and
 /// read one's labels for the pull Secret (credentials.rs, pods.rs); record
 /// Events on pods, Secrets and namespaces (kube's Recorder: events.k8s.io/v1,
-/// create then patch). No Secret right: those come from `privatize-credentials`.
+/// create then patch); read and patch the caBundle of its own webhook
+/// configuration when it renews its certificate (renew.rs). No Secret right
+/// here: those come from `privatize-credentials`.
 fn server_cluster_rules() -> Vec<PolicyRule> {
     vec![
         rule([""], ["pods"], &["get", "list", "watch", "patch"]),
         rule([""], ["namespaces"], &["get", "list", "watch"]),
         rule(["events.k8s.io"], ["events"], &["create", "patch"]),
+        PolicyRule {
+            resource_names: Some(strings([NAME])),
+            ..rule(
+                ["admissionregistration.k8s.io"],
+                ["mutatingwebhookconfigurations"],
+                &["get", "patch"],
+            )
+        },
     ]
 }
 
@@ -132,8 +142,9 @@ fn credentials_rules() -> Vec<PolicyRule> {
 
 /// `serve` in its own namespace: the copy Jobs (jobs.rs creates, reads and
 /// replaces finished ones; gate.rs lists and watches), its own pod
-/// (setup.rs reads its image and what copy Jobs inherit) and the copy Jobs'
-/// CA ConfigMap (copy_ca.rs checks it at start, by name only).
+/// (setup.rs reads its image and what copy Jobs inherit), the copy Jobs'
+/// CA ConfigMap (copy_ca.rs checks it at start, by name only) and its own
+/// TLS Secret, read and replaced when it renews the certificate (renew.rs).
 fn server_namespace_rules() -> Vec<PolicyRule> {
     vec![
         rule(
@@ -145,6 +156,10 @@ fn server_namespace_rules() -> Vec<PolicyRule> {
         PolicyRule {
             resource_names: Some(strings([CA_CONFIG_MAP])),
             ..rule([""], ["configmaps"], &["get"])
+        },
+        PolicyRule {
+            resource_names: Some(strings([TLS_SECRET])),
+            ..rule([""], ["secrets"], &["get", "update"])
         },
     ]
 }

@@ -65,6 +65,8 @@ pub(super) fn deployment(s: &Settings) -> Deployment {
         env_value("PRIVATIZE_LOG_FORMAT", "json"),
         env_field("POD_NAME", "metadata.name"),
         env_field("POD_NAMESPACE", "metadata.namespace"),
+        // serve renews the certificate in the Secret it mounts (serve/renew.rs).
+        env_value("PRIVATIZE_TLS_SECRET", TLS_SECRET),
     ];
     if let Some(registry) = &s.target_registry {
         env.push(env_value("ECR_REGISTRY", registry));
