@@ -407,11 +407,12 @@ class Api:
         return obj["items"], obj["metadata"]["resourceVersion"]
 
     def delete_namespace(self, name):
-        """Deletes the namespace's Secrets and Events, then the namespace. The testbed runs no
+        """Deletes what the bench put in the namespace, then the namespace. The testbed runs no
         controller-manager, so the bench plays the namespace controller: it clears the
         finalizer, or the namespace would stay Terminating."""
         base = f"/api/v1/namespaces/{name}"
-        for path in (f"{base}/secrets", f"{base}/events"):
+        for path in (f"{base}/secrets", f"{base}/configmaps", f"{base}/events", f"{base}/pods",
+                     f"/apis/batch/v1/namespaces/{name}/jobs?propagationPolicy=Background"):
             self.request("DELETE", path, ok=(200, 404))
         status, _ = self.request("DELETE", base, ok=(200, 202, 404))
         if status == 404:
@@ -590,14 +591,22 @@ def admission_part(args, serve, tenv, work, result):
                          f"ECR tokens fetched during the rounds")
 
 
-def setup_namespace(args, serve, api, ns, work, tenv, result, cleanup):
-    """The bench's namespace, enabled for ECR credentials, with serve registered as its
-    Secret webhook by URL; returns once the webhook answers and the writer has written a
-    first Secret there (deleted again, so the figures start from a warm writer)."""
+def create_namespace(api, ns, tenv, cleanup):
+    """The bench's namespace, enabled for ECR credentials. It is also serve's copy-Job
+    namespace, with the `privatize-ca` ConfigMap serve checks at start (the testbed's CA)."""
     api.request("POST", "/api/v1/namespaces", {
         "apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": ns, "labels": {ENABLED[0]: ENABLED[1]}}}, ok=(201,))
     cleanup.append(("namespace", ns))
+    api.request("POST", f"/api/v1/namespaces/{ns}/configmaps", {
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "privatize-ca"},
+        "data": {"ca.pem": Path(tenv["TARGET_CA_FILE"]).read_text()}}, ok=(201,))
+
+
+def register_webhook(args, serve, api, ns, work, tenv, result, cleanup):
+    """serve registered as the namespace's Secret webhook by URL; returns once the webhook
+    answers and the writer has written a first Secret there (deleted again, so the figures
+    start from a warm writer)."""
     ca_pem = (Path(work) / "certs" / "ca.crt").read_text()
     hook = f"privatize-bench-{ns}"
     api.request("POST", "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
@@ -770,6 +779,7 @@ def refresh_part(args, serve, binary, penv, api, ns, tenv, result):
         state = now
         serve.take_log()
         result["refresh"]["runs"].append({"round": rnd, "wall_s": round(wall, 3), "stdout": out.strip(),
+                                          "loadavg_1m": os.getloadavg()[0],
                                           "stderr": err.strip()[-2000:], "secrets_rewritten": renewed,
                                           "serve_injected": injected, "serve_cpu_s": round(cpu, 3)})
         log(f"refresh round {rnd}: {wall:.2f} s ({out.strip()}; serve injected {injected}, "
@@ -785,7 +795,7 @@ def do_cleanup(api, cleanup):
                 log(f"deleted MutatingWebhookConfiguration {name}")
             elif kind == "namespace":
                 api.delete_namespace(name)
-                log(f"deleted the Secrets and Events of {name} and the namespace")
+                log(f"deleted the Secrets, ConfigMaps and Events of {name} and the namespace")
         except BenchError as e:
             log(f"cleanup of {kind} {name} failed: {e}")
 
@@ -886,38 +896,36 @@ def main():
 
         sess = os.urandom(3).hex()
         ns = f"bench-secrets-{sess}"
-        serve_env = dict(penv, PRIVATIZE_CREDENTIAL_NAMESPACES=ns)
+        create_namespace(api, ns, tenv, cleanup)
+        serve_env = dict(penv, PRIVATIZE_CREDENTIAL_NAMESPACES=ns, COPY_JOB_NAMESPACE=ns)
         serve = Serve(binary, serve_env, cert_dir, args.serve_log_level, work)
         log(f"serve listening on https://{serve.https} (metrics on {serve.http}); "
             f"its writer writes in {ns} only")
         if "admission" in parts:
             admission_part(args, serve, tenv, work, result)
         if "writer" in parts:
-            setup_namespace(args, serve, api, ns, work, tenv, result, cleanup)
+            register_webhook(args, serve, api, ns, work, tenv, result, cleanup)
             writer_part(args, serve, api, ns, tenv, result)
         if "refresh" in parts:
             refresh_part(args, serve, binary, penv, api, ns, tenv, result)
         result["loadavg_end"] = os.getloadavg()
     except (BenchError, Stop, KeyboardInterrupt) as e:
         result["error"] = str(e) or type(e).__name__
-        if serve:
-            serve.take_log()
-            result["serve_log"] = {"lines": serve.log_lines, "warnings_and_errors": serve.problem_count,
-                                   "first_problems": serve.problems}
-        write_json()
-        print(f"bench: ABORTED: {result['error']}", file=sys.stderr)
-        return 1
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if api:
             do_cleanup(api, cleanup)
         if serve:
             serve.stop()
+            serve.take_log()
+            result["serve_log"] = {"lines": serve.log_lines,
+                                   "warnings_and_errors": serve.problem_count,
+                                   "first_problems": serve.problems}
         shutil.rmtree(work, ignore_errors=True)
-
-    serve.take_log()
-    result["serve_log"] = {"lines": serve.log_lines, "warnings_and_errors": serve.problem_count,
-                           "first_problems": serve.problems}
+    if "error" in result:
+        write_json()
+        print(f"bench: ABORTED: {result['error']}", file=sys.stderr)
+        return 1
 
     # summary and goals: (figure, value text, goal text, figure/goal text, met or None)
     rows = []
