@@ -74,6 +74,12 @@ pub async fn install(args: InstallArgs) -> Result<()> {
         "deleted (no longer used)",
     )
     .await?;
+    credentials::warn_unbound(
+        &client,
+        &settings.credential_namespaces,
+        &settings.namespace,
+    )
+    .await?;
     if let Some(name) = &settings.source_credentials_secret {
         check_source_credentials(&client, &settings.namespace, name).await;
     }

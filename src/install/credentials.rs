@@ -10,8 +10,9 @@ use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams};
 use kube::{Client, ResourceExt};
 
-use super::manifests::CREDENTIALS_ROLE;
+use super::manifests::{CREDENTIALS_ROLE, REFRESH_ACCOUNT, SERVER_ACCOUNT};
 use crate::k8s::MANAGED_BY;
+use crate::mutate::secrets::{ECR_ANYWHERE_NAMESPACE_LABEL, NAMESPACE_LABEL};
 
 /// The namespaces of `wanted` that exist (`*` stays as it is); each missing
 /// one is named on stderr with what to do.
@@ -35,6 +36,49 @@ pub async fn existing(client: &Client, wanted: &[String]) -> Result<Vec<String>>
         }
     }
     Ok(found)
+}
+
+/// Warns, for each namespace labelled for ECR credentials (either scheme)
+/// that neither `bound` names nor a RoleBinding `privatize-credentials` of
+/// its owner covers, that serve will write no logins there, and how to
+/// grant it (an upgrade from a version whose accounts could touch every
+/// Secret lands here).
+pub async fn warn_unbound(client: &Client, bound: &[String], namespace: &str) -> Result<()> {
+    if bound.iter().any(|n| n == "*") {
+        return Ok(());
+    }
+    let api: Api<Namespace> = Api::all(client.clone());
+    let mut labelled = std::collections::BTreeSet::new();
+    for (key, value) in [NAMESPACE_LABEL, ECR_ANYWHERE_NAMESPACE_LABEL] {
+        let selector = format!("{key}={value}");
+        for ns in api
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .with_context(|| format!("listing namespaces labelled {selector}"))?
+        {
+            labelled.insert(ns.name_any());
+        }
+    }
+    for name in labelled.into_iter().filter(|n| !bound.contains(n)) {
+        let own = Api::<RoleBinding>::namespaced(client.clone(), &name)
+            .get_opt(CREDENTIALS_ROLE)
+            .await
+            .with_context(|| format!("reading RoleBinding {name}/{CREDENTIALS_ROLE}"))?;
+        if own.is_none() {
+            eprintln!(
+                "warning: namespace {name} is labelled for ECR credentials, but privatize may not touch its Secrets: add it to --credential-namespaces, or let its owner run: {}",
+                grant_command(&name, namespace)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The one-line RoleBinding a namespace owner runs (serve's Events say the same).
+fn grant_command(target: &str, namespace: &str) -> String {
+    format!(
+        "kubectl create rolebinding {CREDENTIALS_ROLE} -n {target} --clusterrole {CREDENTIALS_ROLE} --serviceaccount {namespace}:{SERVER_ACCOUNT} --serviceaccount {namespace}:{REFRESH_ACCOUNT}"
+    )
 }
 
 /// Deletes privatize's `privatize-credentials` bindings that `kept` does not

@@ -166,6 +166,18 @@ async fn an_installed_serve_admits_gates_and_releases_a_pod_with_installs_rbac()
     .await;
     let (status, err) = install.finish(Duration::from_secs(60));
     assert!(status.success(), "{err}");
+    // The labelled namespace install does not bind is named, with the grant.
+    let unbound: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("warning: namespace "))
+        .collect();
+    assert_eq!(
+        unbound,
+        [format!(
+            "warning: namespace {UNBOUND} is labelled for ECR credentials, but privatize may not touch its Secrets: add it to --credential-namespaces, or let its owner run: kubectl create rolebinding privatize-credentials -n {UNBOUND} --clusterrole privatize-credentials --serviceaccount {NS}:privatize-webhook --serviceaccount {NS}:privatize-refresh"
+        )],
+        "{err}"
+    );
     let last = err.lines().last().unwrap_or_default();
     assert!(
         last.starts_with("MutatingWebhookConfiguration/privatize ") && last.ends_with(" created"),
