@@ -8,8 +8,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{bail, Context, Result};
 use futures_util::stream::{self, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::ByteString;
-use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
 use serde_json::json;
@@ -18,7 +17,7 @@ use crate::cli::{OutputFormat, RefreshSecretsArgs};
 use crate::k8s::FIELD_MANAGER;
 use crate::mutate::secrets::{
     format_time, parse_time, ECR_ANYWHERE_MANAGED_LABEL, ECR_ANYWHERE_NAMESPACE_LABEL, EXPIRES_AT,
-    MANAGED_LABEL, NAMESPACE_LABEL, REFRESHED_AT, REFRESH_REQUESTED_AT, SECRET_TYPE,
+    MANAGED_LABEL, NAMESPACE_LABEL, REFRESHED_AT, REFRESH_REQUESTED_AT,
 };
 
 /// Objects asked for per list call.
@@ -270,22 +269,7 @@ async fn ensure(
     wait: Duration,
 ) -> Option<std::result::Result<Done, Failed>> {
     let api = Api::<Secret>::namespaced(client.clone(), namespace);
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            labels: Some(BTreeMap::from([(
-                MANAGED_LABEL.0.to_string(),
-                MANAGED_LABEL.1.to_string(),
-            )])),
-            ..ObjectMeta::default()
-        },
-        type_: Some(SECRET_TYPE.to_string()),
-        data: Some(BTreeMap::from([(
-            crate::mutate::secrets::CONFIG_KEY.to_string(),
-            ByteString(br#"{"auths":{}}"#.to_vec()),
-        )])),
-        ..Secret::default()
-    };
+    let secret = crate::mutate::secrets::new_pull_secret(namespace, name);
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.to_string()),
         ..PostParams::default()
@@ -437,6 +421,7 @@ fn print(summary: &Summary, format: OutputFormat) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kube::api::ObjectMeta;
 
     fn secret(annotations: &[(&str, &str)]) -> Secret {
         Secret {

@@ -43,9 +43,6 @@ use pods::Pods;
 use secrets::Secrets;
 use tls::{CertSource, CertWatcher, ReloadingResolver};
 
-/// serve's ServiceAccount as install and the chart name it (for the grant in Events).
-const SERVER_ACCOUNT: &str = "privatize-webhook";
-
 /// What every request handler shares.
 pub struct State {
     pub pods: Arc<Pods>,
@@ -120,7 +117,6 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         metrics: metrics.clone(),
         instance: std::env::var("POD_NAME").unwrap_or_else(|_| "privatize".into()),
         own_namespace: own_namespace.clone(),
-        own_account: SERVER_ACCOUNT.into(),
         namespaces: args.credential_namespaces.clone(),
     });
     let pods = Arc::new(

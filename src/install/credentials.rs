@@ -10,9 +10,9 @@ use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams};
 use kube::{Client, ResourceExt};
 
-use super::manifests::{CREDENTIALS_ROLE, REFRESH_ACCOUNT, SERVER_ACCOUNT};
+use super::manifests::CREDENTIALS_ROLE;
 use crate::k8s::MANAGED_BY;
-use crate::mutate::secrets::{ECR_ANYWHERE_NAMESPACE_LABEL, NAMESPACE_LABEL};
+use crate::mutate::secrets::{grant_command, ECR_ANYWHERE_NAMESPACE_LABEL, NAMESPACE_LABEL};
 
 /// The namespaces of `wanted` that exist (`*` stays as it is); each missing
 /// one is named on stderr with what to do.
@@ -72,13 +72,6 @@ pub async fn warn_unbound(client: &Client, bound: &[String], namespace: &str) ->
         }
     }
     Ok(())
-}
-
-/// The one-line RoleBinding a namespace owner runs (serve's Events say the same).
-fn grant_command(target: &str, namespace: &str) -> String {
-    format!(
-        "kubectl create rolebinding {CREDENTIALS_ROLE} -n {target} --clusterrole {CREDENTIALS_ROLE} --serviceaccount {namespace}:{SERVER_ACCOUNT} --serviceaccount {namespace}:{REFRESH_ACCOUNT}"
-    )
 }
 
 /// Deletes privatize's `privatize-credentials` bindings that `kept` does not

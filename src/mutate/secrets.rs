@@ -116,6 +116,37 @@ pub struct Injection {
     pub expires_at: SystemTime,
 }
 
+/// A new managed pull Secret `name` in `namespace`, its docker config
+/// empty (`{"auths":{}}`): what `refresh-secrets --ensure` creates and serve
+/// creates under `--require-pull-secret`.
+pub fn new_pull_secret(namespace: &str, name: &str) -> Secret {
+    Secret {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(namespace.to_string()),
+            labels: Some(BTreeMap::from([(
+                MANAGED_LABEL.0.to_string(),
+                MANAGED_LABEL.1.to_string(),
+            )])),
+            ..Default::default()
+        },
+        type_: Some(SECRET_TYPE.to_string()),
+        data: Some(BTreeMap::from([(
+            CONFIG_KEY.to_string(),
+            k8s_openapi::ByteString(br#"{"auths":{}}"#.to_vec()),
+        )])),
+        ..Default::default()
+    }
+}
+
+/// The one-line RoleBinding a namespace's owner runs so that privatize
+/// (installed in `install_namespace`) may write logins there.
+pub fn grant_command(namespace: &str, install_namespace: &str) -> String {
+    format!(
+        "kubectl create rolebinding privatize-credentials -n {namespace} --clusterrole privatize-credentials --serviceaccount {install_namespace}:privatize-webhook --serviceaccount {install_namespace}:privatize-refresh"
+    )
+}
+
 /// Whether a Secret's labels opt it in (either label scheme).
 pub fn is_managed(labels: &BTreeMap<String, String>) -> bool {
     has_label(labels, MANAGED_LABEL) || has_label(labels, ECR_ANYWHERE_MANAGED_LABEL)

@@ -9,7 +9,7 @@
 //! byte. A labelled namespace whose Secrets privatize may not read (no
 //! RoleBinding of `privatize-credentials`) gets an Event, not silence.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -17,8 +17,7 @@ use anyhow::Result;
 use futures_util::{stream, StreamExt};
 use json_patch::{PatchOperation, TestOperation};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::ByteString;
-use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
@@ -29,8 +28,8 @@ use super::metrics::Metrics;
 use crate::ecr::tokens::TokenCache;
 use crate::ecr::Token;
 use crate::mutate::secrets::{
-    due, login, namespace_enabled, secret_registries, Decision, EcrRegistry, Settings, CONFIG_KEY,
-    ECR_ANYWHERE_MANAGED_LABEL, MANAGED_LABEL, SECRET_TYPE,
+    due, grant_command, login, namespace_enabled, new_pull_secret, secret_registries, Decision,
+    EcrRegistry, Settings, ECR_ANYWHERE_MANAGED_LABEL, MANAGED_LABEL,
 };
 
 /// Managed Secrets of one namespace written at once.
@@ -40,13 +39,6 @@ const WRITERS: usize = 16;
 /// asked again.
 const FORBIDDEN_RECHECK: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// The one-line grant a namespace owner runs (printed in the Event).
-pub fn grant_command(namespace: &str, serve_account: &str, own_namespace: &str) -> String {
-    format!(
-        "kubectl create rolebinding privatize-credentials -n {namespace} --clusterrole privatize-credentials --serviceaccount {own_namespace}:{serve_account} --serviceaccount {own_namespace}:privatize-refresh"
-    )
-}
-
 /// The writer and what it shares with the Secret webhook.
 pub struct Credentials {
     pub client: Client,
@@ -55,9 +47,8 @@ pub struct Credentials {
     pub metrics: Arc<Metrics>,
     /// Instance name for Events (the pod name in a cluster).
     pub instance: String,
-    /// serve's own namespace and ServiceAccount (for the grant in Events).
+    /// serve's own namespace (for the grant in Events).
     pub own_namespace: String,
-    pub own_account: String,
     /// Namespace globs this serve writes in (`--credential-namespaces`).
     pub namespaces: Vec<String>,
 }
@@ -197,7 +188,7 @@ impl Credentials {
         self.metrics.credential_namespace_forbidden();
         let note = format!(
             "namespace {name} is labelled for ECR credentials, but privatize may not read its Secrets: bind the ClusterRole privatize-credentials here ({})",
-            grant_command(name, &self.own_account, &self.own_namespace)
+            grant_command(name, &self.own_namespace)
         );
         tracing::warn!(namespace = %name, "{note}");
         publish(
@@ -303,23 +294,7 @@ impl Credentials {
     /// already written (a pod admitted now may pull at once). `Ok(false)`
     /// when it may not (no RoleBinding of `privatize-credentials` there).
     pub async fn create_pull_secret(&self, namespace: &str, name: &str) -> Result<bool> {
-        let mut secret = Secret {
-            metadata: ObjectMeta {
-                name: Some(name.to_string()),
-                namespace: Some(namespace.to_string()),
-                labels: Some(BTreeMap::from([(
-                    MANAGED_LABEL.0.to_string(),
-                    MANAGED_LABEL.1.to_string(),
-                )])),
-                ..Default::default()
-            },
-            type_: Some(SECRET_TYPE.to_string()),
-            data: Some(BTreeMap::from([(
-                CONFIG_KEY.to_string(),
-                ByteString(br#"{"auths":{}}"#.to_vec()),
-            )])),
-            ..Default::default()
-        };
+        let mut secret = new_pull_secret(namespace, name);
         let registries = secret_registries(&secret, &self.settings)
             .map_err(|d| anyhow::anyhow!("{d}"))?
             .unwrap_or_default();
