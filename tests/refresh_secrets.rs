@@ -333,8 +333,8 @@ async fn ensure_creates_the_pull_secret_where_it_is_missing() {
 #[tokio::test]
 async fn without_a_writer_the_run_fails_naming_each_secret_and_why() {
     let ns = enabled_namespace("refresh_no_writer", ENABLED).await;
-    let stale_at = hours_from_now(-11);
-    create(&ns, &written_secret("stale", MANAGED, -11, 1)).await;
+    let stale = create(&ns, &written_secret("stale", MANAGED, -11, 1)).await;
+    let stale_at = annotation(&stale, REFRESHED_AT).unwrap();
     // A serve runs, but writes elsewhere (the tests' default).
     let _elsewhere = Serve::start();
 
