@@ -38,7 +38,7 @@ pub async fn existing(client: &Client, wanted: &[String]) -> Result<Vec<String>>
     Ok(found)
 }
 
-/// Warns, for each namespace labelled for ECR credentials (either scheme)
+/// Warns, for each live namespace labelled for ECR credentials (either scheme)
 /// that neither `bound` names nor a RoleBinding `privatize-credentials` of
 /// its owner covers, that serve will write no logins there, and how to
 /// grant it (an upgrade from a version whose accounts could touch every
@@ -56,7 +56,10 @@ pub async fn warn_unbound(client: &Client, bound: &[String], namespace: &str) ->
             .await
             .with_context(|| format!("listing namespaces labelled {selector}"))?
         {
-            labelled.insert(ns.name_any());
+            // A namespace being deleted needs no grant.
+            if ns.metadata.deletion_timestamp.is_none() {
+                labelled.insert(ns.name_any());
+            }
         }
     }
     for name in labelled.into_iter().filter(|n| !bound.contains(n)) {
