@@ -49,18 +49,26 @@ impl TestNamespace {
     pub async fn new(test: &str) -> Self {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let client = client().await;
-        let name = format!(
-            "t-{}-{}",
-            test.replace('_', "-").chars().take(40).collect::<String>(),
-            super::unique() % 1_000_000
-        );
-        let namespace: Namespace =
-            serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &namespace)
-            .await
-            .expect("creating test namespace");
-        Self { name, client }
+        // A name can repeat one of an earlier run still being deleted on a
+        // long-lived testbed (no namespace controller): then take another.
+        for _ in 0..5 {
+            let name = format!(
+                "t-{}-{}",
+                test.replace('_', "-").chars().take(40).collect::<String>(),
+                super::unique() % 1_000_000
+            );
+            let namespace: Namespace =
+                serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+            match Api::<Namespace>::all(client.clone())
+                .create(&PostParams::default(), &namespace)
+                .await
+            {
+                Ok(_) => return Self { name, client },
+                Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                Err(err) => panic!("creating test namespace {name}: {err}"),
+            }
+        }
+        panic!("creating a test namespace for {test}: five names taken");
     }
 }
 
