@@ -23,11 +23,29 @@ pub const FIELD_MANAGER: &str = "privatize";
 /// Label on every object privatize manages.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "privatize");
 
-/// A client from KUBECONFIG / ~/.kube/config, or the in-cluster service account.
+mod connect;
+
+/// A client from KUBECONFIG / ~/.kube/config, or the in-cluster service
+/// account; when there is none, one line naming what was tried.
 pub async fn client() -> Result<Client> {
-    Client::try_default()
-        .await
-        .context("connecting to Kubernetes (KUBECONFIG, ~/.kube/config or in-cluster)")
+    let config = match kube::Config::infer().await {
+        Ok(config) => config,
+        Err(err) => {
+            let kubeconfig_env = std::env::var("KUBECONFIG").ok();
+            let sought = connect::Sought {
+                kubeconfig_env: kubeconfig_env.as_deref().filter(|v| !v.is_empty()),
+                in_pod: std::env::var_os("KUBERNETES_SERVICE_HOST").is_some(),
+            };
+            let line = match std::error::Error::source(&err)
+                .and_then(|s| s.downcast_ref::<kube::config::KubeconfigError>())
+            {
+                Some(kubeconfig) => connect::no_cluster(&sought, kubeconfig),
+                None => format!("connecting to Kubernetes: {err}"),
+            };
+            anyhow::bail!(line)
+        }
+    };
+    Client::try_from(config).context("connecting to Kubernetes")
 }
 
 /// A typed object made generic, so one list can hold every kind.

@@ -312,3 +312,52 @@ fn secrets_given_on_the_command_line_never_reach_debug_output() {
     }
     assert!(format!("{serve:?}").contains("tls_key_path"));
 }
+
+/// Every subcommand that talks to Kubernetes, with no cluster to be found
+/// (`KUBECONFIG` naming nothing, or unset with an empty home, outside a pod):
+/// one line naming what was tried and how to fix it, exit 1.
+#[test]
+fn no_cluster_is_one_line_naming_what_was_tried() {
+    let home = std::env::temp_dir().join(format!("privatize-nocluster-{}", common::unique()));
+    std::fs::create_dir_all(&home).unwrap();
+    let commands: [&[&str]; 4] = [
+        &["refresh-secrets"],
+        &["install", "--image", "example.com/privatize:1"],
+        &["uninstall"],
+        &["gen-certs", "--webhook-config", "privatize"],
+    ];
+    for kubeconfig in [Some("/nonexistent/kubeconfig"), None] {
+        for args in commands {
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_privatize"));
+            cmd.args(args)
+                .env("HOME", &home)
+                .env(
+                    "ECR_REGISTRY",
+                    "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+                )
+                .env_remove("KUBERNETES_SERVICE_HOST")
+                .env_remove("KUBERNETES_SERVICE_PORT");
+            match kubeconfig {
+                Some(path) => cmd.env("KUBECONFIG", path),
+                None => cmd.env_remove("KUBECONFIG"),
+            };
+            let out = cmd.output().unwrap();
+            let text = stderr(&out);
+            assert_eq!(out.status.code(), Some(1), "{args:?}: {text}");
+            let tried = match kubeconfig {
+                Some(path) => format!("cannot read KUBECONFIG={path}: No such file or directory"),
+                None => "no kubeconfig (KUBECONFIG is not set and ~/.kube/config does not exist)"
+                    .to_string(),
+            };
+            assert_eq!(
+                text,
+                format!(
+                    "error: connecting to Kubernetes: {tried}, and this is not a pod \
+                     (KUBERNETES_SERVICE_HOST is not set); set KUBECONFIG to a kubeconfig file, \
+                     create ~/.kube/config, or run privatize in a pod\n"
+                ),
+                "{args:?}"
+            );
+        }
+    }
+}
