@@ -5,7 +5,10 @@
 //! chains, the sysctls the kubelet set restored). The cluster is brought up
 //! again at the end, so later tests find it running. A pod on the bridge with
 //! an HTTP readiness probe gets Ready (the kubelet reaches it on the bridge),
-//! and no pod or Service address routes through any interface but the bridge.
+//! and no pod or Service address routes through any interface but the bridge;
+//! Services answer through kube-proxy (the host reaches a pod by ClusterIP, a
+//! pod the apiserver by the `kubernetes` Service), pods reach the registries
+//! and moto at the bridge address, and the fence drops nothing meanwhile.
 
 mod common;
 
@@ -66,12 +69,93 @@ fn default_route_dev() -> Option<String> {
 }
 
 fn nft_has_table(name: &str) -> bool {
+    nft_has("inet", name)
+}
+
+fn nft_has(family: &str, name: &str) -> bool {
     std::process::Command::new("nft")
-        .args(["list", "table", "inet", name])
+        .args(["list", "table", family, name])
         .output()
         .expect("running nft")
         .status
         .success()
+}
+
+/// Packets the fence table dropped so far (every drop rule has a counter):
+/// a packet to a pod or Service address that would have left through
+/// another interface, or forwarded between the bridge and one.
+fn fence_drops() -> u64 {
+    let out = std::process::Command::new("nft")
+        .args(["-j", "list", "table", "inet", NFT_TABLE])
+        .output()
+        .expect("running nft");
+    assert!(out.status.success(), "nft -j list table inet {NFT_TABLE}");
+    let listing: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rules: Vec<&serde_json::Value> = listing["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|item| item.get("rule"))
+        .collect();
+    let counted: Vec<u64> = rules
+        .iter()
+        .filter_map(|rule| {
+            let exprs = rule["expr"].as_array()?;
+            let drops = exprs.iter().any(|e| e.get("drop").is_some());
+            let counter = exprs.iter().find_map(|e| e["counter"]["packets"].as_u64());
+            drops.then(|| counter.expect("every drop rule of the fence has a counter"))
+        })
+        .collect();
+    assert_eq!(counted.len(), 4, "the fence's drop rules: {rules:?}");
+    counted.iter().sum()
+}
+
+/// Runs a busybox pod on the bridge with `script`, waits for it to end, and
+/// returns its phase and output.
+async fn bridge_pod_output(
+    client: &Client,
+    cluster: &Cluster,
+    namespace: &str,
+    name: &str,
+    script: &str,
+) -> (String, String) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": false,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "main",
+                "image": cluster::busybox_image(),
+                "command": ["sh", "-c", script],
+            }],
+        },
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let pod = pods.get(name).await.unwrap();
+        let phase = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default();
+        if phase == "Succeeded" || phase == "Failed" {
+            let log = cluster
+                .container_log(namespace, &pod.uid().unwrap(), "main")
+                .unwrap_or_default();
+            return (phase, log);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pod {namespace}/{name} did not end in 90 s: {:?}",
+            pod.status
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn create_namespace(client: &Client, prefix: &str) -> String {
@@ -244,11 +328,15 @@ async fn the_node_runs_pods_on_both_networks_and_down_leaves_the_host_clean() {
         "the kubelet/containerd mounts under the state dir while up"
     );
 
-    // The node changes no firewall rule (no kube-proxy; the kubelet makes
-    // no iptables chains), so down has none to revert.
+    // The kubelet makes no iptables chains; kube-proxy's rules are its own
+    // nft tables, which down deletes.
     assert!(
         !iptables_has_chain("KUBE-FIREWALL"),
         "the running node made a KUBE-FIREWALL chain"
+    );
+    assert!(
+        nft_has("ip", "kube-proxy"),
+        "kube-proxy's table ip kube-proxy is missing while the node runs"
     );
     let stopping = Instant::now();
     cluster::down(false);
@@ -266,6 +354,12 @@ async fn the_node_runs_pods_on_both_networks_and_down_leaves_the_host_clean() {
         !nft_has_table(NFT_TABLE),
         "nft table inet {NFT_TABLE} is left after down"
     );
+    for family in ["ip", "ip6"] {
+        assert!(
+            !nft_has(family, "kube-proxy"),
+            "nft table {family} kube-proxy is left after down"
+        );
+    }
     assert_ne!(
         route_dev(&format!("{SERVICE_PREFIX}1")).as_deref(),
         Some(BRIDGE),
@@ -290,6 +384,11 @@ async fn the_node_runs_pods_on_both_networks_and_down_leaves_the_host_clean() {
         "containerd",
         "kube-scheduler",
         "kube-controller-manager",
+        "kube-proxy",
+        "forward-15000",
+        "forward-15443",
+        "forward-15500",
+        "forward-18443",
     ] {
         let pid_file = cluster.state.join(format!("run/{name}.pid"));
         assert!(
@@ -406,6 +505,48 @@ async fn a_probed_bridge_pod_gets_ready_and_no_pod_or_service_address_routes_off
     assert!(
         nft_has_table(NFT_TABLE),
         "the fence table inet {NFT_TABLE} is missing while the node runs"
+    );
+
+    // Services have a data path (kube-proxy): the host reaches the pod
+    // through its ClusterIP, as the apiserver reaches a webhook.
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    // kube-proxy programs a new Service within a sync period: retry a while.
+    let url = format!("http://{cluster_ip}/index.html");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        match http.get(&url).send().await {
+            Ok(answer) => break answer.text().await.unwrap(),
+            Err(e) if Instant::now() > deadline => panic!("GET {url} (the Service), for 30 s: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    assert_eq!(body, "ready\n", "the pod's page through its Service");
+
+    // A pod reaches the apiserver through the `kubernetes` Service, and the
+    // registries and moto under the bridge address the node pulls by.
+    let (phase, log) = bridge_pod_output(
+        &client,
+        &cluster,
+        &ns,
+        "client",
+        "nc -w 5 $KUBERNETES_SERVICE_HOST $KUBERNETES_SERVICE_PORT -e /bin/true && echo apiserver-ok; \
+         echo registry $(wget -q -O- http://198.18.0.1:15000/v2/); \
+         wget -q -O /dev/null http://198.18.0.1:15500/moto-api/ && echo moto-ok",
+    )
+    .await;
+    assert_eq!(phase, "Succeeded", "{log}");
+    assert_eq!(
+        log, "apiserver-ok\nregistry {}\nmoto-ok\n",
+        "what the pod reached"
+    );
+    assert_eq!(
+        fence_drops(),
+        0,
+        "the fence dropped packets: something tried to leave the machine"
     );
 
     Api::<Namespace>::all(client)

@@ -14,8 +14,11 @@ KUBELET_PORT=${CLUSTER_KUBELET_PORT:-18250}
 KUBELET_HEALTHZ_PORT=${CLUSTER_KUBELET_HEALTHZ_PORT:-18248}
 KCM_PORT=${CLUSTER_KCM_PORT:-18257}
 SCHEDULER_PORT=${CLUSTER_SCHEDULER_PORT:-18259}
+PROXY_HEALTHZ_PORT=${CLUSTER_PROXY_HEALTHZ_PORT:-18256}
+PROXY_METRICS_PORT=${CLUSTER_PROXY_METRICS_PORT:-18249}
 SOURCE_PORT=${SOURCE_PORT:-15000}
 TARGET_PORT=${TARGET_PORT:-15443}
+MOTO_PORT=${MOTO_PORT:-15500}
 NODE_NAME=privatize-node
 BRIDGE=${CLUSTER_BRIDGE:-privnode0}
 POD_CIDR=198.18.0.0/24
@@ -28,6 +31,14 @@ SERVICE_CIDR=198.19.0.0/24
 # another interface, and nothing to a pod or Service address leaves through
 # another interface.
 NFT_TABLE=privatize_node
+# kube-proxy's own nft tables (nftables mode): down deletes them.
+PROXY_TABLES=("ip kube-proxy" "ip6 kube-proxy")
+# Ports on 127.0.0.1 that the bridge address forwards to (socat), so pods
+# reach them under the name the node pulls by: the source and target
+# registries, moto (the ECR API) and the apiserver (the `kubernetes`
+# Service's endpoint is the bridge address).
+FORWARD_PORTS=("$SOURCE_PORT" "$TARGET_PORT" "$MOTO_PORT" "$API_PORT")
+SOCAT=/usr/bin/socat
 
 RUN=$STATE/run     # PID files, sockets
 LOGS=$STATE/logs
@@ -38,9 +49,14 @@ CONTAINERD=/usr/bin/containerd
 # in them). down removes those that did not exist before the first start.
 HOST_PATHS=(/var/lib/kubelet /var/log/containers /var/log/pods /var/lib/cni /run/containerd
   /run/mount /usr/libexec/kubernetes)
-# Sysctls the kubelet sets (setupKernelTunables) and, defensively, forwarding.
+# Sysctls the kubelet sets (setupKernelTunables), those kube-proxy may set
+# (conntrack, route_localnet; it runs with the settings that leave them
+# alone) and, defensively, forwarding.
 SYSCTLS=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
-  kernel.keys.root_maxkeys kernel.keys.root_maxbytes net.ipv4.ip_forward)
+  kernel.keys.root_maxkeys kernel.keys.root_maxbytes net.ipv4.ip_forward
+  net.ipv4.conf.all.route_localnet net.netfilter.nf_conntrack_max
+  net.netfilter.nf_conntrack_tcp_timeout_established net.netfilter.nf_conntrack_tcp_timeout_close_wait
+  net.netfilter.nf_conntrack_tcp_be_liberal)
 
 log() { echo "cluster/$CLUSTER_CMD: $*" >&2; }
 die() { log "$*"; exit 1; }
