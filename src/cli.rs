@@ -357,6 +357,14 @@ pub struct InstallArgs {
     #[arg(long, env = "PRIVATIZE_CREDENTIAL_NAMESPACES", value_delimiter = ',')]
     pub credential_namespaces: Vec<String>,
 
+    /// Env var KEY=VALUE of serve's container (repeatable): a `serve` setting by its env name (see `serve --help`), or an AWS setting such as AWS_REGION or AWS_ENDPOINT_URL (region, endpoint, STS, FIPS, dual-stack and retry settings reach the copy Jobs too; identity variables never do). Names install sets itself are refused, naming the flag that sets them
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = annotation)]
+    pub env: Vec<(String, String)>,
+
+    /// A Secret in --namespace with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and an optional AWS_SESSION_TOKEN): serve's own AWS keys outside AWS, pull-only. Never passed to the copy Jobs: give them theirs with --copy-job-pod-template
+    #[arg(long, value_name = "SECRET")]
+    pub aws_credentials_secret: Option<String>,
+
     /// Do not wait for the Deployment to become available
     #[arg(long)]
     pub no_wait: bool,

@@ -123,6 +123,8 @@ pub async fn uninstall(args: UninstallArgs) -> Result<()> {
         copy_job_pod_template: None,
         registry_ca: None,
         credential_namespaces: Vec::new(),
+        server_env: Vec::new(),
+        aws_credentials_secret: None,
     };
     let client = k8s::client().await?;
     let tls_secret = Object::new(&Secret {
@@ -395,7 +397,36 @@ fn settings(args: &InstallArgs) -> Result<Settings> {
         copy_job_pod_template,
         registry_ca,
         credential_namespaces: credential_namespaces(&args.credential_namespaces)?,
+        server_env: server_env(&args.env)?,
+        aws_credentials_secret: args.aws_credentials_secret.clone(),
     })
+}
+
+/// `--env`: valid names, none that install sets itself, each once.
+fn server_env(given: &[(String, String)]) -> Result<Vec<(String, String)>> {
+    let mut seen = std::collections::BTreeSet::new();
+    for (name, _) in given {
+        let valid = !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
+        if !valid {
+            bail!(
+                "--env {name}: not an environment variable name (letters, digits, `_`, `-`, `.`)"
+            );
+        }
+        if let Some((_, flag)) = manifests::OWNED_ENV.iter().find(|(owned, _)| owned == name) {
+            match flag {
+                Some(flag) => bail!("--env {name}: install sets it; use {flag}"),
+                None => bail!("--env {name}: install sets it and it cannot be changed"),
+            }
+        }
+        if !seen.insert(name.as_str()) {
+            bail!("--env {name}: given twice");
+        }
+    }
+    Ok(given.to_vec())
 }
 
 /// `--credential-namespaces`: object names, or `*` alone.

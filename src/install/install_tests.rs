@@ -14,6 +14,8 @@ fn settings() -> Settings {
         copy_job_pod_template: None,
         registry_ca: None,
         credential_namespaces: Vec::new(),
+        server_env: Vec::new(),
+        aws_credentials_secret: None,
     }
 }
 
@@ -193,4 +195,78 @@ fn a_missing_object_is_an_error_not_a_wrong_pick() {
         err.to_string(),
         "the manifests hold no MutatingWebhookConfiguration/privatize"
     );
+}
+
+fn server_container(s: &Settings) -> serde_json::Value {
+    let deployment = objects(s)
+        .unwrap()
+        .into_iter()
+        .find(|o| o.is::<k8s_openapi::api::apps::v1::Deployment>(NAME))
+        .unwrap();
+    let value = serde_json::to_value(&deployment.object).unwrap();
+    value["spec"]["template"]["spec"]["containers"][0].clone()
+}
+
+#[test]
+fn env_and_the_aws_secret_reach_serves_container_only() {
+    let mut s = settings();
+    s.server_env = vec![
+        ("AWS_REGION".into(), "eu-west-1".into()),
+        ("PRIVATIZE_PLAIN_HTTP".into(), "198.18.0.1:15000".into()),
+    ];
+    s.aws_credentials_secret = Some("aws-pull-keys".into());
+    let env = server_container(&s)["env"].as_array().unwrap().clone();
+    let by_name = |name: &str| env.iter().find(|e| e["name"] == name).cloned();
+    assert_eq!(by_name("AWS_REGION").unwrap()["value"], "eu-west-1");
+    assert_eq!(
+        by_name("PRIVATIZE_PLAIN_HTTP").unwrap()["value"],
+        "198.18.0.1:15000"
+    );
+    let key = by_name("AWS_ACCESS_KEY_ID").unwrap();
+    assert_eq!(
+        key["valueFrom"]["secretKeyRef"],
+        serde_json::json!({"name": "aws-pull-keys", "key": "AWS_ACCESS_KEY_ID"})
+    );
+    assert_eq!(
+        by_name("AWS_SESSION_TOKEN").unwrap()["valueFrom"]["secretKeyRef"]["optional"],
+        true
+    );
+    let rendered = serde_json::to_string(
+        &objects(&s)
+            .unwrap()
+            .iter()
+            .map(|o| &o.object)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    assert_eq!(
+        rendered.matches("aws-pull-keys").count(),
+        3,
+        "only serve's three key references name the Secret"
+    );
+}
+
+#[test]
+fn env_that_install_sets_itself_is_refused_naming_the_flag() {
+    let owned = |name: &str| {
+        server_env(&[(name.to_string(), "x".to_string())])
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        owned("ECR_REGISTRY"),
+        "--env ECR_REGISTRY: install sets it; use --target-registry"
+    );
+    assert_eq!(
+        owned("AWS_ACCESS_KEY_ID"),
+        "--env AWS_ACCESS_KEY_ID: install sets it; use --aws-credentials-secret"
+    );
+    assert_eq!(
+        owned("POD_NAME"),
+        "--env POD_NAME: install sets it and it cannot be changed"
+    );
+    assert!(owned("1X").contains("not an environment variable name"));
+    let twice = server_env(&[("A".into(), "1".into()), ("A".into(), "2".into())]).unwrap_err();
+    assert_eq!(twice.to_string(), "--env A: given twice");
+    assert!(server_env(&[("AWS_ENDPOINT_URL".into(), "http://198.18.0.1:15500".into())]).is_ok());
 }

@@ -7,6 +7,7 @@ mod policies;
 mod rbac;
 
 pub use rbac::CREDENTIALS_ROLE;
+pub use workloads::OWNED_ENV;
 mod webhook;
 mod workloads;
 
@@ -64,6 +65,10 @@ pub struct Settings {
     /// Namespaces where privatize may read and write managed Secrets
     /// (RoleBindings of `privatize-credentials`); `*` binds it cluster-wide.
     pub credential_namespaces: Vec<String>,
+    /// Extra env of serve's container (`--env`), in the order given.
+    pub server_env: Vec<(String, String)>,
+    /// A Secret with serve's AWS keys (`--aws-credentials-secret`).
+    pub aws_credentials_secret: Option<String>,
 }
 
 /// The annotations of each of privatize's ServiceAccounts (e.g. an IRSA role):

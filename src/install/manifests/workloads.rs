@@ -10,8 +10,8 @@ use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
     ObjectFieldSelector, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
-    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
+    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
     WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
@@ -79,6 +79,10 @@ pub(super) fn deployment(s: &Settings) -> Deployment {
     }
     let (config_env, config_volumes, config_mounts) = super::config::server_wiring(s);
     env.extend(config_env);
+    if let Some(secret) = &s.aws_credentials_secret {
+        env.extend(aws_keys(secret));
+    }
+    env.extend(s.server_env.iter().map(|(k, v)| env_value(k, v)));
     let probe = |path: &str, period: i32, failure_threshold: Option<i32>| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
@@ -235,6 +239,54 @@ pub(super) fn refresh_cron_job(s: &Settings) -> CronJob {
         ..Default::default()
     }
 }
+
+/// serve's AWS keys from a Secret (the chart's `aws.existingSecret`).
+fn aws_keys(secret: &str) -> Vec<EnvVar> {
+    let key = |name: &str, optional: bool| EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: name.into(),
+                optional: optional.then_some(true),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    vec![
+        key("AWS_ACCESS_KEY_ID", false),
+        key("AWS_SECRET_ACCESS_KEY", false),
+        key("AWS_SESSION_TOKEN", true),
+    ]
+}
+
+/// Env names serve's container gets from install itself, with the flag
+/// that sets each (`None`: always set, not configurable).
+pub const OWNED_ENV: &[(&str, Option<&str>)] = &[
+    ("COPY_JOB_NAMESPACE", Some("--namespace")),
+    ("COPY_JOB_IMAGE", Some("--image")),
+    ("COPY_JOB_SERVICE_ACCOUNT_NAME", None),
+    ("PRIVATIZE_EXCLUDE_NAMESPACES", None),
+    ("PRIVATIZE_LOG_FORMAT", None),
+    ("POD_NAME", None),
+    ("POD_NAMESPACE", None),
+    ("PRIVATIZE_TLS_SECRET", None),
+    ("ECR_REGISTRY", Some("--target-registry")),
+    (
+        "PRIVATIZE_SOURCE_CREDENTIALS_SECRET",
+        Some("--source-credentials-secret"),
+    ),
+    ("PRIVATIZE_KMS_KEY", Some("--kms-key")),
+    (
+        "PRIVATIZE_COPY_JOB_POD_TEMPLATE",
+        Some("--copy-job-pod-template"),
+    ),
+    ("PRIVATIZE_CA_FILE", Some("--ca-file")),
+    ("AWS_ACCESS_KEY_ID", Some("--aws-credentials-secret")),
+    ("AWS_SECRET_ACCESS_KEY", Some("--aws-credentials-secret")),
+    ("AWS_SESSION_TOKEN", Some("--aws-credentials-secret")),
+];
 
 fn env_value(name: &str, value: &str) -> EnvVar {
     EnvVar {
