@@ -174,6 +174,8 @@ set edit:completion:arg-completer[privatize] = {|@words|
             cand --ca-file 'PEM file of extra CA certificates for registries (repeatable): stored in the ConfigMap privatize-ca that serve and every copy Job mount'
             cand --replicas 'Replicas of the webhook server; 0 runs none in the cluster (serve runs elsewhere, registered with --webhook-url)'
             cand --credential-namespaces 'Namespaces (comma-separated) where privatize may read and write managed pull Secrets: each gets a RoleBinding of the ClusterRole privatize-credentials; `*` binds it cluster-wide instead. Elsewhere no privatize account can read or write a Secret [default: none]'
+            cand --env 'Env var KEY=VALUE of serve''s container (repeatable): a `serve` setting by its env name (see `serve --help`), or an AWS setting such as AWS_REGION or AWS_ENDPOINT_URL (region, endpoint, STS, FIPS, dual-stack and retry settings reach the copy Jobs too; identity variables never do). Names install sets itself are refused, naming the flag that sets them'
+            cand --aws-credentials-secret 'A Secret in --namespace with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and an optional AWS_SESSION_TOKEN): serve''s own AWS keys outside AWS, pull-only. Never passed to the copy Jobs: give them theirs with --copy-job-pod-template'
             cand --wait-timeout 'Seconds to wait for the Deployment to become available'
             cand --log-format 'Log line format: `text` for people, `json` for log collectors'
             cand --log-level 'Level of privatize''s own logs (`error`, `warn`, `info`, `debug`, `trace`, `off`), or a whole filter in `tracing` syntax (e.g. `warn,privatize=debug`)'
