@@ -33,6 +33,9 @@ pub struct Summary {
     /// Left alone: their logins last longer than `--refresh-before`.
     pub fresh: Vec<Done>,
     pub failed: Vec<Failed>,
+    /// Enabled namespaces where this account may not read Secrets (no
+    /// RoleBinding of `privatize-credentials`): skipped, not failed.
+    pub unbound: Vec<String>,
 }
 
 /// A Secret and when its logins expire now.
@@ -78,8 +81,21 @@ pub async fn refresh(client: &Client, args: &RefreshSecretsArgs) -> Result<Summa
         }
         namespaces.retain(|ns| args.namespaces.contains(ns));
     }
-    let secrets = managed_secrets(client, &namespaces, !args.namespaces.is_empty()).await?;
-    let mut summary = Summary::default();
+    let (secrets, unbound) =
+        managed_secrets(client, &namespaces, !args.namespaces.is_empty()).await?;
+    let install_namespace = client.default_namespace().to_string();
+    for namespace in &unbound {
+        tracing::warn!(
+            namespace = %namespace,
+            grant = %crate::mutate::secrets::grant_command(namespace, &install_namespace),
+            "namespace enabled for ECR credentials, but privatize may not read its Secrets (no RoleBinding of privatize-credentials): skipped"
+        );
+    }
+    namespaces.retain(|ns| !unbound.contains(ns));
+    let mut summary = Summary {
+        unbound: unbound.into_iter().collect(),
+        ..Summary::default()
+    };
     let concurrency = usize::from(args.concurrency);
     if args.ensure {
         let lacking: Vec<&String> = namespaces
@@ -204,39 +220,75 @@ async fn enabled_namespaces(client: &Client) -> Result<BTreeSet<String>> {
     Ok(names)
 }
 
-/// Managed Secrets (either label scheme) in `namespaces`, by namespace and name:
-/// one list across the cluster, or one per namespace when they were `scoped` by
-/// `--namespace`.
+/// Managed Secrets (either label scheme) in `namespaces`, by namespace and
+/// name, and the namespaces where this account may not list Secrets. One
+/// list across the cluster when the account may (`--credential-namespaces
+/// '*'`), else one per namespace, as when they were `scoped` by
+/// `--namespace`: privatize's Secret rights are per namespace (DESIGN §11).
 async fn managed_secrets(
     client: &Client,
     namespaces: &BTreeSet<String>,
     scoped: bool,
-) -> Result<BTreeMap<(String, String), Secret>> {
-    let apis: Vec<(Api<Secret>, &str)> = if scoped {
-        namespaces
-            .iter()
-            .map(|ns| (Api::namespaced(client.clone(), ns), ns.as_str()))
-            .collect()
-    } else {
-        vec![(Api::all(client.clone()), "every namespace")]
-    };
+) -> Result<(BTreeMap<(String, String), Secret>, BTreeSet<String>)> {
     let mut secrets = BTreeMap::new();
-    for ((key, value), (api, place)) in [MANAGED_LABEL, ECR_ANYWHERE_MANAGED_LABEL]
-        .into_iter()
-        .flat_map(|label| apis.iter().map(move |api| (label, api)))
-    {
+    if !scoped {
+        match list_managed(&Api::all(client.clone()), "every namespace").await {
+            Ok(found) => {
+                for secret in found {
+                    let namespace = secret.namespace().unwrap_or_default();
+                    if namespaces.contains(&namespace) {
+                        secrets.insert((namespace, secret.name_any()), secret);
+                    }
+                }
+                return Ok((secrets, BTreeSet::new()));
+            }
+            Err(ListError::Forbidden) => {
+                tracing::debug!("no cluster-wide Secret rights: listing namespace by namespace")
+            }
+            Err(ListError::Other(err)) => return Err(err),
+        }
+    }
+    let mut unbound = BTreeSet::new();
+    for namespace in namespaces {
+        match list_managed(&Api::namespaced(client.clone(), namespace), namespace).await {
+            Ok(found) => {
+                for secret in found {
+                    secrets.insert((namespace.clone(), secret.name_any()), secret);
+                }
+            }
+            Err(ListError::Forbidden) => {
+                unbound.insert(namespace.clone());
+            }
+            Err(ListError::Other(err)) => return Err(err),
+        }
+    }
+    Ok((secrets, unbound))
+}
+
+/// Why a list failed: refused by RBAC, or anything else.
+enum ListError {
+    Forbidden,
+    Other(anyhow::Error),
+}
+
+/// The managed Secrets (either label scheme) one Api sees.
+async fn list_managed(api: &Api<Secret>, place: &str) -> Result<Vec<Secret>, ListError> {
+    let mut found = Vec::new();
+    for (key, value) in [MANAGED_LABEL, ECR_ANYWHERE_MANAGED_LABEL] {
         let selector = format!("{key}={value}");
-        for secret in list_all(api, &selector)
-            .await
-            .with_context(|| format!("listing Secrets labelled {selector} in {place}"))?
-        {
-            let namespace = secret.namespace().unwrap_or_default();
-            if namespaces.contains(&namespace) {
-                secrets.insert((namespace, secret.name_any()), secret);
+        match list_all(api, &selector).await {
+            Ok(items) => found.extend(items),
+            Err(err) => {
+                if matches!(&err, kube::Error::Api(status) if status.code == 403) {
+                    return Err(ListError::Forbidden);
+                }
+                return Err(ListError::Other(anyhow::Error::new(err).context(format!(
+                    "listing Secrets labelled {selector} in {place}"
+                ))));
             }
         }
     }
-    Ok(secrets)
+    Ok(found)
 }
 
 async fn list_all<K>(api: &Api<K>, selector: &str) -> kube::Result<Vec<K>>
@@ -405,6 +457,12 @@ fn print(summary: &Summary, format: OutputFormat) -> Result<()> {
             );
             if !summary.created.is_empty() {
                 line.push_str(&format!(", {} created", summary.created.len()));
+            }
+            if !summary.unbound.is_empty() {
+                line.push_str(&format!(
+                    "; skipped (no RoleBinding of privatize-credentials): {}",
+                    summary.unbound.join(", ")
+                ));
             }
             println!("{line}");
             for failed in &summary.failed {
