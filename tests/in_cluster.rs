@@ -1,0 +1,612 @@
+//! privatize as users run it: `privatize install` into the cluster testbed,
+//! serve as a Deployment of two replicas behind its Service, the webhooks
+//! registered by Service reference. Pods reach the apiserver through the
+//! `kubernetes` Service (kube-proxy) and the registries and moto at the
+//! bridge address, the name the node pulls by; the apiserver calls serve
+//! through the Service. A Deployment's pods are gated, one copy Job (its own
+//! AWS keys, no API token) mirrors the image, and the pods run from the copy
+//! with the injected pull Secret; the refresh CronJob, run now, exits 0.
+
+mod common;
+#[path = "node/harness.rs"]
+#[allow(dead_code)] // the node stories' System is not used here
+mod harness;
+
+use std::process::Command;
+use std::time::Instant;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::{json, Value};
+
+use common::{stderr, testbed, unique};
+use harness::{gated, image_of, node, one_at_a_time, running_digest, source_digest, wait_for};
+
+/// The bridge address (testbed/cluster/lib.sh): the registries, moto and
+/// the apiserver as pods and the node reach them.
+const BRIDGE: &str = "198.18.0.1";
+
+/// The copy Jobs' own AWS keys (push), from a Secret of their own.
+const COPY_JOB_POD_TEMPLATE: &str = "\
+containers:
+- name: sync-image
+  envFrom:
+  - secretRef: {name: aws-push-keys}
+";
+
+/// One installation and its application namespace, removed on drop.
+struct Installed {
+    client: Client,
+    namespace: String,
+    apps: String,
+    dir: std::path::PathBuf,
+    /// Installed with helm (uninstalled with helm).
+    helm: bool,
+}
+
+impl Installed {
+    /// `privatize` as a user runs it: ECR_REGISTRY exported, no AWS_REGION,
+    /// the cluster's kubeconfig.
+    fn privatize(&self, registry: &str) -> Command {
+        let mut cmd = testbed().privatize();
+        cmd.env("KUBECONFIG", &node().cluster.kubeconfig)
+            .env("ECR_REGISTRY", registry)
+            .env_remove("AWS_REGION")
+            .env_remove("AWS_DEFAULT_REGION");
+        cmd
+    }
+
+    fn kubectl(&self) -> Command {
+        let mut cmd = Command::new(node().cluster.state.join("bin/kubectl"));
+        cmd.env("KUBECONFIG", &node().cluster.kubeconfig);
+        cmd
+    }
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        if self.helm {
+            let _ = Command::new(helm())
+                .env("KUBECONFIG", &node().cluster.kubeconfig)
+                .args([
+                    "uninstall",
+                    "privatize",
+                    "--namespace",
+                    &self.namespace,
+                    "--wait",
+                ])
+                .output();
+        }
+        let _ = self
+            .privatize("")
+            .args(["uninstall", "--namespace", &self.namespace])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let client = self.client.clone();
+        let names = [
+            self.apps.clone(),
+            format!("{}-unbound", self.apps),
+            self.namespace.clone(),
+        ];
+        common::kube::block_on_thread(|| async move {
+            for name in names {
+                let _ = Api::<Namespace>::all(client.clone())
+                    .delete(&name, &DeleteParams::background())
+                    .await;
+            }
+        });
+    }
+}
+
+async fn create_namespace(client: &Client, value: Value) {
+    let object: Namespace = serde_json::from_value(value).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &object)
+        .await
+        .unwrap_or_else(|e| panic!("creating Namespace {}: {e}", object.name_any()));
+}
+
+async fn create_secret(client: &Client, namespace: &str, value: Value) {
+    let object: Secret = serde_json::from_value(value).unwrap();
+    Api::<Secret>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &object)
+        .await
+        .unwrap_or_else(|e| panic!("creating Secret {}: {e}", object.name_any()));
+}
+
+/// The helm binary: `$HELM`, else the one `testbed/helm/build` caches.
+fn helm() -> String {
+    if let Ok(path) = std::env::var("HELM") {
+        return path;
+    }
+    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/testbed/helm/build"))
+        .arg("--print-path")
+        .output()
+        .expect("testbed/helm/build");
+    assert!(
+        out.status.success(),
+        "building helm failed: {}",
+        stderr(&out)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// What the pods of a Job printed (the kubelet's pod-log files), for messages.
+async fn job_logs(client: &Client, namespace: &str, job: &str) -> String {
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default().labels(&format!("job-name={job}")))
+        .await
+        .unwrap()
+        .items;
+    pods.iter()
+        .map(|pod| {
+            let container = &pod.spec.as_ref().unwrap().containers[0].name;
+            let log = node()
+                .cluster
+                .container_log(namespace, &pod.uid().unwrap(), container);
+            format!("--- {}:\n{}", pod.name_any(), log.unwrap_or_default())
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The port of a testbed address (`127.0.0.1:15000`, `http://127.0.0.1:15500`).
+fn port(address: &str) -> &str {
+    address.rsplit(':').next().unwrap()
+}
+
+fn keys(name: &str, id: &str) -> Value {
+    json!({"metadata": {"name": name},
+           "stringData": {"AWS_ACCESS_KEY_ID": id, "AWS_SECRET_ACCESS_KEY": "testing"}})
+}
+
+/// The testbed addresses a story needs, by the names pods use.
+struct Names {
+    registry: String,
+    image: String,
+    source: String,
+    moto: String,
+    target_ca: String,
+}
+
+/// Namespaces, the two identities' Secrets and the copy-Job pod template.
+async fn setup(kind: &str) -> (Installed, Names) {
+    let node = node();
+    let tb = testbed();
+    let client = node.cluster.client().await;
+    let id = unique() % 1_000_000;
+    let installed = Installed {
+        client: client.clone(),
+        namespace: format!("privatize-{kind}{id}"),
+        apps: format!("apps-{kind}{id}"),
+        dir: std::env::temp_dir().join(format!("privatize-in-cluster-{id}")),
+        helm: kind == "h",
+    };
+    let (ns, apps) = (installed.namespace.as_str(), installed.apps.as_str());
+    std::fs::create_dir_all(&installed.dir).unwrap();
+    let names = Names {
+        registry: format!("{BRIDGE}:{}/incluster-{kind}{id}", port(tb.target())),
+        // privatize's own image, by the name pods pull it by.
+        image: format!("{BRIDGE}:{}/privatize/privatize", port(tb.source())),
+        source: format!("{BRIDGE}:{}", port(tb.source())),
+        moto: format!("http://{BRIDGE}:{}", port(&tb.env["MOTO_ENDPOINT"])),
+        target_ca: tb.env["TARGET_CA_FILE"].clone(),
+    };
+
+    // serve's keys and the copy Jobs' keys: two identities, two Secrets.
+    create_namespace(&client, json!({"metadata": {"name": ns}})).await;
+    create_secret(&client, ns, keys("aws-pull-keys", "PULLKEY")).await;
+    create_secret(&client, ns, keys("aws-push-keys", "PUSHKEY")).await;
+    create_namespace(
+        &client,
+        json!({"metadata": {"name": apps, "labels": {"privatize.io/ecr-credentials": "enabled"}}}),
+    )
+    .await;
+    // Enabled by its owner, but nobody bound privatize-credentials there.
+    create_namespace(
+        &client,
+        json!({"metadata": {"name": format!("{apps}-unbound"),
+                            "labels": {"privatize.io/ecr-credentials": "enabled"}}}),
+    )
+    .await;
+    std::fs::write(
+        installed.dir.join("copy-job-pod.yaml"),
+        COPY_JOB_POD_TEMPLATE,
+    )
+    .unwrap();
+    (installed, names)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_runs_serve_in_the_cluster_and_pods_start_from_the_copy() {
+    let _one = one_at_a_time().await;
+    let (installed, names) = setup("c").await;
+    let (ns, apps) = (installed.namespace.as_str(), installed.apps.as_str());
+    let image = format!("{}@{}", names.image, node().image_digest);
+    let registry = &names.registry;
+    let source = &names.source;
+
+    // install, as the README's "Install into a cluster" has it (2 replicas).
+    let started = Instant::now();
+    let out = installed
+        .privatize(registry)
+        .args(["install", "--namespace", ns, "--image", &image])
+        .args(["--ca-file", &names.target_ca])
+        .args(["--aws-credentials-secret", "aws-pull-keys"])
+        .args(["--credential-namespaces", apps])
+        .arg("--copy-job-pod-template")
+        .arg(installed.dir.join("copy-job-pod.yaml"))
+        .args(["--env", "PRIVATIZE_TARGET_KIND=ecr"])
+        .args(["--env", "AWS_REGION=us-east-1"])
+        .args(["--env", &format!("AWS_ENDPOINT_URL={}", names.moto)])
+        .args(["--env", &format!("PRIVATIZE_PLAIN_HTTP={source}")])
+        .args(["--env", "PRIVATIZE_EXCLUDE=example.invalid"])
+        .args(["--env", &format!("PRIVATIZE_CREDENTIAL_NAMESPACES={apps}")])
+        .args(["--wait-timeout", "180"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "install: {}", stderr(&out));
+    eprintln!(
+        "install -> serve Ready: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    story(&installed, &names).await;
+    let t = Instant::now();
+    uninstall_with_a_pod_in_flight(&installed, &names).await;
+    eprintln!(
+        "uninstall with a pod in flight: {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+}
+
+/// `privatize uninstall` while a pod waits at the gate for a large copy: the
+/// pod is released (or reverted) before serve goes, and nothing privatize
+/// made is left, cluster-wide or in the application namespace.
+async fn uninstall_with_a_pod_in_flight(installed: &Installed, names: &Names) {
+    let tb = testbed();
+    let client = installed.client.clone();
+    let (ns, apps) = (installed.namespace.as_str(), installed.apps.as_str());
+    let (large, _) = tb.image("large");
+    let large = large.replacen(tb.source(), &names.source, 1);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), apps);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "in-flight"},
+        "spec": {"terminationGracePeriodSeconds": 1,
+                 "containers": [{"name": "main", "image": large, "command": ["sleep", "3600"]}]},
+    }))
+    .unwrap();
+    let admitted = pods.create(&PostParams::default(), &pod).await.unwrap();
+    assert!(
+        gated(&admitted),
+        "the large image's pod waits at the gate: {:?}",
+        admitted.spec
+    );
+
+    let out = installed
+        .privatize(&names.registry)
+        .args(["uninstall", "--namespace", ns])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "uninstall: {}", stderr(&out));
+    let after = pods.get("in-flight").await.unwrap();
+    assert!(
+        !gated(&after),
+        "uninstall left the pod gated: {:?}",
+        after.spec
+    );
+    assert!(
+        image_of(&after) == large || image_of(&after).starts_with(&format!("{}/", names.registry)),
+        "the pod's image after uninstall: {}",
+        image_of(&after)
+    );
+
+    let kinds = "mutatingwebhookconfigurations,validatingwebhookconfigurations,\
+                 validatingadmissionpolicies,validatingadmissionpolicybindings,\
+                 clusterroles,clusterrolebindings";
+    let left = |args: &[&str]| {
+        let out = installed.kubectl().args(args).output().unwrap();
+        assert!(out.status.success(), "kubectl {args:?}: {}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let labelled = "app.kubernetes.io/managed-by=privatize";
+    let cluster_wide = left(&["get", kinds, "-o", "name", "-l", labelled]);
+    assert_eq!(
+        cluster_wide, "",
+        "cluster-wide objects left after uninstall"
+    );
+    let by_name = left(&["get", kinds, "-o", "name"]);
+    assert!(
+        !by_name
+            .lines()
+            .any(|l| l.rsplit('/').next().unwrap().starts_with("privatize")),
+        "objects named privatize* left after uninstall: {by_name}"
+    );
+    let in_apps = left(&[
+        "get",
+        "rolebindings,jobs,configmaps",
+        "-n",
+        apps,
+        "-o",
+        "name",
+        "-l",
+        labelled,
+    ]);
+    assert_eq!(in_apps, "", "objects left in {apps} after uninstall");
+    let namespace = Api::<Namespace>::all(client.clone())
+        .get_opt(ns)
+        .await
+        .unwrap();
+    assert!(
+        namespace.is_none()
+            || namespace
+                .as_ref()
+                .and_then(|n| n.metadata.deletion_timestamp.as_ref())
+                .is_some(),
+        "the install namespace {ns} is still there"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_install_runs_serve_in_the_cluster_and_pods_start_from_the_copy() {
+    let _one = one_at_a_time().await;
+    let (installed, names) = setup("h").await;
+    let (ns, apps) = (installed.namespace.as_str(), installed.apps.as_str());
+    let values = json!({
+        "image": {"repository": names.image, "digest": node().image_digest},
+        "targetRegistry": names.registry,
+        "copyJobPodTemplate": serde_yaml_ng::from_str::<Value>(COPY_JOB_POD_TEMPLATE).unwrap(),
+        "ecrCredentials": {"namespaces": [apps]},
+        "exclude": ["example.invalid"],
+        "aws": {
+            "region": "us-east-1",
+            "existingSecret": "aws-pull-keys",
+            "env": [{"name": "AWS_ENDPOINT_URL", "value": names.moto}],
+        },
+        "extraEnv": [
+            {"name": "PRIVATIZE_TARGET_KIND", "value": "ecr"},
+            {"name": "PRIVATIZE_PLAIN_HTTP", "value": names.source},
+            {"name": "PRIVATIZE_CREDENTIAL_NAMESPACES", "value": apps},
+        ],
+    });
+    let values_file = installed.dir.join("values.json");
+    std::fs::write(&values_file, values.to_string()).unwrap();
+    let started = Instant::now();
+    let out = Command::new(helm())
+        .env("KUBECONFIG", &node().cluster.kubeconfig)
+        .args([
+            "install",
+            "privatize",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/charts/privatize"),
+        ])
+        .args(["--namespace", ns, "--wait", "--timeout", "180s"])
+        .arg("--values")
+        .arg(&values_file)
+        .arg("--set-file")
+        .arg(format!("registryCaBundle={}", names.target_ca))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "helm install: {}", stderr(&out));
+    eprintln!(
+        "helm install -> serve Ready: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    story(&installed, &names).await;
+}
+
+/// serve is Ready in the cluster; the rest of the story is the same however
+/// it was installed.
+async fn story(installed: &Installed, names: &Names) {
+    let tb = testbed();
+    let client = installed.client.clone();
+    let (ns, apps) = (installed.namespace.as_str(), installed.apps.as_str());
+    let registry = &names.registry;
+    let source = &names.source;
+    let deployment = Api::<Deployment>::namespaced(client.clone(), ns)
+        .get("privatize")
+        .await
+        .unwrap();
+    assert_eq!(
+        deployment.status.as_ref().and_then(|s| s.ready_replicas),
+        Some(2),
+        "both serve replicas are Ready"
+    );
+
+    // The refresh CronJob, run now: creates the apps namespace's pull Secret
+    // (serve's writer puts the login in) and exits 0.
+    let out = installed
+        .kubectl()
+        .args([
+            "create",
+            "job",
+            "--from=cronjob/privatize-refresh-secrets",
+            "refresh-now",
+            "-n",
+            ns,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "kubectl create job: {}", stderr(&out));
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    let refresh = wait_for("the refresh Job to finish", 120, || async {
+        let job = jobs.get("refresh-now").await.unwrap();
+        let done = job
+            .status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True");
+        done.then_some(job)
+    })
+    .await;
+    assert_eq!(
+        refresh.status.as_ref().and_then(|s| s.succeeded),
+        Some(1),
+        "refresh-secrets in the cluster: {:?}\n{}",
+        refresh.status,
+        job_logs(&client, ns, "refresh-now").await
+    );
+    // Its rights are per namespace: the unbound one is skipped, not failed.
+    let log = job_logs(&client, ns, "refresh-now").await;
+    assert!(
+        log.contains("skipped (no RoleBinding of privatize-credentials): ")
+            && log.contains(&format!("{apps}-unbound")),
+        "the summary names the unbound namespace: {log}"
+    );
+    let pull_secret = Api::<Secret>::namespaced(client.clone(), apps)
+        .get("privatize-ecr")
+        .await
+        .expect("refresh-secrets --ensure created the pull Secret");
+    let config: Value =
+        serde_json::from_slice(&pull_secret.data.unwrap()[".dockerconfigjson"].0).unwrap();
+    assert!(
+        config["auths"][format!("{BRIDGE}:{}", port(tb.target()))]["auth"].is_string(),
+        "serve wrote a login for the mirror: {config}"
+    );
+
+    // A Deployment of the public image: gated, copied by one Job, released.
+    let app_image = format!("{source}/testbed/busybox:1.36");
+    let app: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 1,
+                    "containers": [{"name": "main", "image": app_image,
+                                    "command": ["sh", "-c", "exec sleep 3600"]}],
+                },
+            },
+        },
+    }))
+    .unwrap();
+    let created = Instant::now();
+    Api::<Deployment>::namespaced(client.clone(), apps)
+        .create(&PostParams::default(), &app)
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), apps);
+    let labelled = ListParams::default().labels("app=web");
+    let first = wait_for("the app's pods", 30, || async {
+        let items = pods.list(&labelled).await.unwrap().items;
+        (items.len() == 2).then_some(items)
+    })
+    .await;
+    for pod in &first {
+        assert!(
+            gated(pod) || image_of(pod).starts_with(registry.as_str()),
+            "pod {} was neither gated nor rewritten: {}",
+            pod.name_any(),
+            image_of(pod)
+        );
+    }
+    let copies = wait_for("one copy Job", 30, || async {
+        let params = ListParams::default()
+            .labels("app.kubernetes.io/managed-by=privatize,privatize.io/source-hash");
+        let items = jobs.list(&params).await.unwrap().items;
+        (!items.is_empty()).then_some(items)
+    })
+    .await;
+    assert_eq!(copies.len(), 1, "one copy Job for one image");
+    let job_name = copies[0].name_any();
+
+    let running = wait_for("both pods Running from the copy", 180, || async {
+        let items = pods.list(&labelled).await.unwrap().items;
+        let all = items.len() == 2
+            && items
+                .iter()
+                .all(|p| !gated(p) && running_digest(p).is_some());
+        all.then_some(items)
+    })
+    .await;
+    eprintln!(
+        "pod CREATE -> Running through in-cluster serve (copy included): {:.1} s",
+        created.elapsed().as_secs_f64()
+    );
+    let want = source_digest(&format!("{}/testbed/busybox:1.36", tb.source()));
+    for pod in &running {
+        assert!(
+            image_of(pod).starts_with(&format!("{registry}/")),
+            "pod {} runs {}, not the copy under {registry}",
+            pod.name_any(),
+            image_of(pod)
+        );
+        assert_eq!(running_digest(pod).as_deref(), Some(want.as_str()));
+        let pull_secrets: Vec<String> = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.image_pull_secrets.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(pull_secrets, ["privatize-ecr"], "the injected pull Secret");
+    }
+
+    // The copy Job's pod, as the kubelet ran it: its own account and keys,
+    // no API token, none of serve's identity.
+    let job_pods = Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("job-name={job_name}")))
+        .await
+        .unwrap()
+        .items;
+    let job_pod = job_pods
+        .iter()
+        .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded"))
+        .unwrap_or_else(|| panic!("no Succeeded pod of Job {job_name}: {job_pods:?}"));
+    let spec = serde_json::to_value(job_pod.spec.as_ref().unwrap()).unwrap();
+    assert_eq!(spec["serviceAccountName"], "privatize");
+    assert_eq!(spec["automountServiceAccountToken"], false);
+    assert_ne!(spec["hostNetwork"], true, "the copy ran on the pod network");
+    let container = &spec["containers"][0];
+    assert_eq!(
+        container["envFrom"],
+        json!([{"secretRef": {"name": "aws-push-keys"}}]),
+        "the copy Job's own keys"
+    );
+    let text = container.to_string();
+    assert!(
+        !text.contains("aws-pull-keys"),
+        "serve's keys reached the copy Job: {text}"
+    );
+    for name in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+    ] {
+        assert!(
+            !container["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["name"] == name),
+            "{name} passed on to the copy Job: {text}"
+        );
+    }
+
+    // The webhooks are registered by Service, not URL.
+    let out = installed
+        .kubectl()
+        .args([
+            "get",
+            "mutatingwebhookconfiguration",
+            "privatize",
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let webhooks: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for webhook in webhooks["webhooks"].as_array().unwrap() {
+        assert_eq!(
+            webhook["clientConfig"]["service"]["namespace"], ns,
+            "{webhook}"
+        );
+        assert!(webhook["clientConfig"]["url"].is_null());
+    }
+}
