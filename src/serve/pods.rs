@@ -37,6 +37,10 @@ const ENABLED_LABELS: [(&str, &str); 2] = [NAMESPACE_LABEL, ECR_ANYWHERE_NAMESPA
 pub const IMAGES_AUDIT_KEY: &str = "images";
 /// How long a namespace's pull-Secret answer is kept.
 const PULL_SECRET_TTL: Duration = Duration::from_secs(30);
+/// How long "enabled, but no pull Secret yet" is remembered: briefly, so a
+/// pod created right after `refresh-secrets --ensure` (or its owner) made
+/// the Secret gets it (a pod admitted without it could never pull).
+const PULL_SECRET_MISSING_TTL: Duration = Duration::from_secs(1);
 /// Registry lookups (presence, anonymous access) one admission runs at once;
 /// the image cap per pod bounds how many there are.
 const LOOKUP_CONCURRENCY: usize = 8;
@@ -218,7 +222,9 @@ impl Pods {
             .pull_secrets
             .get(namespace, move || async move {
                 match lookup_pull_secret(&client, &namespace_owned, &name, create.as_deref()).await {
-                    Ok(found) => (found, PULL_SECRET_TTL),
+                    Ok(Lookup::Found(found)) => (Some(found), PULL_SECRET_TTL),
+                    Ok(Lookup::NotEnabled) => (None, PULL_SECRET_TTL),
+                    Ok(Lookup::Missing) => (None, PULL_SECRET_MISSING_TTL),
                     Err(err) => {
                         tracing::warn!(namespace = %namespace_owned, error = %format!("{err:#}"), "looking up the managed pull Secret");
                         (None, Duration::ZERO)
@@ -260,6 +266,16 @@ impl Pods {
     }
 }
 
+/// What a namespace has for the managed pull Secret.
+enum Lookup {
+    /// The Secret, by name.
+    Found(String),
+    /// Not enabled for ECR credentials, or privatize may not read its Secrets.
+    NotEnabled,
+    /// Enabled, and no Secret (yet).
+    Missing,
+}
+
 /// The managed pull Secret's name when `namespace` is enabled for ECR
 /// credentials and the Secret is there (created through `create`, when given,
 /// if it is missing). Where privatize may not read Secrets (no RoleBinding of
@@ -269,7 +285,7 @@ async fn lookup_pull_secret(
     namespace: &str,
     name: &str,
     create: Option<&Credentials>,
-) -> Result<Option<String>> {
+) -> Result<Lookup> {
     let ns = Api::<Namespace>::all(client.clone())
         .get_opt(namespace)
         .await
@@ -279,24 +295,26 @@ async fn lookup_pull_secret(
         .iter()
         .any(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v));
     if !enabled {
-        return Ok(None);
+        return Ok(Lookup::NotEnabled);
     }
     let secret = match Api::<Secret>::namespaced(client.clone(), namespace)
         .get_metadata_opt(name)
         .await
     {
         Ok(secret) => secret,
-        Err(kube::Error::Api(s)) if s.code == 403 => return Ok(None),
+        Err(kube::Error::Api(s)) if s.code == 403 => return Ok(Lookup::NotEnabled),
         Err(err) => return Err(err).with_context(|| format!("reading Secret {namespace}/{name}")),
     };
-    match (secret, create) {
-        (Some(_), _) => Ok(Some(name.to_string())),
-        (None, Some(credentials)) => Ok(credentials
-            .create_pull_secret(namespace, name)
-            .await?
-            .then(|| name.to_string())),
-        (None, None) => Ok(None),
-    }
+    let found = match (secret, create) {
+        (Some(_), _) => true,
+        (None, Some(credentials)) => credentials.create_pull_secret(namespace, name).await?,
+        (None, None) => false,
+    };
+    Ok(if found {
+        Lookup::Found(name.to_string())
+    } else {
+        Lookup::Missing
+    })
 }
 
 fn presence_label(presence: Presence) -> &'static str {
