@@ -220,19 +220,14 @@ async fn setup(kind: &str) -> (Installed, Names) {
     (installed, names)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn install_runs_serve_in_the_cluster_and_pods_start_from_the_copy() {
-    let _one = one_at_a_time().await;
-    let (installed, names) = setup("c").await;
+/// `privatize install` as the README has it for a cluster outside AWS: two
+/// replicas, serve's keys from a Secret, the copy Jobs' own through the pod
+/// template, and the testbed's endpoints by the names pods use.
+fn install(installed: &Installed, names: &Names) -> std::process::Output {
     let (ns, apps) = (installed.namespace.as_str(), installed.apps.as_str());
     let image = format!("{}@{}", names.image, node().image_digest);
-    let registry = &names.registry;
-    let source = &names.source;
-
-    // install, as the README's "Install into a cluster" has it (2 replicas).
-    let started = Instant::now();
-    let out = installed
-        .privatize(registry)
+    installed
+        .privatize(&names.registry)
         .args(["install", "--namespace", ns, "--image", &image])
         .args(["--ca-file", &names.target_ca])
         .args(["--aws-credentials-secret", "aws-pull-keys"])
@@ -242,12 +237,22 @@ async fn install_runs_serve_in_the_cluster_and_pods_start_from_the_copy() {
         .args(["--env", "PRIVATIZE_TARGET_KIND=ecr"])
         .args(["--env", "AWS_REGION=us-east-1"])
         .args(["--env", &format!("AWS_ENDPOINT_URL={}", names.moto)])
-        .args(["--env", &format!("PRIVATIZE_PLAIN_HTTP={source}")])
+        .args(["--env", &format!("PRIVATIZE_PLAIN_HTTP={}", names.source)])
         .args(["--env", "PRIVATIZE_EXCLUDE=example.invalid"])
         .args(["--env", &format!("PRIVATIZE_CREDENTIAL_NAMESPACES={apps}")])
         .args(["--wait-timeout", "180"])
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_runs_serve_in_the_cluster_and_pods_start_from_the_copy() {
+    let _one = one_at_a_time().await;
+    let (installed, names) = setup("c").await;
+
+    // install, as the README's "Install into a cluster" has it (2 replicas).
+    let started = Instant::now();
+    let out = install(&installed, &names);
     assert!(out.status.success(), "install: {}", stderr(&out));
     eprintln!(
         "install -> serve Ready: {:.1} s",
@@ -416,39 +421,8 @@ async fn story(installed: &Installed, names: &Names) {
 
     // The refresh CronJob, run now: creates the apps namespace's pull Secret
     // (serve's writer puts the login in) and exits 0.
-    let out = installed
-        .kubectl()
-        .args([
-            "create",
-            "job",
-            "--from=cronjob/privatize-refresh-secrets",
-            "refresh-now",
-            "-n",
-            ns,
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "kubectl create job: {}", stderr(&out));
+    refresh_now(installed).await;
     let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
-    let refresh = wait_for("the refresh Job to finish", 120, || async {
-        let job = jobs.get("refresh-now").await.unwrap();
-        let done = job
-            .status
-            .as_ref()?
-            .conditions
-            .as_ref()?
-            .iter()
-            .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True");
-        done.then_some(job)
-    })
-    .await;
-    assert_eq!(
-        refresh.status.as_ref().and_then(|s| s.succeeded),
-        Some(1),
-        "refresh-secrets in the cluster: {:?}\n{}",
-        refresh.status,
-        job_logs(&client, ns, "refresh-now").await
-    );
     // Its rights are per namespace: the unbound one is skipped, not failed.
     let log = job_logs(&client, ns, "refresh-now").await;
     assert!(
@@ -609,4 +583,235 @@ async fn story(installed: &Installed, names: &Names) {
         );
         assert!(webhook["clientConfig"]["url"].is_null());
     }
+}
+
+/// Faults while serve runs in the cluster: a copy pod killed mid-copy (the
+/// Job retries, the digest is exact), a serve pod killed while a pod waits at
+/// the gate (the other replica releases it), the apiserver restarted (serve
+/// reconnects: the next pod is gated and released again) and the node's
+/// containerd restarted (serve keeps running). Nothing is left gated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_in_the_cluster_lose_nothing() {
+    let _one = one_at_a_time().await;
+    let tb = testbed();
+    let (installed, names) = setup("f").await;
+    let out = install(&installed, &names);
+    assert!(out.status.success(), "install: {}", stderr(&out));
+    let client = installed.client.clone();
+    let (ns, apps) = (installed.namespace.as_str(), installed.apps.as_str());
+    let pods: Api<Pod> = Api::namespaced(client.clone(), apps);
+    let serve_pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    let now = DeleteParams {
+        grace_period_seconds: Some(0),
+        ..DeleteParams::default()
+    };
+
+    // 1. A pod of the large image waits at the gate; its copy pod and one
+    //    serve replica are killed.
+    let (large, _) = tb.image("large");
+    let want = source_digest(&large);
+    let large = large.replacen(tb.source(), &names.source, 1);
+    // The apiserver takes a moment to see the webhooks install registered
+    // last (the pod webhook fails open meanwhile): wait until it calls them.
+    wait_for("the pod webhook called", 30, || async {
+        let dry = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
+        let pod = pods.create(&dry, &sleeper("probe", &large)).await.ok()?;
+        gated(&pod).then_some(())
+    })
+    .await;
+    // The pull Secret appears only now, after the probe: serve forgets a
+    // missing one within a second, so the next pod gets it.
+    refresh_now(&installed).await;
+    let admitted = pods
+        .create(&PostParams::default(), &sleeper("big", &large))
+        .await
+        .unwrap();
+    assert!(gated(&admitted), "the large image's pod waits at the gate");
+    let copy = wait_for("the copy Job's pod Running", 60, || async {
+        let items = serve_pods
+            .list(&ListParams::default().labels("privatize.io/source-hash"))
+            .await
+            .unwrap()
+            .items;
+        items
+            .into_iter()
+            .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+    })
+    .await;
+    serve_pods.delete(&copy.name_any(), &now).await.unwrap();
+    let serving = serve_pods
+        .list(
+            &ListParams::default()
+                .labels("app.kubernetes.io/name=privatize,app.kubernetes.io/component=webhook"),
+        )
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(serving.len(), 2, "two serve replicas");
+    serve_pods
+        .delete(&serving[0].name_any(), &now)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + std::time::Duration::from_secs(240);
+    let released = loop {
+        let pod = pods.get("big").await.unwrap();
+        // The large test image has random layers and no command to run:
+        // pulled (its imageID known) is as far as it gets.
+        if !gated(&pod) && pulled_digest(&pod).is_some() {
+            break pod;
+        }
+        if Instant::now() > deadline {
+            let jobs = jobs.list(&ListParams::default()).await.unwrap().items;
+            let serve_logs =
+                serve_pods
+                    .list(&ListParams::default().labels(
+                        "app.kubernetes.io/name=privatize,app.kubernetes.io/component=webhook",
+                    ))
+                    .await
+                    .unwrap()
+                    .items
+                    .iter()
+                    .map(|p| node().log(p, "privatize"))
+                    .collect::<Vec<_>>()
+                    .join("\n---\n");
+            panic!(
+                "the big pod is not Running from the copy after 240 s: {:?} {:?}\njobs: {:?}\nserve: {serve_logs}",
+                pod.spec.as_ref().map(|s| (&s.scheduling_gates, &s.containers[0].image)),
+                pod.status,
+                jobs.iter().map(|j| (j.name_any(), &j.status)).collect::<Vec<_>>()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    assert!(
+        image_of(&released).starts_with(&format!("{}/", names.registry)),
+        "the pod runs {}, not the copy",
+        image_of(&released)
+    );
+    assert_eq!(
+        pulled_digest(&released).as_deref(),
+        Some(want.as_str()),
+        "exact digest"
+    );
+    let job_name = copy.labels()["job-name"].clone();
+    let job = jobs.get(&job_name).await.unwrap();
+    let status = job.status.unwrap_or_default();
+    assert_eq!(
+        status.succeeded,
+        Some(1),
+        "the copy Job retried and succeeded: {status:?}"
+    );
+
+    // 2. The apiserver restarted: serve reconnects and gates and releases again.
+    let state = &node().cluster.state;
+    let pid: i32 = std::fs::read_to_string(state.join("kube/kube-apiserver.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    common::cluster::up();
+    wait_for("both serve replicas Ready again", 120, || async {
+        let d = Api::<Deployment>::namespaced(client.clone(), ns)
+            .get("privatize")
+            .await
+            .ok()?;
+        (d.status?.ready_replicas == Some(2)).then_some(())
+    })
+    .await;
+    let busybox = format!("{}/testbed/busybox:1.36", names.source);
+    rewritten_and_running(&pods, "after-apiserver", &busybox, &names.registry).await;
+
+    // 3. The node's containerd restarted: serve keeps serving.
+    let pid: i32 = std::fs::read_to_string(state.join("run/containerd.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    common::cluster::up();
+    rewritten_and_running(&pods, "after-containerd", &busybox, &names.registry).await;
+
+    let left = pods.list(&ListParams::default()).await.unwrap().items;
+    assert!(left.iter().all(|p| !gated(p)), "a pod left gated");
+}
+
+/// The digest the kubelet pulled for the pod's container (running or not).
+fn pulled_digest(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref()?.container_statuses.as_ref()?.first()?;
+    let (_, digest) = status.image_id.rsplit_once('@')?;
+    Some(digest.to_string())
+}
+
+fn sleeper(name: &str, image: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"terminationGracePeriodSeconds": 1,
+                 "containers": [{"name": "main", "image": image, "command": ["sleep", "3600"]}]},
+    }))
+    .unwrap()
+}
+
+/// A new pod of `image` is rewritten to the mirror and runs.
+async fn rewritten_and_running(pods: &Api<Pod>, name: &str, image: &str, registry: &str) {
+    let admitted = wait_for(&format!("pod {name} admitted"), 60, || async {
+        pods.create(&PostParams::default(), &sleeper(name, image))
+            .await
+            .ok()
+    })
+    .await;
+    assert!(
+        image_of(&admitted).starts_with(&format!("{registry}/")),
+        "pod {name} was not rewritten: {}",
+        image_of(&admitted)
+    );
+    wait_for(&format!("pod {name} Running"), 120, || async {
+        let pod = pods.get(name).await.unwrap();
+        (!gated(&pod) && running_digest(&pod).is_some()).then_some(())
+    })
+    .await;
+}
+
+/// Runs the refresh CronJob now (`kubectl create job --from=cronjob/…`) and
+/// asserts it exits 0.
+async fn refresh_now(installed: &Installed) {
+    let client = installed.client.clone();
+    let ns = installed.namespace.as_str();
+    let out = installed
+        .kubectl()
+        .args([
+            "create",
+            "job",
+            "--from=cronjob/privatize-refresh-secrets",
+            "refresh-now",
+            "-n",
+            ns,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "kubectl create job: {}", stderr(&out));
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    let refresh = wait_for("the refresh Job to finish", 120, || async {
+        let job = jobs.get("refresh-now").await.unwrap();
+        let done = job
+            .status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True");
+        done.then_some(job)
+    })
+    .await;
+    assert_eq!(
+        refresh.status.as_ref().and_then(|s| s.succeeded),
+        Some(1),
+        "refresh-secrets in the cluster: {:?}\n{}",
+        refresh.status,
+        job_logs(&client, ns, "refresh-now").await
+    );
 }
