@@ -224,11 +224,14 @@ async fn setup(kind: &str) -> (Installed, Names) {
 /// replicas, serve's keys from a Secret, the copy Jobs' own through the pod
 /// template, and the testbed's endpoints by the names pods use.
 fn install(installed: &Installed, names: &Names) -> std::process::Output {
+    install_command(installed, names).output().unwrap()
+}
+
+fn install_command(installed: &Installed, names: &Names) -> Command {
     let (ns, apps) = (installed.namespace.as_str(), installed.apps.as_str());
     let image = format!("{}@{}", names.image, node().image_digest);
-    installed
-        .privatize(&names.registry)
-        .args(["install", "--namespace", ns, "--image", &image])
+    let mut cmd = installed.privatize(&names.registry);
+    cmd.args(["install", "--namespace", ns, "--image", &image])
         .args(["--ca-file", &names.target_ca])
         .args(["--aws-credentials-secret", "aws-pull-keys"])
         .args(["--credential-namespaces", apps])
@@ -240,9 +243,8 @@ fn install(installed: &Installed, names: &Names) -> std::process::Output {
         .args(["--env", &format!("PRIVATIZE_PLAIN_HTTP={}", names.source)])
         .args(["--env", "PRIVATIZE_EXCLUDE=example.invalid"])
         .args(["--env", &format!("PRIVATIZE_CREDENTIAL_NAMESPACES={apps}")])
-        .args(["--wait-timeout", "180"])
-        .output()
-        .unwrap()
+        .args(["--wait-timeout", "180"]);
+    cmd
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -813,5 +815,101 @@ async fn refresh_now(installed: &Installed) {
         "refresh-secrets in the cluster: {:?}\n{}",
         refresh.status,
         job_logs(&client, ns, "refresh-now").await
+    );
+}
+
+/// `install` again with a new configuration while pods are created
+/// continuously (5 a second, until 10 s after the rollout): serve rolls over (one replica at a time, the
+/// PodDisruptionBudget's minimum kept) and every pod created meanwhile was
+/// answered by a serve (its image rewritten): none slipped through unchanged
+/// because no server answered, and none is left gated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_under_load_loses_no_admission() {
+    let _one = one_at_a_time().await;
+    let (installed, names) = setup("u").await;
+    let out = install(&installed, &names);
+    assert!(out.status.success(), "install: {}", stderr(&out));
+    let client = installed.client.clone();
+    let (ns, apps) = (installed.namespace.as_str(), installed.apps.as_str());
+    let pods: Api<Pod> = Api::namespaced(client.clone(), apps);
+    let busybox = format!("{}/testbed/busybox:1.36", names.source);
+    // The image is mirrored first, so every later pod is simply rewritten.
+    refresh_now(&installed).await;
+    rewritten_and_running(&pods, "first", &busybox, &names.registry).await;
+    let before = Api::<Deployment>::namespaced(client.clone(), ns)
+        .get("privatize")
+        .await
+        .unwrap();
+
+    // Pods that are admitted and never scheduled (no node matches): only
+    // their admission matters. About 5 a second until the upgrade is done.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let creator = {
+        let (pods, busybox, done) = (pods.clone(), busybox.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut created = Vec::new();
+            // Until 10 s after the rollout: the old pods' shutdown (5 s with
+            // /readyz failing, then a drain) happens after install returns.
+            let (mut i, mut after) = (0, 0);
+            while after < 50 {
+                if done.load(std::sync::atomic::Ordering::Relaxed) {
+                    after += 1;
+                }
+                let mut pod = sleeper(&format!("load-{i}"), &busybox);
+                pod.spec.as_mut().unwrap().node_selector =
+                    Some([("privatize.test/nowhere".to_string(), "true".to_string())].into());
+                match pods.create(&PostParams::default(), &pod).await {
+                    Ok(admitted) => created.push(admitted),
+                    Err(e) => panic!("creating load-{i}: {e}"),
+                }
+                i += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            created
+        })
+    };
+    let started = Instant::now();
+    let out = {
+        // A new configuration: serve's pod template changes and rolls out.
+        let extra = ["--env", "PRIVATIZE_SWEEP_INTERVAL=20s"];
+        let mut cmd = install_command(&installed, &names);
+        cmd.args(extra);
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap()
+    };
+    assert!(
+        out.status.success(),
+        "install (the upgrade): {}",
+        stderr(&out)
+    );
+    eprintln!(
+        "upgrade (install -> rolled out): {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let after = Api::<Deployment>::namespaced(client.clone(), ns)
+        .get("privatize")
+        .await
+        .unwrap();
+    assert!(
+        after.metadata.generation > before.metadata.generation,
+        "the second install rolled serve out"
+    );
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let created = creator.await.unwrap();
+    let unchanged: Vec<String> = created
+        .iter()
+        .filter(|p| !image_of(p).starts_with(&format!("{}/", names.registry)))
+        .map(|p| p.name_any())
+        .collect();
+    eprintln!(
+        "admissions during the upgrade: {} pods, {} unchanged",
+        created.len(),
+        unchanged.len()
+    );
+    assert_eq!(
+        unchanged,
+        Vec::<String>::new(),
+        "pods no serve answered for"
     );
 }
