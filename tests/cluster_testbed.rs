@@ -135,27 +135,11 @@ async fn bridge_pod_output(
     }))
     .unwrap();
     pods.create(&PostParams::default(), &pod).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let pod = pods.get(name).await.unwrap();
-        let phase = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.phase.clone())
-            .unwrap_or_default();
-        if phase == "Succeeded" || phase == "Failed" {
-            let log = cluster
-                .container_log(namespace, &pod.uid().unwrap(), "main")
-                .unwrap_or_default();
-            return (phase, log);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pod {namespace}/{name} did not end in 90 s: {:?}",
-            pod.status
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let pod = ended(&pods, name).await;
+    let log = cluster
+        .container_log(namespace, &pod.uid().unwrap(), "main")
+        .unwrap_or_default();
+    (phase(&pod), log)
 }
 
 async fn create_namespace(client: &Client, prefix: &str) -> String {
@@ -235,22 +219,34 @@ async fn run_pod(
     }))
     .unwrap();
     pods.create(&PostParams::default(), &pod).await.unwrap();
+    let pod = ended(&pods, name).await;
+    assert_eq!(
+        phase(&pod),
+        "Succeeded",
+        "pod {namespace}/{name}: {:?}",
+        pod.status
+    );
+    pod
+}
+
+fn phase(pod: &Pod) -> String {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_default()
+}
+
+/// Polls a pod until it Succeeded or Failed (90 s at most).
+async fn ended(pods: &Api<Pod>, name: &str) -> Pod {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let pod = pods.get(name).await.unwrap();
-        let phase = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.phase.clone())
-            .unwrap_or_default();
-        match phase.as_str() {
-            "Succeeded" => return pod,
-            "Failed" => panic!("pod {namespace}/{name} failed: {:?}", pod.status),
-            _ => {}
+        if matches!(phase(&pod).as_str(), "Succeeded" | "Failed") {
+            return pod;
         }
         assert!(
             Instant::now() < deadline,
-            "pod {namespace}/{name} not Succeeded after 90 s: {:?}",
+            "pod {name} did not end in 90 s: {:?}",
             pod.status
         );
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -9,22 +9,7 @@ use std::process::Command;
 use serde::Deserialize;
 use serde_json::Value;
 
-/// The helm binary: `$HELM`, else the one `testbed/helm/build` caches.
-fn helm() -> String {
-    if let Ok(path) = std::env::var("HELM") {
-        return path;
-    }
-    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/testbed/helm/build"))
-        .arg("--print-path")
-        .output()
-        .expect("testbed/helm/build");
-    assert!(
-        out.status.success(),
-        "building helm failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
+use common::helm;
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();

@@ -22,7 +22,7 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
 
-use common::{stderr, testbed, unique};
+use common::{helm, stderr, testbed, unique};
 use harness::{gated, image_of, node, one_at_a_time, running_digest, source_digest, wait_for};
 
 /// The bridge address (testbed/cluster/lib.sh): the registries, moto and
@@ -115,23 +115,6 @@ async fn create_secret(client: &Client, namespace: &str, value: Value) {
         .create(&PostParams::default(), &object)
         .await
         .unwrap_or_else(|e| panic!("creating Secret {}: {e}", object.name_any()));
-}
-
-/// The helm binary: `$HELM`, else the one `testbed/helm/build` caches.
-fn helm() -> String {
-    if let Ok(path) = std::env::var("HELM") {
-        return path;
-    }
-    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/testbed/helm/build"))
-        .arg("--print-path")
-        .output()
-        .expect("testbed/helm/build");
-    assert!(
-        out.status.success(),
-        "building helm failed: {}",
-        stderr(&out)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 /// What the pods of a Job printed (the kubelet's pod-log files), for messages.
@@ -710,13 +693,7 @@ async fn faults_in_the_cluster_lose_nothing() {
 
     // 2. The apiserver restarted: serve reconnects and gates and releases again.
     let state = &node().cluster.state;
-    let pid: i32 = std::fs::read_to_string(state.join("kube/kube-apiserver.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    unsafe { libc::kill(pid, libc::SIGKILL) };
-    common::cluster::up();
+    kill_and_restart(&state.join("kube/kube-apiserver.pid"));
     wait_for("both serve replicas Ready again", 120, || async {
         let d = Api::<Deployment>::namespaced(client.clone(), ns)
             .get("privatize")
@@ -729,17 +706,22 @@ async fn faults_in_the_cluster_lose_nothing() {
     rewritten_and_running(&pods, "after-apiserver", &busybox, &names.registry).await;
 
     // 3. The node's containerd restarted: serve keeps serving.
-    let pid: i32 = std::fs::read_to_string(state.join("run/containerd.pid"))
-        .unwrap()
+    kill_and_restart(&state.join("run/containerd.pid"));
+    rewritten_and_running(&pods, "after-containerd", &busybox, &names.registry).await;
+
+    let left = pods.list(&ListParams::default()).await.unwrap().items;
+    assert!(left.iter().all(|p| !gated(p)), "a pod left gated");
+}
+
+/// SIGKILLs the cluster component of a PID file, then `up` starts it again.
+fn kill_and_restart(pid_file: &std::path::Path) {
+    let pid: i32 = std::fs::read_to_string(pid_file)
+        .unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()))
         .trim()
         .parse()
         .unwrap();
     unsafe { libc::kill(pid, libc::SIGKILL) };
     common::cluster::up();
-    rewritten_and_running(&pods, "after-containerd", &busybox, &names.registry).await;
-
-    let left = pods.list(&ListParams::default()).await.unwrap().items;
-    assert!(left.iter().all(|p| !gated(p)), "a pod left gated");
 }
 
 /// The digest the kubelet pulled for the pod's container (running or not).

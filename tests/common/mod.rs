@@ -307,3 +307,20 @@ pub fn mirrored_repository(prefix: &str, source_repository: &str) -> String {
     let host = testbed().source().replace(':', "-");
     format!("{prefix}/{host}/{source_repository}")
 }
+
+/// The helm binary: `$HELM`, else the one `testbed/helm/build` caches.
+pub fn helm() -> String {
+    if let Ok(path) = std::env::var("HELM") {
+        return path;
+    }
+    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/testbed/helm/build"))
+        .arg("--print-path")
+        .output()
+        .expect("testbed/helm/build");
+    assert!(
+        out.status.success(),
+        "building helm failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
