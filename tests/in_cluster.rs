@@ -293,38 +293,7 @@ async fn uninstall_with_a_pod_in_flight(installed: &Installed, names: &Names) {
         image_of(&after)
     );
 
-    let kinds = "mutatingwebhookconfigurations,validatingwebhookconfigurations,\
-                 validatingadmissionpolicies,validatingadmissionpolicybindings,\
-                 clusterroles,clusterrolebindings";
-    let left = |args: &[&str]| {
-        let out = installed.kubectl().args(args).output().unwrap();
-        assert!(out.status.success(), "kubectl {args:?}: {}", stderr(&out));
-        String::from_utf8(out.stdout).unwrap()
-    };
-    let labelled = "app.kubernetes.io/managed-by=privatize";
-    let cluster_wide = left(&["get", kinds, "-o", "name", "-l", labelled]);
-    assert_eq!(
-        cluster_wide, "",
-        "cluster-wide objects left after uninstall"
-    );
-    let by_name = left(&["get", kinds, "-o", "name"]);
-    assert!(
-        !by_name
-            .lines()
-            .any(|l| l.rsplit('/').next().unwrap().starts_with("privatize")),
-        "objects named privatize* left after uninstall: {by_name}"
-    );
-    let in_apps = left(&[
-        "get",
-        "rolebindings,jobs,configmaps",
-        "-n",
-        apps,
-        "-o",
-        "name",
-        "-l",
-        labelled,
-    ]);
-    assert_eq!(in_apps, "", "objects left in {apps} after uninstall");
+    nothing_left(installed);
     let namespace = Api::<Namespace>::all(client.clone())
         .get_opt(ns)
         .await
@@ -384,6 +353,24 @@ async fn helm_install_runs_serve_in_the_cluster_and_pods_start_from_the_copy() {
         started.elapsed().as_secs_f64()
     );
     story(&installed, &names).await;
+
+    // helm uninstall: the pre-delete hook removes the webhooks and releases
+    // gated pods; the release's objects go; nothing privatize made is left.
+    let out = Command::new(helm())
+        .env("KUBECONFIG", &node().cluster.kubeconfig)
+        .args([
+            "uninstall",
+            "privatize",
+            "--namespace",
+            ns,
+            "--wait",
+            "--timeout",
+            "120s",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "helm uninstall: {}", stderr(&out));
+    nothing_left(&installed);
 }
 
 /// serve is Ready in the cluster; the rest of the story is the same however
@@ -894,4 +881,42 @@ async fn an_upgrade_under_load_loses_no_admission() {
         Vec::<String>::new(),
         "pods no serve answered for"
     );
+}
+
+/// No object privatize makes is left: cluster-wide (by label and by name)
+/// or in the application namespace.
+fn nothing_left(installed: &Installed) {
+    let apps = installed.apps.as_str();
+    let kinds = "mutatingwebhookconfigurations,validatingwebhookconfigurations,\
+                 validatingadmissionpolicies,validatingadmissionpolicybindings,\
+                 clusterroles,clusterrolebindings";
+    let left = |args: &[&str]| {
+        let out = installed.kubectl().args(args).output().unwrap();
+        assert!(out.status.success(), "kubectl {args:?}: {}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let labelled = "app.kubernetes.io/managed-by=privatize";
+    let cluster_wide = left(&["get", kinds, "-o", "name", "-l", labelled]);
+    assert_eq!(
+        cluster_wide, "",
+        "cluster-wide objects left after uninstall"
+    );
+    let by_name = left(&["get", kinds, "-o", "name"]);
+    assert!(
+        !by_name
+            .lines()
+            .any(|l| l.rsplit('/').next().unwrap().starts_with("privatize")),
+        "objects named privatize* left after uninstall: {by_name}"
+    );
+    let in_apps = left(&[
+        "get",
+        "rolebindings,jobs,configmaps",
+        "-n",
+        apps,
+        "-o",
+        "name",
+        "-l",
+        labelled,
+    ]);
+    assert_eq!(in_apps, "", "objects left in {apps} after uninstall");
 }
