@@ -402,7 +402,10 @@ fn settings(args: &InstallArgs) -> Result<Settings> {
     })
 }
 
-/// `--env`: valid names, none that install sets itself, each once.
+/// Env names that carry a secret: never as a plain `--env` value.
+const SECRET_ENV: &[&str] = &["PRIVATIZE_SRC_CREDS", "PRIVATIZE_DEST_CREDS"];
+
+/// `--env`: valid names, none that install sets itself, no secret, each once.
 fn server_env(given: &[(String, String)]) -> Result<Vec<(String, String)>> {
     let mut seen = std::collections::BTreeSet::new();
     for (name, _) in given {
@@ -421,6 +424,9 @@ fn server_env(given: &[(String, String)]) -> Result<Vec<(String, String)>> {
                 Some(flag) => bail!("--env {name}: install sets it; use {flag}"),
                 None => bail!("--env {name}: install sets it and it cannot be changed"),
             }
+        }
+        if SECRET_ENV.contains(&name.as_str()) {
+            bail!("--env {name}: a secret does not belong in the Deployment's spec (anyone who may read it would see it); keep it in a Secret (serve's AWS keys: --aws-credentials-secret)");
         }
         if !seen.insert(name.as_str()) {
             bail!("--env {name}: given twice");

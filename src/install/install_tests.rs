@@ -270,3 +270,32 @@ fn env_that_install_sets_itself_is_refused_naming_the_flag() {
     assert_eq!(twice.to_string(), "--env A: given twice");
     assert!(server_env(&[("AWS_ENDPOINT_URL".into(), "http://198.18.0.1:15500".into())]).is_ok());
 }
+
+#[test]
+fn every_env_name_install_renders_is_refused_for_env() {
+    let mut s = settings();
+    s.target_registry = Some("r.example/p".into());
+    s.source_credentials_secret = Some("src".into());
+    s.kms_key = Some("alias/k".into());
+    s.copy_job_pod_template = Some("nodeSelector: {a: b}".into());
+    s.registry_ca = Some("PEM".into());
+    s.aws_credentials_secret = Some("keys".into());
+    let env = server_container(&s)["env"].as_array().unwrap().clone();
+    for entry in env {
+        let name = entry["name"].as_str().unwrap();
+        assert!(
+            manifests::OWNED_ENV.iter().any(|(owned, _)| *owned == name),
+            "install renders {name} but --env would accept it"
+        );
+    }
+}
+
+#[test]
+fn secrets_are_refused_as_plain_env() {
+    let err = server_env(&[("PRIVATIZE_DEST_CREDS".into(), "u:p".into())]).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("--env PRIVATIZE_DEST_CREDS: a secret does not belong"),
+        "{err}"
+    );
+}
