@@ -69,16 +69,7 @@ impl Installed {
 impl Drop for Installed {
     fn drop(&mut self) {
         if self.helm {
-            let _ = Command::new(helm())
-                .env("KUBECONFIG", &node().cluster.kubeconfig)
-                .args([
-                    "uninstall",
-                    "privatize",
-                    "--namespace",
-                    &self.namespace,
-                    "--wait",
-                ])
-                .output();
+            let _ = helm_uninstall(&self.namespace).output();
         }
         let _ = self
             .privatize("")
@@ -134,6 +125,21 @@ async fn job_logs(client: &Client, namespace: &str, job: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// `helm uninstall` of the release in `namespace`, waiting up to 120 s.
+fn helm_uninstall(namespace: &str) -> Command {
+    let mut cmd = Command::new(helm());
+    cmd.env("KUBECONFIG", &node().cluster.kubeconfig).args([
+        "uninstall",
+        "privatize",
+        "--namespace",
+        namespace,
+        "--wait",
+        "--timeout",
+        "120s",
+    ]);
+    cmd
 }
 
 /// The port of a testbed address (`127.0.0.1:15000`, `http://127.0.0.1:15500`).
@@ -356,19 +362,7 @@ async fn helm_install_runs_serve_in_the_cluster_and_pods_start_from_the_copy() {
 
     // helm uninstall: the pre-delete hook removes the webhooks and releases
     // gated pods; the release's objects go; nothing privatize made is left.
-    let out = Command::new(helm())
-        .env("KUBECONFIG", &node().cluster.kubeconfig)
-        .args([
-            "uninstall",
-            "privatize",
-            "--namespace",
-            ns,
-            "--wait",
-            "--timeout",
-            "120s",
-        ])
-        .output()
-        .unwrap();
+    let out = helm_uninstall(ns).output().unwrap();
     assert!(out.status.success(), "helm uninstall: {}", stderr(&out));
     nothing_left(&installed);
 }
