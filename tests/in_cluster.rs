@@ -664,6 +664,13 @@ async fn faults_in_the_cluster_lose_nothing() {
         "exact digest"
     );
     let job_name = copy.labels()["job-name"].clone();
+    // The Job controller records the retry's success a moment after the
+    // copy landed (serve may release on presence first): wait for it.
+    let _ = wait_for("the copy Job's success recorded", 60, || async {
+        let job = jobs.get(&job_name).await.unwrap();
+        (job.status?.succeeded == Some(1)).then_some(())
+    })
+    .await;
     let job = jobs.get(&job_name).await.unwrap();
     let status = job.status.unwrap_or_default();
     assert_eq!(
