@@ -50,6 +50,9 @@ fn objects(yaml: &str) -> BTreeMap<String, Value> {
             continue;
         }
         let kind = value["kind"].as_str().unwrap().to_string();
+        if kind == "MutatingWebhookConfiguration" {
+            registered_as_install_does(&mut value);
+        }
         let hook = value["metadata"]["annotations"]["helm.sh/hook"].is_string();
         if kind == "Namespace" || kind == "Secret" || hook {
             continue;
@@ -78,6 +81,26 @@ fn objects(yaml: &str) -> BTreeMap<String, Value> {
         out.insert(key, value);
     }
     out
+}
+
+/// The chart's webhook configuration without what makes it a post-install
+/// hook Helm adopts later (a first install registers it once serve is ready).
+fn registered_as_install_does(value: &mut Value) {
+    let metadata = value["metadata"].as_object_mut().unwrap();
+    if let Some(annotations) = metadata
+        .get_mut("annotations")
+        .and_then(Value::as_object_mut)
+    {
+        annotations.retain(|k, _| !k.starts_with("helm.sh/") && !k.starts_with("meta.helm.sh/"));
+        if annotations.is_empty() {
+            metadata.remove("annotations");
+        }
+    }
+    if let Some(labels) = metadata.get_mut("labels") {
+        if labels["app.kubernetes.io/managed-by"] == "Helm" {
+            labels["app.kubernetes.io/managed-by"] = "privatize".into();
+        }
+    }
 }
 
 fn assert_same(chart: &str, install: &str) {
@@ -627,4 +650,55 @@ fn helm_uninstall_deletes_the_webhook_configuration_first_and_releases_gated_pod
             .find("pre-delete")
             .is_none()
     );
+}
+
+/// A first install registers the webhooks once serve is ready (a post-install
+/// hook, which `helm install --wait` runs after the Deployment is ready), with
+/// Helm's ownership metadata so that the first upgrade adopts the object in
+/// place; an upgrade renders it as an ordinary object; without the uninstall
+/// hook (which deletes it) it is ordinary from the start.
+#[test]
+fn the_chart_registers_its_webhooks_once_serve_is_ready() {
+    let config = |extra: &[&str]| -> Value {
+        let yaml = helm_template("privatize", extra);
+        let config = serde_yaml_ng::Deserializer::from_str(&yaml)
+            .map(|d| Value::deserialize(d).unwrap())
+            .find(|v| v["kind"] == "MutatingWebhookConfiguration")
+            .expect("a MutatingWebhookConfiguration");
+        config
+    };
+    let install = config(&[]);
+    let annotations = &install["metadata"]["annotations"];
+    assert_eq!(annotations["helm.sh/hook"], "post-install", "{install}");
+    assert_eq!(annotations["meta.helm.sh/release-name"], "privatize");
+    assert_eq!(annotations["meta.helm.sh/release-namespace"], "privatize");
+    assert_eq!(
+        install["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "Helm"
+    );
+    for extra in [
+        &["--is-upgrade"][..],
+        &["--set", "uninstallHook.enabled=false"],
+    ] {
+        let ordinary = config(extra);
+        assert!(
+            ordinary["metadata"]["annotations"]["helm.sh/hook"].is_null(),
+            "{extra:?}: {ordinary}"
+        );
+        assert_eq!(
+            ordinary["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            "privatize"
+        );
+    }
+    // The same webhooks either way (each render generates its own CA).
+    let webhooks = |mut config: Value| {
+        for hook in config["webhooks"].as_array_mut().unwrap() {
+            hook["clientConfig"]
+                .as_object_mut()
+                .unwrap()
+                .remove("caBundle");
+        }
+        config["webhooks"].take()
+    };
+    assert_eq!(webhooks(install), webhooks(config(&["--is-upgrade"])));
 }

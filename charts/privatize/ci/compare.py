@@ -115,7 +115,9 @@ def main():
             sys.exit("%s failed:\n%s" % (" ".join(install), run.stderr))
         ref = load(run.stdout)
     chart = load(subprocess.run(
-        [helm, "template", "privatize", CHART, "--namespace", args.namespace,
+        # As an upgrade renders it: a first install makes the webhook configuration a
+        # post-install hook (the same object plus Helm's hook and ownership metadata).
+        [helm, "template", "privatize", CHART, "--namespace", args.namespace, "--is-upgrade",
          "--values", "-"], input=json.dumps(values), check=True,
         capture_output=True, text=True).stdout)
 
