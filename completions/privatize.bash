@@ -291,7 +291,7 @@ _privatize() {
             return 0
             ;;
         privatize__subcmd__install)
-            opts="-h -V --dry-run --namespace --image --webhook-url --target-registry --webhook-service-account-annotation --copy-job-service-account-annotation --refresh-service-account-annotation --service-account-annotation --iam-policies --kms-key --source-credentials-secret --copy-job-pod-template --ca-file --replicas --credential-namespaces --env --aws-credentials-secret --no-wait --wait-timeout --log-format --log-level --help --version"
+            opts="-h -V --dry-run --namespace --image --webhook-url --target-registry --webhook-service-account-annotation --copy-job-service-account-annotation --refresh-service-account-annotation --service-account-annotation --iam-policies --kms-key --source-credentials-secret --copy-job-pod-template --ca-file --replicas --credential-namespaces --exclude-namespaces --env --aws-credentials-secret --no-wait --wait-timeout --log-format --log-level --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -350,6 +350,10 @@ _privatize() {
                     return 0
                     ;;
                 --credential-namespaces)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --exclude-namespaces)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

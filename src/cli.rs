@@ -357,6 +357,10 @@ pub struct InstallArgs {
     #[arg(long, env = "PRIVATIZE_CREDENTIAL_NAMESPACES", value_delimiter = ',')]
     pub credential_namespaces: Vec<String>,
 
+    /// Namespaces (globs, comma-separated) whose pods serve never rewrites; the install namespace is always added. Entries without glob characters are also left out of the pod webhook's namespaceSelector, so the apiserver does not call serve for them [default: kube-system]
+    #[arg(long, env = "PRIVATIZE_EXCLUDE_NAMESPACES", value_delimiter = ',')]
+    pub exclude_namespaces: Vec<String>,
+
     /// Env var KEY=VALUE of serve's container (repeatable): a `serve` setting by its env name (see `serve --help`), or an AWS setting such as AWS_REGION or AWS_ENDPOINT_URL (region, endpoint, STS, FIPS, dual-stack and retry settings reach the copy Jobs too; identity variables never do). Names install sets itself are refused, naming the flag that sets them
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = annotation)]
     pub env: Vec<(String, String)>,

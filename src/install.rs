@@ -125,6 +125,7 @@ pub async fn uninstall(args: UninstallArgs) -> Result<()> {
         credential_namespaces: Vec::new(),
         server_env: Vec::new(),
         aws_credentials_secret: None,
+        exclude_namespaces: Vec::new(),
     };
     let client = k8s::client().await?;
     let tls_secret = Object::new(&Secret {
@@ -399,7 +400,25 @@ fn settings(args: &InstallArgs) -> Result<Settings> {
         credential_namespaces: credential_namespaces(&args.credential_namespaces)?,
         server_env: server_env(&args.env)?,
         aws_credentials_secret: args.aws_credentials_secret.clone(),
+        exclude_namespaces: exclude_namespaces(&args.exclude_namespaces, &args.namespace),
     })
+}
+
+/// `--exclude-namespaces` (default `kube-system`), with the install
+/// namespace always among them: privatize's own Jobs are never rewritten.
+fn exclude_namespaces(given: &[String], namespace: &str) -> Vec<String> {
+    let mut names: Vec<String> = given
+        .iter()
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .collect();
+    if names.is_empty() {
+        names.push("kube-system".into());
+    }
+    if !names.iter().any(|n| n == namespace) {
+        names.push(namespace.to_string());
+    }
+    names
 }
 
 /// Env names that carry a secret: never as a plain `--env` value.

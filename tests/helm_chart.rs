@@ -140,6 +140,7 @@ fn chart_values_mirror_install_flags() {
             "--set", "sourceCredentialsSecret=dockerhub",
             "--set", "kmsKey=alias/ecr",
             "--set", "ecrCredentials.namespaces={team-a,team-b}",
+            "--set", "excludeNamespaces={monitoring,batch-*}",
         ],
     );
     let install = install_dry_run(
@@ -163,6 +164,8 @@ fn chart_values_mirror_install_flags() {
             "alias/ecr",
             "--credential-namespaces",
             "team-a,team-b",
+            "--exclude-namespaces",
+            "monitoring,batch-*",
         ],
     );
     assert_same(&chart, &install);

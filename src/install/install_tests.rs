@@ -16,6 +16,7 @@ fn settings() -> Settings {
         credential_namespaces: Vec::new(),
         server_env: Vec::new(),
         aws_credentials_secret: None,
+        exclude_namespaces: vec!["kube-system".into(), "mirror".into()],
     }
 }
 
@@ -297,5 +298,34 @@ fn secrets_are_refused_as_plain_env() {
         err.to_string()
             .starts_with("--env PRIVATIZE_DEST_CREDS: a secret does not belong"),
         "{err}"
+    );
+}
+
+#[test]
+fn excluded_namespaces_default_to_kube_system_and_always_hold_the_install_namespace() {
+    let mirror = |given: &[&str]| {
+        let given: Vec<String> = given.iter().map(|s| s.to_string()).collect();
+        exclude_namespaces(&given, "mirror")
+    };
+    assert_eq!(mirror(&[]), ["kube-system", "mirror"]);
+    assert_eq!(mirror(&["monitoring", " "]), ["monitoring", "mirror"]);
+    assert_eq!(mirror(&["mirror", "team-*"]), ["mirror", "team-*"]);
+    // serve's env and the pod webhook's namespaceSelector (globs left to serve).
+    let mut s = settings();
+    s.exclude_namespaces = mirror(&["kube-system", "team-*", "monitoring"]);
+    let objects = objects(&s).unwrap();
+    let yaml = render_yaml(&s, &objects).unwrap();
+    assert!(
+        yaml.contains("value: kube-system,team-*,monitoring,mirror"),
+        "{yaml}"
+    );
+    let config: serde_json::Value = objects
+        .iter()
+        .find(|o| o.describe().starts_with("MutatingWebhookConfiguration"))
+        .map(|o| serde_json::to_value(&o.object).unwrap())
+        .unwrap();
+    assert_eq!(
+        config["webhooks"][0]["namespaceSelector"]["matchExpressions"][0]["values"],
+        serde_json::json!(["kube-system", "monitoring", "mirror"])
     );
 }

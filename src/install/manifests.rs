@@ -69,6 +69,9 @@ pub struct Settings {
     pub server_env: Vec<(String, String)>,
     /// A Secret with serve's AWS keys (`--aws-credentials-secret`).
     pub aws_credentials_secret: Option<String>,
+    /// Namespaces (globs) whose pods are never rewritten, the install
+    /// namespace among them (serve's `PRIVATIZE_EXCLUDE_NAMESPACES`).
+    pub exclude_namespaces: Vec<String>,
 }
 
 /// The annotations of each of privatize's ServiceAccounts (e.g. an IRSA role):

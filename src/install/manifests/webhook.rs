@@ -25,7 +25,7 @@ pub(super) fn configuration(s: &Settings) -> MutatingWebhookConfiguration {
             pod_rule("UPDATE", "pods/ephemeralcontainers"),
         ]),
         namespace_selector: Some(LabelSelector {
-            match_expressions: Some(vec![not_in(&["kube-system", &s.namespace])]),
+            match_expressions: Some(vec![not_in(&literal(&s.exclude_namespaces))]),
             ..Default::default()
         }),
         ..common(s, POD_WEBHOOK, "/mutate/pods")
@@ -119,6 +119,15 @@ fn pod_rule(operation: &str, resource: &str) -> RuleWithOperations {
         resources: Some(vec![resource.into()]),
         scope: Some("Namespaced".into()),
     }
+}
+
+/// The entries without glob characters: a namespaceSelector cannot match globs.
+fn literal(namespaces: &[String]) -> Vec<&str> {
+    namespaces
+        .iter()
+        .map(String::as_str)
+        .filter(|n| !n.contains(['*', '?', '[']))
+        .collect()
 }
 
 fn not_in(namespaces: &[&str]) -> LabelSelectorRequirement {

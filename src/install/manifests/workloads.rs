@@ -60,7 +60,7 @@ pub(super) fn deployment(s: &Settings) -> Deployment {
         env_value("COPY_JOB_SERVICE_ACCOUNT_NAME", COPY_JOB_ACCOUNT),
         env_value(
             "PRIVATIZE_EXCLUDE_NAMESPACES",
-            &format!("kube-system,{}", s.namespace),
+            &s.exclude_namespaces.join(","),
         ),
         env_value("PRIVATIZE_LOG_FORMAT", "json"),
         env_field("POD_NAME", "metadata.name"),
@@ -267,7 +267,7 @@ pub const OWNED_ENV: &[(&str, Option<&str>)] = &[
     ("COPY_JOB_NAMESPACE", Some("--namespace")),
     ("COPY_JOB_IMAGE", Some("--image")),
     ("COPY_JOB_SERVICE_ACCOUNT_NAME", None),
-    ("PRIVATIZE_EXCLUDE_NAMESPACES", None),
+    ("PRIVATIZE_EXCLUDE_NAMESPACES", Some("--exclude-namespaces")),
     ("PRIVATIZE_LOG_FORMAT", None),
     ("POD_NAME", None),
     ("POD_NAMESPACE", None),
