@@ -172,7 +172,7 @@ async fn setup(kind: &str) -> (Installed, Names) {
     let node = node();
     let tb = testbed();
     let client = node.cluster.client().await;
-    let id = unique() % 1_000_000;
+    let id = unique() % 1_000_000_007;
     let installed = Installed {
         client: client.clone(),
         namespace: format!("privatize-{kind}{id}"),

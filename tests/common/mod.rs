@@ -265,8 +265,19 @@ pub fn unique() -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .subsec_nanos() as u64;
-    nanos * 1000 + NEXT.fetch_add(1, Ordering::Relaxed)
+        .as_nanos() as u64;
+    // Distinct inputs (time, process, call), mixed by splitmix64 (a bijection),
+    // so that every residue (callers keep `% 1_000_000`) is as likely: the old
+    // `nanos * 1000 + n` left `% 1_000_000` about a thousand values, and test
+    // binaries on one apiserver met a namespace of the same name still
+    // terminating.
+    let mut x = nanos
+        ^ (u64::from(std::process::id()) << 40)
+        ^ NEXT.fetch_add(1, Ordering::Relaxed).rotate_right(12);
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
 }
 
 /// A fresh lower-case prefix so every test writes its own repositories.

@@ -61,7 +61,7 @@ pub struct InstallNamespace(pub String);
 
 impl InstallNamespace {
     pub fn new() -> Self {
-        Self(format!("privatize-{}", unique() % 1_000_000))
+        Self(format!("privatize-{}", unique() % 1_000_000_007))
     }
 }
 
