@@ -25,6 +25,15 @@ use super::*;
 /// Pods a second, and for at least how long (the 20/s for 60 s).
 const RATE: u64 = 20;
 const LOAD_FOR: Duration = Duration::from_secs(60);
+/// The apiserver's counters of webhook calls: every call by HTTP code, calls
+/// that failed open (failurePolicy Ignore), calls that rejected the object.
+/// (Chosen by name: `…_fail_open_count{name=…}` looks like a histogram's
+/// `_count` series, and an earlier filter by suffix dropped it.)
+const COUNTERS: [&str; 3] = [
+    "apiserver_admission_webhook_request_total",
+    "apiserver_admission_webhook_fail_open_count",
+    "apiserver_admission_webhook_rejection_count",
+];
 /// The pod webhook's name in the MutatingWebhookConfiguration.
 const POD_WEBHOOK: &str = "pods.privatize.io";
 
@@ -337,13 +346,7 @@ fn webhook_counters(installed: &Installed, webhook: &str) -> BTreeMap<String, f6
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
-        .filter(|l| {
-            l.starts_with("apiserver_admission_webhook_")
-                && !l.contains("_bucket{")
-                && !l.contains("_sum{")
-                && !l.contains("_count{name=") // latency histograms' counts
-                && l.contains(&name)
-        })
+        .filter(|l| COUNTERS.iter().any(|c| l.starts_with(&format!("{c}{{"))) && l.contains(&name))
         .filter_map(|l| {
             let (series, value) = l.rsplit_once(' ')?;
             Some((series.to_string(), value.parse().ok()?))
