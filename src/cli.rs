@@ -145,6 +145,18 @@ pub struct RepositoryArgs {
     pub reconcile_repositories: bool,
 }
 
+/// What follows an image besides its own manifests and blobs.
+#[derive(Debug, Clone, Args)]
+pub struct ReferrerArgs {
+    /// Also copy what refers to each copied manifest (signatures, attestations, SBOMs): OCI 1.1 referrers, from the Referrers API or the referrers tag schema, and cosign's sha256-<hex>.sig/.att/.sbom tags, recursively, as exact bytes; listed on the target the same two ways
+    #[arg(long, env = "PRIVATIZE_COPY_REFERRERS", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub copy_referrers: bool,
+
+    /// Fail an image's copy, before any of its tags moves, when one of its referrers cannot be copied or listed (otherwise each is a warning)
+    #[arg(long, env = "PRIVATIZE_REQUIRE_REFERRERS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub require_referrers: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 #[value(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TagMutability {
@@ -212,6 +224,9 @@ pub struct SyncImageArgs {
 
     #[command(flatten)]
     pub repository: RepositoryArgs,
+
+    #[command(flatten)]
+    pub referrers: ReferrerArgs,
 }
 
 /// `privatize refresh-secrets`

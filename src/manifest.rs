@@ -1,6 +1,8 @@
 //! Pure manifest logic: what a manifest's bytes say (its media type, the
 //! manifests or blobs it references) and the platform filter. No I/O.
 
+pub mod referrers;
+
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};

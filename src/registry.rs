@@ -212,7 +212,8 @@ pub async fn pull_manifest(client: &Client, image: &ImageRef) -> Result<(Bytes, 
         .with_context(|| format!("pulling manifest {image}"))
 }
 
-fn is_not_found(err: &OciDistributionError) -> bool {
+/// Whether an answer says the manifest (or repository) is not there.
+pub(crate) fn is_not_found(err: &OciDistributionError) -> bool {
     match err {
         OciDistributionError::ServerError { code, .. } => *code == 404,
         OciDistributionError::RegistryError { envelope, .. } => envelope.errors.iter().any(|e| {

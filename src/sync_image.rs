@@ -38,6 +38,16 @@ struct Line<'a> {
     /// Target tags not moved → why.
     #[serde(skip_serializing_if = "nothing_left")]
     left: Option<&'a BTreeMap<String, String>>,
+    /// Referrer manifests now in the target (signatures, attestations, SBOMs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    referrers: Option<usize>,
+    /// Referrers not copied → why, one line each.
+    #[serde(skip_serializing_if = "no_skips")]
+    referrers_skipped: Option<&'a [String]>,
+}
+
+fn no_skips(skipped: &Option<&[String]>) -> bool {
+    skipped.is_none_or(|skipped| skipped.is_empty())
 }
 
 fn nothing_left(left: &Option<&BTreeMap<String, String>>) -> bool {
@@ -111,6 +121,7 @@ pub async fn run(args: SyncImageArgs) -> Result<()> {
             jobs: args.jobs.into(),
             retries: args.retries,
             platforms: args.platforms.clone(),
+            referrers: args.referrers.copy_referrers,
         },
     );
     let bars = match args.progress {
@@ -122,6 +133,7 @@ pub async fn run(args: SyncImageArgs) -> Result<()> {
     let destination = Destination {
         ecr: ecr_client.as_ref(),
         settings: &settings,
+        require_referrers: args.referrers.require_referrers,
     };
     let mut failures = Vec::new();
     for item in &plan {
@@ -249,6 +261,8 @@ fn print_line(format: OutputFormat, item: &Planned, synced: Option<&Synced>) -> 
                 digest: synced.map(|s| s.digest.as_str()),
                 tags: synced.map(|s| &s.tags),
                 left: synced.map(|s| &s.left),
+                referrers: synced.map(|s| s.referrers.copied.len()),
+                referrers_skipped: synced.map(|s| s.referrers.skipped.as_slice()),
             };
             println!(
                 "{}",

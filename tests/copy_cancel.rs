@@ -77,6 +77,7 @@ fn after_a_blob_fails_for_good_no_request_of_that_copy_reaches_the_registry() {
                 jobs: 16,
                 retries: 10,
                 platforms: vec![],
+                referrers: false,
             },
         );
         let digest = copier.resolve(&source).await.unwrap();

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use super::{redacted, RepositoryArgs, TransportArgs};
+use super::{redacted, ReferrerArgs, RepositoryArgs, TransportArgs};
 
 /// TLS for the webhook server. Its `Debug` hides the key.
 #[derive(Clone, Args)]
@@ -261,6 +261,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub repository: RepositoryArgs,
+
+    #[command(flatten)]
+    pub referrers: ReferrerArgs,
 }
 
 /// A size such as `96MiB`, `512KiB`, `1GiB` or a number of bytes (`Ki`, `Mi`

@@ -3,6 +3,7 @@
 //! with retries. A copy lands by digest; tags are pushed one by one after it
 //! (what may move is decided in `copy/tags.rs`), so a failed copy tags nothing.
 
+pub mod referrers;
 pub mod tags;
 
 use std::collections::{HashMap, HashSet};
@@ -39,6 +40,9 @@ pub struct CopyOptions {
     pub retries: u32,
     /// Platforms to keep (`os/arch[/variant]`); all when empty.
     pub platforms: Vec<String>,
+    /// Whether the artifacts that refer to each copied manifest (signatures,
+    /// attestations, SBOMs) are copied too (`copy/referrers.rs`).
+    pub referrers: bool,
 }
 
 /// What a copy did.
@@ -49,6 +53,9 @@ pub struct Copied {
     /// The top manifest's exact bytes and media type, for tagging it.
     pub top: Bytes,
     pub media_type: String,
+    /// Every manifest of the copy, by digest: the children, innermost
+    /// first, then the top one.
+    pub manifests: Vec<String>,
     pub blobs_copied: usize,
     pub blobs_skipped: usize,
     pub bytes_copied: u64,
@@ -106,6 +113,28 @@ impl Copier {
         .await
     }
 
+    /// Every manifest `digest` of `image` consists of, by digest: the
+    /// children (innermost first), then `digest` itself. For an image that
+    /// is in place already, read from where it is.
+    pub async fn manifest_digests(&self, image: &ImageRef, digest: &str) -> Result<Vec<String>> {
+        let pinned = image.at_digest(digest);
+        let (top, _) = with_retries(self.options.retries, "pulling manifest", || {
+            pull_manifest(&self.client, &pinned)
+        })
+        .await?;
+        let parsed =
+            Manifest::parse(&top).with_context(|| format!("reading manifest of {image}"))?;
+        let collected = self.collect(image, &parsed).await?;
+        let mut digests: Vec<String> = collected.children.into_iter().map(|(d, _, _)| d).collect();
+        digests.push(digest.to_string());
+        Ok(digests)
+    }
+
+    /// Whether referrers are brought along (`--copy-referrers`).
+    pub fn copies_referrers(&self) -> bool {
+        self.options.referrers
+    }
+
     /// Whether a platform filter is set (the target's digest then differs from the source's).
     pub fn filters_platforms(&self) -> bool {
         !self.options.platforms.is_empty()
@@ -154,16 +183,30 @@ impl Copier {
     where
         O: CopyObserver + Clone + 'static,
     {
-        let observer: Arc<dyn CopyObserver> = Arc::new(observer.clone());
-        let retries = self.options.retries;
         let pinned = source.at_digest(source_digest);
-        let (mut top, _) = with_retries(retries, "pulling source manifest", || {
+        let (mut top, _) = with_retries(self.options.retries, "pulling source manifest", || {
             pull_manifest(&self.client, &pinned)
         })
         .await?;
         if !self.options.platforms.is_empty() {
             top = Bytes::from(filter_platforms(&top, &self.options.platforms)?);
         }
+        self.copy_bytes(source, top, target, observer).await
+    }
+
+    /// Copies a manifest whose exact bytes are in hand, and everything it
+    /// names, from `source` to `target` by digest (see [`Self::copy`]).
+    pub async fn copy_bytes<O>(
+        &self,
+        source: &ImageRef,
+        top: Bytes,
+        target: &ImageRef,
+        observer: &O,
+    ) -> Result<Copied>
+    where
+        O: CopyObserver + Clone + 'static,
+    {
+        let observer: Arc<dyn CopyObserver> = Arc::new(observer.clone());
         let top_digest = sha256_digest(&top);
         let top_manifest =
             Manifest::parse(&top).with_context(|| format!("reading manifest of {source}"))?;
@@ -211,7 +254,14 @@ impl Copier {
         )
         .await?;
 
+        let mut manifests: Vec<String> = collected
+            .children
+            .iter()
+            .map(|(digest, _, _)| digest.clone())
+            .collect();
+        manifests.push(top_digest.clone());
         let mut copied = Copied {
+            manifests,
             digest: top_digest,
             top,
             media_type: top_manifest.media_type().to_string(),
@@ -330,16 +380,18 @@ impl Copier {
         Ok(outcome)
     }
 
-    /// The source blob as a stream. For sha256 blobs it asks for `bytes=0-`:
-    /// a 206 answer comes unverified by oci-client, so the bytes are hashed
-    /// once, by `Counted`, instead of twice. Other digests (and registries
-    /// that answer 200) keep oci-client's own verification.
+    /// The source blob as a stream. For sha256 blobs it asks for the whole
+    /// blob as a range, `bytes=0-<size - 1>` (closed: go-containerregistry's
+    /// registry refuses `bytes=0-`): a 206 answer comes unverified by
+    /// oci-client, so the bytes are hashed once, by `Counted`, instead of
+    /// twice. Other digests, empty blobs (and registries that answer 200)
+    /// keep oci-client's own verification.
     async fn pull_blob(
         &self,
         source: &ImageRef,
         descriptor: &OciDescriptor,
     ) -> oci_client::errors::Result<SizedStream> {
-        if !descriptor.digest.starts_with("sha256:") {
+        if !descriptor.digest.starts_with("sha256:") || descriptor.size <= 0 {
             return self
                 .client
                 .oci()
@@ -349,7 +401,7 @@ impl Copier {
         match self
             .client
             .oci()
-            .pull_blob_stream_partial(&source.to_oci(), descriptor, 0, None)
+            .pull_blob_stream_partial(&source.to_oci(), descriptor, 0, Some(descriptor.size as u64))
             .await?
         {
             BlobResponse::Full(stream) | BlobResponse::Partial(stream) => Ok(stream),
@@ -424,7 +476,20 @@ impl Copier {
         if let Some(fault) = fault.lock().expect("fault lock").take() {
             return Err(anyhow::Error::new(fault));
         }
-        pushed.context("uploading to target")?;
+        match pushed {
+            Ok(_) => {}
+            // 201 Created without the Location the spec asks for (as
+            // go-containerregistry's registry answers): the blob landed, as
+            // the registry says once asked.
+            Err(OciDistributionError::RegistryNoLocationError)
+                if self
+                    .client
+                    .oci()
+                    .blob_exists(&target_oci, &blob.digest)
+                    .await
+                    .unwrap_or(false) => {}
+            Err(err) => return Err(anyhow::Error::new(err).context("uploading to target")),
+        }
         Ok(BlobOutcome::Copied(blob.size))
     }
 }

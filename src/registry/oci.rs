@@ -10,6 +10,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use oci_client::client::{AsLayerDescriptor, BlobResponse, LayerDescriptor, SizedStream};
 use oci_client::errors::{OciDistributionError, Result};
+use oci_client::manifest::OciImageIndex;
 use oci_client::secrets::RegistryAuth;
 use oci_client::Reference;
 use reqwest::header::HeaderValue;
@@ -79,6 +80,19 @@ impl Oci {
         body: impl Into<Bytes>,
         content_type: HeaderValue,
     ) -> Result<String> {
+        // oci-client's way round a registry that answers 201 without a
+        // Location (ECR, go-containerregistry's registry) cuts the URL at the
+        // reference's tag, and panics when the URL ends in a digest instead
+        // ("The manifest URL always ends with the image tag suffix"). A
+        // digest given as the tag makes the same URL, and no panic.
+        let by_digest = image.digest().map(|digest| {
+            Reference::with_tag(
+                image.registry().to_string(),
+                image.repository().to_string(),
+                digest.to_string(),
+            )
+        });
+        let image = by_digest.as_ref().unwrap_or(image);
         let answer = self
             .inner
             .push_manifest_raw(image, body, content_type)
@@ -126,6 +140,13 @@ impl Oci {
             .inner
             .fetch_manifest_digest(image, &RegistryAuth::Anonymous)
             .await;
+        answer.map_err(|e| self.hygiene.scrub(e))
+    }
+
+    /// The referrers of a digest: the Referrers API's answer, or (when it
+    /// answers 404) the referrers tag schema's index (oci-client's fallback).
+    pub async fn pull_referrers(&self, image: &Reference) -> Result<OciImageIndex> {
+        let answer = self.inner.pull_referrers(image, None).await;
         answer.map_err(|e| self.hygiene.scrub(e))
     }
 

@@ -241,7 +241,8 @@ fn job_settings(
     })
 }
 
-/// The ECR repository settings serve was given, for the Jobs that create repositories.
+/// The ECR repository settings serve was given, for the Jobs that create
+/// repositories, and whether the Jobs bring referrers along.
 fn repository_env(args: &ServeArgs) -> Vec<(&'static str, String)> {
     let r = &args.repository;
     let mut env = vec![
@@ -255,6 +256,14 @@ fn repository_env(args: &ServeArgs) -> Vec<(&'static str, String)> {
             r.reconcile_repositories.to_string(),
         ),
     ];
+    env.push((
+        "PRIVATIZE_COPY_REFERRERS",
+        args.referrers.copy_referrers.to_string(),
+    ));
+    env.push((
+        "PRIVATIZE_REQUIRE_REFERRERS",
+        args.referrers.require_referrers.to_string(),
+    ));
     if let Some(key) = &r.kms_key {
         env.push(("PRIVATIZE_KMS_KEY", key.clone()));
     }

@@ -5,11 +5,12 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 use super::Planned;
 use crate::ecr::{self, RepositorySettings};
 use crate::progress::Reporter;
+use crate::registry::copy::referrers::Referrers;
 use crate::registry::copy::tags::{
     after_leave, after_push, anchor_action, named_action, Left, Mutability, Next, SourceTag,
     TagAction, TagPlan,
@@ -26,6 +27,8 @@ pub struct Synced {
     pub tags: BTreeMap<String, String>,
     /// Each tag this run did not move, with the reason.
     pub left: BTreeMap<String, String>,
+    /// The referrers brought along (`--copy-referrers`).
+    pub referrers: Referrers,
 }
 
 /// Where the image goes: the ECR API (for the repository and its tag
@@ -33,6 +36,8 @@ pub struct Synced {
 pub struct Destination<'a> {
     pub ecr: Option<&'a aws_sdk_ecr::Client>,
     pub settings: &'a RepositorySettings,
+    /// Whether a referrer that cannot be copied fails the image (`--require-referrers`).
+    pub require_referrers: bool,
 }
 
 /// Syncs one image (see the file header).
@@ -48,6 +53,7 @@ pub async fn sync_one(
         digest: digest.clone(),
         tags: BTreeMap::new(),
         left: BTreeMap::new(),
+        referrers: Referrers::default(),
     };
     let before = if copier.filters_platforms() {
         // A filtered index has a digest of its own, not the source's: always copy.
@@ -58,6 +64,13 @@ pub async fn sync_one(
     if let Some(before) = &before {
         let decided = before.decide(&digest, &Mutability::Mutable);
         if decided.nothing_to_push() {
+            if copier.copies_referrers() {
+                // In place already: its manifests are read from the target.
+                let subjects = copier.manifest_digests(&item.target, &digest).await?;
+                let anchored = plan.anchor(&digest).map(|_| digest.as_str());
+                follow_referrers(copier, destination, item, &subjects, anchored, &mut synced)
+                    .await?;
+            }
             record(&mut synced, item, &decided, &digest);
             reporter.image(&item.source.to_string()).finish(
                 &item.target.to_string(),
@@ -86,6 +99,17 @@ pub async fn sync_one(
     loop {
         rounds += 1;
         let copied = copy(copier, item, &copy_digest, reporter).await?;
+        if copier.copies_referrers() {
+            // Before any tag moves: a tag lands with its signatures, or (when
+            // they are required and one is missing) not at all.
+            let mut subjects = copied.manifests.clone();
+            if copier.filters_platforms() {
+                // The filtered index is a new one: nothing refers to it.
+                subjects.pop();
+            }
+            let anchored = plan.anchor(&copied.digest).map(|_| copied.digest.as_str());
+            follow_referrers(copier, destination, item, &subjects, anchored, &mut synced).await?;
+        }
         if rounds == 1 {
             synced.digest = copied.digest.clone();
             if let Some(anchor) = plan.anchor(&copied.digest) {
@@ -153,6 +177,48 @@ pub async fn sync_one(
         }
     }
     Ok(synced)
+}
+
+/// Brings the referrers of `subjects` (manifests in the target) along, logs
+/// what could not be, and fails when that is any and they are required.
+async fn follow_referrers(
+    copier: &Copier,
+    destination: &Destination<'_>,
+    item: &Planned,
+    subjects: &[String],
+    anchored: Option<&str>,
+    synced: &mut Synced,
+) -> Result<()> {
+    let report = copier
+        .copy_referrers(&item.source, &item.target, subjects, anchored)
+        .await;
+    for line in &report.skipped {
+        tracing::warn!(
+            image = %item.source, repository = %item.target.name(), skipped = %line,
+            "referrer not copied: {line}"
+        );
+    }
+    if !report.copied.is_empty() {
+        tracing::info!(
+            image = %item.source, repository = %item.target.name(),
+            referrers = report.copied.len(), tags = ?report.tags,
+            "referrers copied"
+        );
+    }
+    let failed = destination.require_referrers && !report.skipped.is_empty();
+    let lines = report.skipped.join("; ");
+    let count = report.skipped.len();
+    let all = &mut synced.referrers;
+    all.copied.extend(report.copied);
+    all.tags.extend(report.tags);
+    all.skipped.extend(report.skipped);
+    if failed {
+        bail!(
+            "{count} referrer(s) of {} not copied (--require-referrers): {lines}",
+            item.source
+        );
+    }
+    Ok(())
 }
 
 /// What the target tags (and, when it matters, the source tag) hold before the copy.
