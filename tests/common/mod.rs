@@ -168,7 +168,8 @@ impl Testbed {
         curl(&self.target_curl_args(), &url, "HEAD").0
     }
 
-    fn target_curl_args(&self) -> Vec<String> {
+    /// curl's arguments for the target: its CA and its login.
+    pub fn target_curl_args(&self) -> Vec<String> {
         vec![
             "--cacert".into(),
             self.env["TARGET_CA_FILE"].clone(),
@@ -195,7 +196,8 @@ impl Testbed {
 
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 
-fn curl(extra: &[String], url: &str, method: &str) -> (u16, Vec<u8>) {
+/// One request with curl (`extra` arguments first): (status, body).
+pub fn curl(extra: &[String], url: &str, method: &str) -> (u16, Vec<u8>) {
     let body = std::env::temp_dir().join(format!(
         "privatize-curl-{}-{}",
         std::process::id(),
