@@ -10,7 +10,7 @@ mod parse;
 mod serve;
 
 pub use log::{LogArgs, LogFilter, LogFormat};
-pub use serve::{RenewArgs, ServeArgs, SwapPolicy, TlsArgs};
+pub use serve::{RenewArgs, ServeArgs, SwapPolicy, TagDrift, TlsArgs};
 
 /// Keep every image your cluster runs in your own registry (AWS ECR first),
 /// and keep ECR pull credentials fresh in clusters anywhere.

@@ -4,6 +4,7 @@
 
 pub mod copy_ca;
 pub mod credentials;
+pub mod drift;
 pub mod flights;
 pub mod gate;
 pub mod http;

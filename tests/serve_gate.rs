@@ -34,6 +34,10 @@ mod placing;
 #[path = "serve_gate/tenants.rs"]
 mod tenants;
 
+/// Mutable tags follow their source: --tag-drift warn and sync (same lock).
+#[path = "serve_gate/tags.rs"]
+mod tags;
+
 /// 1,000 gated pods settle within the gate timeout (same lock).
 #[path = "serve_gate/scale.rs"]
 mod scale;

@@ -71,6 +71,17 @@ pub struct RenewArgs {
     pub webhook_config: String,
 }
 
+/// What serve does when a mirrored tag's source tag points elsewhere now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TagDrift {
+    /// Never look
+    Ignore,
+    /// An admission warning, a log line and privatize_tags_drifted_total
+    Warn,
+    /// As warn, and one copy Job moves the mirror's tag to what the source tag is now
+    Sync,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SwapPolicy {
     /// Private image plus a scheduling gate until the copy lands
@@ -105,6 +116,14 @@ pub struct ServeArgs {
     /// What a pod whose image is not mirrored yet gets
     #[arg(long, env = "PRIVATIZE_SWAP_POLICY", value_enum, default_value_t = SwapPolicy::Gate)]
     pub swap_policy: SwapPolicy,
+
+    /// What a pod of a mirrored tag whose source tag now points elsewhere gets: its source tag is re-read (a manifest HEAD) at most once per --tag-recheck-interval per tag; pods keep starting from the current copy, ungated
+    #[arg(long, env = "PRIVATIZE_TAG_DRIFT", value_enum, default_value_t = TagDrift::Warn)]
+    pub tag_drift: TagDrift,
+
+    /// How long a tag's re-read source digest is trusted (e.g. `1h`, `15m`)
+    #[arg(long, env = "PRIVATIZE_TAG_RECHECK_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub tag_recheck_interval: std::time::Duration,
 
     /// Registries or image globs never rewritten (comma-separated); the target is always excluded
     #[arg(long, env = "PRIVATIZE_EXCLUDE", value_delimiter = ',')]

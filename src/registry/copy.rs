@@ -401,7 +401,12 @@ impl Copier {
         match self
             .client
             .oci()
-            .pull_blob_stream_partial(&source.to_oci(), descriptor, 0, Some(descriptor.size as u64))
+            .pull_blob_stream_partial(
+                &source.to_oci(),
+                descriptor,
+                0,
+                Some(descriptor.size as u64),
+            )
             .await?
         {
             BlobResponse::Full(stream) | BlobResponse::Partial(stream) => Ok(stream),

@@ -90,6 +90,7 @@ pub struct Metrics {
     reviews_refused: Family<Labels2, Counter>,
     review_memory: Gauge,
     credential_namespaces_forbidden: Counter,
+    tags_drifted: Family<Labels1, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -232,6 +233,12 @@ impl Metrics {
             "Copy Jobs wanted but held back by the running-Job caps (total or per namespace)",
             copy_jobs_deferred.clone(),
         );
+        let tags_drifted = Family::default();
+        registry.register(
+            "tags_drifted",
+            "Admissions of a mirrored tag whose source tag now points elsewhere, by what was done (warned, synced: a copy Job moves the mirror's tag)",
+            Described(tags_drifted.clone()),
+        );
         let source_checks = Family::default();
         registry.register(
             "source_checks",
@@ -283,6 +290,7 @@ impl Metrics {
             reviews_refused,
             review_memory,
             credential_namespaces_forbidden,
+            tags_drifted,
         }
     }
 
@@ -392,6 +400,13 @@ impl Metrics {
     /// A wanted copy Job was held back by a cap.
     pub fn copy_job_deferred(&self) {
         self.copy_jobs_deferred.inc();
+    }
+
+    /// A drifted tag admitted: `warned` or `synced`.
+    pub fn tag_drifted(&self, done: &str) {
+        self.tags_drifted
+            .get_or_create(&[("done", done.to_string())])
+            .inc();
     }
 
     /// An anonymous-access check of a source: `public`, `private` or `unknown`.

@@ -16,7 +16,10 @@ use kube::api::Api;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse};
 use kube::Client;
 
+mod tags;
+
 use super::credentials::Credentials;
+use super::drift::Drifts;
 use super::flights::Flights;
 use super::gate::Gate;
 use super::jobs::{admit_copies, JobSettings, Running};
@@ -58,6 +61,8 @@ pub struct Pods {
     /// Creates a missing pull Secret where `--require-pull-secret` needs one.
     pub credentials: Arc<Credentials>,
     pull_secrets: Flights<Option<String>>,
+    /// `--tag-drift` checks; `None` under `ignore`.
+    drifts: Option<Arc<Drifts>>,
 }
 
 impl Pods {
@@ -100,7 +105,14 @@ impl Pods {
             pull_secret_name,
             credentials,
             pull_secrets: Flights::default(),
+            drifts: None,
         }
+    }
+
+    /// With `--tag-drift` checks (`None`: `ignore`).
+    pub fn with_drifts(mut self, drifts: Option<Arc<Drifts>>) -> Self {
+        self.drifts = drifts;
+        self
     }
 
     /// Answers one pod admission. Never fails: our own errors allow the pod
@@ -138,6 +150,19 @@ impl Pods {
             (Some(namespace), false) => self.pull_secret(namespace).await,
             _ => None,
         };
+        let namespace = request.namespace.clone().unwrap_or_default();
+        let drift_warnings = self
+            .follow_tags(
+                &found,
+                |target| {
+                    presence
+                        .get(&target.to_string())
+                        .copied()
+                        .unwrap_or(Presence::Unknown)
+                },
+                &namespace,
+            )
+            .await;
         let decision = decide(
             &request,
             &self.settings,
@@ -147,7 +172,6 @@ impl Pods {
                 access,
             },
         );
-        let namespace = request.namespace.clone().unwrap_or_default();
         if let Err(err) = self.start_copies(&decision, &namespace).await {
             return self.unchanged(response, "job", format!("{err:#}"));
         }
@@ -164,8 +188,10 @@ impl Pods {
                 Err(err) => return self.unchanged(response, "patch", err.to_string()),
             }
         };
-        if !decision.warnings.is_empty() {
-            response.warnings = Some(decision.warnings);
+        let mut warnings = decision.warnings;
+        warnings.extend(drift_warnings);
+        if !warnings.is_empty() {
+            response.warnings = Some(warnings);
         }
         if !summary.is_empty() {
             response

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::copy_ca;
 use super::credentials::Credentials;
+use super::drift::Drifts;
 use super::gate::{Gate, GateConfig};
 use super::jobs::{self, Caps, JobSettings};
 use super::metrics::Metrics;
@@ -15,7 +16,7 @@ use super::passon;
 use super::pods::Pods;
 use super::presence::{CacheTimes, Checker, TargetAuth};
 use super::sources::Sources;
-use crate::cli::{ServeArgs, TargetKind};
+use crate::cli::{ServeArgs, TagDrift, TagMutability, TargetKind};
 use crate::copy_job::template::{self, PodTemplate};
 use crate::copy_job::{self, CA_DIR, CA_VOLUME};
 use crate::ecr::tokens::TokenCache;
@@ -118,6 +119,16 @@ pub async fn pods(
         gate_timeout: args.gate_timeout,
         instance,
     }));
+    let drifts = (args.tag_drift != TagDrift::Ignore).then(|| {
+        Arc::new(Drifts::new(
+            args.tag_drift,
+            args.repository.tag_mutability == TagMutability::Immutable,
+            checker.clone(),
+            sources.clone(),
+            args.tag_recheck_interval,
+            HEAD_TIMEOUT,
+        ))
+    });
     Ok(Pods::from_parts(
         settings,
         client,
@@ -128,7 +139,8 @@ pub async fn pods(
         gate,
         args.pull_secret_name.clone(),
         credentials,
-    ))
+    )
+    .with_drifts(drifts))
 }
 
 /// serve's own pod, when it runs in one (POD_NAME / POD_NAMESPACE from the downward API).

@@ -66,6 +66,12 @@ impl Sources {
         access
     }
 
+    /// The digest `source` (a tag) points at now, read anonymously, uncached
+    /// and with no time limit of its own (the caller's).
+    pub async fn digest(&self, source: &ImageRef) -> anyhow::Result<Option<String>> {
+        registry::manifest_digest(&self.client, source).await
+    }
+
     async fn head(&self, source: &ImageRef) -> Access {
         // By digest when pinned: that is what would be copied.
         let probe = match &source.digest {

@@ -1,0 +1,211 @@
+//! Mutable tags follow their source (`--tag-drift`): is a mirrored tag a pod
+//! is admitted with still where its source tag is? Both tags are read
+//! (manifest HEADs: free on Docker Hub's pull limit; the source anonymously)
+//! at most once per `--tag-recheck-interval` per pair, in one flight, within
+//! the lookup time limit; no answer is no drift. What a drift leads to is
+//! decided by the pure functions below: a warning on the admission, and under
+//! `sync` a copy of the source pinned at what its tag is now, which moves the
+//! mirror's tag only while the source tag still points there (DESIGN §11:
+//! never backwards). Pods keep starting from the current copy, ungated.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::flights::Flights;
+use super::presence::Checker;
+use super::sources::Sources;
+use crate::cli::TagDrift;
+use crate::image::ImageRef;
+
+/// How long a drift is trusted while a copy Job moves the tag (`sync`).
+const SYNC_RECHECK: Duration = Duration::from_secs(60);
+
+/// A mirrored tag that its source tag has moved away from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drifted {
+    /// What the mirror's tag points at.
+    pub mirror: String,
+    /// What the source's tag points at now.
+    pub now: String,
+}
+
+/// Drift checks of admitted tags.
+pub struct Drifts {
+    pub policy: TagDrift,
+    /// The target's tags cannot move (`--tag-mutability IMMUTABLE`): drift is
+    /// reported, never synced.
+    pub immutable: bool,
+    checker: Arc<Checker>,
+    sources: Arc<Sources>,
+    cache: Flights<Option<Drifted>>,
+    interval: Duration,
+    timeout: Duration,
+}
+
+impl Drifts {
+    pub fn new(
+        policy: TagDrift,
+        immutable: bool,
+        checker: Arc<Checker>,
+        sources: Arc<Sources>,
+        interval: Duration,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            policy,
+            immutable,
+            checker,
+            sources,
+            cache: Flights::default(),
+            interval,
+            timeout,
+        }
+    }
+
+    /// Whether `target`'s tag drifted from `source`'s (cached for the interval).
+    pub async fn check(self: &Arc<Self>, source: &ImageRef, target: &ImageRef) -> Option<Drifted> {
+        let this = self.clone();
+        let (source, target) = (source.clone(), target.clone());
+        let key = format!("{source} {target}");
+        let (drifted, _) = self
+            .cache
+            .get(&key, move || async move {
+                let read = async {
+                    let (mirror, now) = tokio::join!(
+                        this.checker.digest(&target),
+                        this.sources.digest(&source)
+                    );
+                    (mirror, now)
+                };
+                match tokio::time::timeout(this.timeout, read).await {
+                    Ok((Ok(Some(mirror)), Ok(Some(now)))) => {
+                        let drifted = (mirror != now).then_some(Drifted { mirror, now });
+                        // Under sync a Job is moving the tag: look again soon.
+                        let keep = match &drifted {
+                            Some(_) if this.syncs() => this.interval.min(SYNC_RECHECK),
+                            _ => this.interval,
+                        };
+                        (drifted, keep)
+                    }
+                    // A tag gone on either side is not drift (the gate copies
+                    // a missing image; a source tag removed leaves the mirror).
+                    Ok((Ok(_), Ok(_))) => (None, this.interval),
+                    Ok((mirror, now)) => {
+                        let error = mirror.err().or(now.err()).map(|e| format!("{e:#}"));
+                        tracing::debug!(image = %source, error = error.as_deref().unwrap_or(""), "tag drift check failed");
+                        (None, Duration::ZERO)
+                    }
+                    Err(_) => (None, Duration::ZERO),
+                }
+            })
+            .await;
+        drifted
+    }
+
+    /// What is done about a drift: `synced` when a copy is to move the tag.
+    pub fn syncs(&self) -> bool {
+        self.policy == TagDrift::Sync && !self.immutable
+    }
+}
+
+/// Whether an image is looked at: a tag, not pinned, on both sides.
+pub fn followed(source: &ImageRef, target: &ImageRef) -> bool {
+    source.digest.is_none()
+        && target.digest.is_none()
+        && source.tag.is_some()
+        && target.tag.is_some()
+}
+
+/// The copy that moves the mirror's tag: the source pinned at what its tag
+/// points at now, to the target pinned the same (its Job is one per digest).
+pub fn sync_copy(source: &ImageRef, target: &ImageRef, now: &str) -> (ImageRef, ImageRef) {
+    let pin = |image: &ImageRef| ImageRef {
+        digest: Some(now.to_string()),
+        ..image.clone()
+    };
+    (pin(source), pin(target))
+}
+
+/// The admission warning for one drifted tag.
+pub fn warning(source: &ImageRef, target: &ImageRef, drifted: &Drifted, done: Done) -> String {
+    let tag = target.tag.as_deref().unwrap_or("latest");
+    let then = match done {
+        Done::Warned => "the pod runs the mirror's copy (PRIVATIZE_TAG_DRIFT=warn)",
+        Done::Synced => {
+            "the pod runs the mirror's copy; a copy Job moves the tag (PRIVATIZE_TAG_DRIFT=sync)"
+        }
+        Done::Immutable => {
+            "the pod runs the mirror's copy; the target's tags are IMMUTABLE, so the tag stays"
+        }
+    };
+    format!(
+        "{target}: the mirror's {tag} is {}, {source} is {} now: {then}",
+        drifted.mirror, drifted.now
+    )
+}
+
+/// What was done about a drift.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Done {
+    Warned,
+    Synced,
+    Immutable,
+}
+
+impl Done {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Warned | Self::Immutable => "warned",
+            Self::Synced => "synced",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(text: &str) -> ImageRef {
+        ImageRef::parse(text).unwrap()
+    }
+
+    #[test]
+    fn only_tags_on_both_sides_are_followed() {
+        let (s, t) = (image("nginx:1.27"), image("r.example/m/nginx:1.27"));
+        assert!(followed(&s, &t));
+        let pinned = image(
+            "nginx:1.27@sha256:1111111111111111111111111111111111111111111111111111111111111111",
+        );
+        assert!(!followed(&pinned, &t));
+        let at_digest = image("r.example/m/nginx@sha256:1111111111111111111111111111111111111111111111111111111111111111");
+        assert!(!followed(&s, &at_digest));
+    }
+
+    #[test]
+    fn the_sync_copy_pins_both_sides_at_what_the_source_tag_is_now() {
+        let (s, t) = (image("nginx:1.27"), image("r.example/m/nginx:1.27"));
+        let now = format!("sha256:{}", "2".repeat(64));
+        let (ps, pt) = sync_copy(&s, &t, &now);
+        assert_eq!(
+            ps.to_string(),
+            format!("docker.io/library/nginx:1.27@{now}")
+        );
+        assert_eq!(pt.to_string(), format!("r.example/m/nginx:1.27@{now}"));
+    }
+
+    #[test]
+    fn the_warning_names_both_digests_and_what_happens() {
+        let (s, t) = (image("nginx:1.27"), image("r.example/m/nginx:1.27"));
+        let d = Drifted {
+            mirror: "sha256:a".into(),
+            now: "sha256:b".into(),
+        };
+        assert_eq!(
+            warning(&s, &t, &d, Done::Warned),
+            "r.example/m/nginx:1.27: the mirror's 1.27 is sha256:a, docker.io/library/nginx:1.27 is sha256:b now: the pod runs the mirror's copy (PRIVATIZE_TAG_DRIFT=warn)"
+        );
+        assert!(warning(&s, &t, &d, Done::Immutable).contains("IMMUTABLE"));
+        assert_eq!(Done::Immutable.label(), "warned");
+    }
+}
