@@ -52,6 +52,10 @@ complete -c privatize -n "__fish_privatize_using_subcommand serve" -l target-reg
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l swap-policy -d 'What a pod whose image is not mirrored yet gets' -r -f -a "gate\t'Private image plus a scheduling gate until the copy lands'
 always\t'Private image at once (a pull may fail until the copy lands)'
 exists\t'Original image until the copy exists'"
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l tag-drift -d 'What a pod of a mirrored tag whose source tag now points elsewhere gets: its source tag is re-read (a manifest HEAD) at most once per --tag-recheck-interval per tag; pods keep starting from the current copy, ungated' -r -f -a "ignore\t'Never look'
+warn\t'An admission warning, a log line and privatize_tags_drifted_total'
+sync\t'As warn, and one copy Job moves the mirror\'s tag to what the source tag is now'"
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l tag-recheck-interval -d 'How long a tag\'s re-read source digest is trusted (e.g. `1h`, `15m`)' -r
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l exclude -d 'Registries or image globs never rewritten (comma-separated); the target is always excluded' -r
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l exclude-namespaces -d 'Namespaces (globs) whose pods are never rewritten' -r
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l include-registries -d 'Only rewrite images from these registries (comma-separated); all when empty' -r
@@ -104,6 +108,10 @@ complete -c privatize -n "__fish_privatize_using_subcommand serve" -l repository
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l lifecycle-policy -d 'Lifecycle policy (JSON text) applied to new repositories' -r
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l reconcile-repositories -d 'Also re-apply these settings to existing repositories that drifted' -r -f -a "true\t''
 false\t''"
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l copy-referrers -d 'Also copy what refers to each copied manifest (signatures, attestations, SBOMs): OCI 1.1 referrers, from the Referrers API or the referrers tag schema, and cosign\'s sha256-<hex>.sig/.att/.sbom tags, recursively, as exact bytes; listed on the target the same two ways' -r -f -a "true\t''
+false\t''"
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l require-referrers -d 'Fail an image\'s copy, before any of its tags moves, when one of its referrers cannot be copied or listed (otherwise each is a warning)' -r -f -a "true\t''
+false\t''"
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l log-format -d 'Log line format: `text` for people, `json` for log collectors' -r -f -a "text\t''
 json\t''"
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l log-level -d 'Level of privatize\'s own logs (`error`, `warn`, `info`, `debug`, `trace`, `off`), or a whole filter in `tracing` syntax (e.g. `warn,privatize=debug`)' -r
@@ -136,6 +144,10 @@ complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l repos
 complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l repository-policy -d 'Repository policy (JSON text) applied to new repositories' -r
 complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l lifecycle-policy -d 'Lifecycle policy (JSON text) applied to new repositories' -r
 complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l reconcile-repositories -d 'Also re-apply these settings to existing repositories that drifted' -r -f -a "true\t''
+false\t''"
+complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l copy-referrers -d 'Also copy what refers to each copied manifest (signatures, attestations, SBOMs): OCI 1.1 referrers, from the Referrers API or the referrers tag schema, and cosign\'s sha256-<hex>.sig/.att/.sbom tags, recursively, as exact bytes; listed on the target the same two ways' -r -f -a "true\t''
+false\t''"
+complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l require-referrers -d 'Fail an image\'s copy, before any of its tags moves, when one of its referrers cannot be copied or listed (otherwise each is a warning)' -r -f -a "true\t''
 false\t''"
 complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l log-format -d 'Log line format: `text` for people, `json` for log collectors' -r -f -a "text\t''
 json\t''"
