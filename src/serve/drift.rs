@@ -8,14 +8,19 @@
 //! mirror's tag only while the source tag still points there (DESIGN §11:
 //! never backwards). Pods keep starting from the current copy, ungated.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
 
 use super::flights::Flights;
 use super::presence::Checker;
 use super::sources::Sources;
 use crate::cli::TagDrift;
-use crate::image::ImageRef;
+use crate::image::{ImageRef, TargetRegistry};
+use crate::mutate::record::originals;
 
 /// How long a drift is trusted while a copy Job moves the tag (`sync`).
 const SYNC_RECHECK: Duration = Duration::from_secs(60);
@@ -106,6 +111,20 @@ impl Drifts {
     pub fn syncs(&self) -> bool {
         self.policy == TagDrift::Sync && !self.immutable
     }
+
+    /// What is done about a drift.
+    pub fn done(&self) -> Done {
+        match (self.policy, self.syncs()) {
+            (_, true) => Done::Synced,
+            (TagDrift::Sync, false) => Done::Immutable,
+            _ => Done::Warned,
+        }
+    }
+
+    /// How long a re-read tag is trusted: the pass runs this often.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
 }
 
 /// Whether an image is looked at: a tag, not pinned, on both sides.
@@ -114,6 +133,55 @@ pub fn followed(source: &ImageRef, target: &ImageRef) -> bool {
         && target.digest.is_none()
         && source.tag.is_some()
         && target.tag.is_some()
+}
+
+/// A pod running a mirrored tag: (namespace, name).
+pub type PodKey = (String, String);
+
+/// The mirrored tags pods run, from privatize's own record on each pod
+/// (`privatize.io/original-images`), each with the pods that run it. A record
+/// is only believed where it derives: the source it names maps, by the naming
+/// rule, to exactly the image the container runs (a tenant may write any
+/// record on their own pod).
+pub fn in_use<'a>(
+    pods: impl IntoIterator<Item = &'a Pod>,
+    target: &TargetRegistry,
+) -> BTreeMap<(String, String), Vec<PodKey>> {
+    let mut tags: BTreeMap<(String, String), Vec<PodKey>> = BTreeMap::new();
+    for pod in pods {
+        let Ok(recorded) = originals(pod) else {
+            continue;
+        };
+        let Some(spec) = pod.spec.as_ref() else {
+            continue;
+        };
+        let containers = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten());
+        for container in containers {
+            let Some(original) = recorded.get(&container.name) else {
+                continue;
+            };
+            let (Ok(source), Some(Ok(running))) = (
+                ImageRef::parse(original),
+                container.image.as_deref().map(ImageRef::parse),
+            ) else {
+                continue;
+            };
+            if target.target_reference(&source) != running || !followed(&source, &running) {
+                continue;
+            }
+            let key = (pod.namespace().unwrap_or_default(), pod.name_any());
+            let pods = tags
+                .entry((source.to_string(), running.to_string()))
+                .or_default();
+            if !pods.contains(&key) {
+                pods.push(key);
+            }
+        }
+    }
+    tags
 }
 
 /// The copy that moves the mirror's tag: the source pinned at what its tag
@@ -180,6 +248,59 @@ mod tests {
         assert!(!followed(&pinned, &t));
         let at_digest = image("r.example/m/nginx@sha256:1111111111111111111111111111111111111111111111111111111111111111");
         assert!(!followed(&s, &at_digest));
+    }
+
+    fn pod(name: &str, containers: &[(&str, &str)], record: &str) -> Pod {
+        let containers: Vec<_> = containers
+            .iter()
+            .map(|(n, i)| serde_json::json!({"name": n, "image": i}))
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "apps", "annotations": {"privatize.io/original-images": record}},
+            "spec": {"containers": containers}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn tags_in_use_come_from_records_that_derive() {
+        let target = TargetRegistry::parse("r.example/mirror").unwrap();
+        let mirrored = "r.example/mirror/docker.io/library/nginx:1.27";
+        let pods = [
+            pod("a", &[("app", mirrored)], r#"{"app":"nginx:1.27"}"#),
+            pod(
+                "b",
+                &[("app", mirrored), ("side", mirrored)],
+                r#"{"app":"nginx:1.27","side":"nginx:1.27"}"#,
+            ),
+            // A forged record: it names another source for the same target tag.
+            pod(
+                "forged",
+                &[("app", mirrored)],
+                r#"{"app":"evil.example/nginx:1.27"}"#,
+            ),
+            // Pinned: not followed.
+            pod(
+                "pinned",
+                &[("app", &format!("{mirrored}@sha256:{}", "1".repeat(64)))],
+                &format!(r#"{{"app":"nginx:1.27@sha256:{}"}}"#, "1".repeat(64)),
+            ),
+            // No record: not rewritten by privatize.
+            pod("plain", &[("app", mirrored)], "{}"),
+        ];
+        let found = in_use(&pods, &target);
+        let key = (
+            "docker.io/library/nginx:1.27".to_string(),
+            mirrored.to_string(),
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(
+            found[&key],
+            [
+                ("apps".to_string(), "a".to_string()),
+                ("apps".to_string(), "b".to_string())
+            ]
+        );
     }
 
     #[test]

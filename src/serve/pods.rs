@@ -16,6 +16,7 @@ use kube::api::Api;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse};
 use kube::Client;
 
+mod pass;
 mod tags;
 
 use super::credentials::Credentials;
@@ -77,9 +78,12 @@ impl Pods {
         super::setup::pods(args, client, metrics, tokens, credentials).await
     }
 
-    /// The gate controller; returns when `shutdown` fires.
+    /// The gate controller and the tag drift pass; returns when `shutdown` fires.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Result<()> {
-        self.gate.clone().run(shutdown).await
+        let passes = tokio::spawn(self.clone().drift_passes(shutdown.clone()));
+        let gate = self.gate.clone().run(shutdown).await;
+        passes.abort();
+        gate
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -71,7 +71,10 @@ async fn under_warn_a_drifted_tag_is_reported_and_the_pod_runs_the_current_copy(
     // answer read for "before" stands (no HEAD per admission) ...
     let new = move_source_tag(&source, "oci-single");
     let said = kubectl_create(&ns, "cached", &source);
-    assert!(!said.contains("Warning"), "read again within the interval: {said}");
+    assert!(
+        !said.contains("Warning"),
+        "read again within the interval: {said}"
+    );
     // ... and once it has passed, the next pod is told, and runs the
     // mirror's copy at once.
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -83,10 +86,8 @@ async fn under_warn_a_drifted_tag_is_reported_and_the_pod_runs_the_current_copy(
     let after = pods.get("after").await.unwrap();
     assert_eq!(image(&after), target);
     assert!(gates(&after).is_empty());
-    assert_eq!(
-        serve.metric("privatize_tags_drifted_total{done=\"warned\"}"),
-        1.0
-    );
+    // (The periodic pass, every 3 s here, may have counted the earlier pods too.)
+    assert!(serve.metric("privatize_tags_drifted_total{done=\"warned\"}") >= 1.0);
     assert!(serve
         .log()
         .contains("a mirrored tag drifted from its source"));
@@ -173,5 +174,67 @@ async fn under_sync_one_job_moves_the_tag_forward_and_never_back() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("tag v1 not moved"));
     assert_eq!(target_digest(&target), new, "the tag went back");
     assert_ne!(newer, new);
+    drop(serve);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_periodic_pass_tells_every_pod_of_a_drifted_tag_with_an_event() {
+    let _serial = SERIAL.lock().await;
+    let ns = TestNamespace::new("drift-pass").await;
+    let serve = GateServe::start(&ns, &["--tag-recheck-interval", "2s"]).await;
+    let prefix = common::prefix("drift-pass");
+    let (source, old) = own_source_tag(&prefix);
+    common::assert_ok(&serve.sync(&source));
+    let target = serve.target_of(&source);
+    // Two pods admitted in step (no warning), and one that runs the mirror
+    // under a record its tenant forged (it names another source).
+    for name in ["one", "two"] {
+        let said = kubectl_create(&ns, name, &source);
+        assert!(!said.contains("Warning"), "{said}");
+    }
+    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    // The forged record names an image that exists and differs from the
+    // mirror's: believed, it would be a drift, and under sync a copy of the
+    // tenant's image onto the shared tag.
+    let evil = format!("{}/{prefix}/evil:v1", common::testbed().source());
+    move_source_tag(&evil, "docker-single");
+    let mut forged = pod("forged", &target);
+    forged.metadata.annotations = Some(BTreeMap::from([(
+        "privatize.io/original-images".to_string(),
+        json!({ "app": evil }).to_string(),
+    )]));
+    pods.create(&PostParams::default(), &forged).await.unwrap();
+
+    // The source tag moves; no pod is admitted: the pass finds both.
+    let new = move_source_tag(&source, "oci-single");
+    let expected = format!("{target}: the mirror's v1 is {old}, {source} is {new} now");
+    for name in ["one", "two"] {
+        let start = Instant::now();
+        let notes = loop {
+            let notes: Vec<String> = events(&ns, name, "TagDrifted")
+                .await
+                .into_iter()
+                .filter_map(|e| e.note)
+                .collect();
+            if !notes.is_empty() || start.elapsed() > Duration::from_secs(20) {
+                break notes;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        assert_eq!(notes.len(), 1, "{name}: {notes:?}\n{}", serve.log());
+        assert!(notes[0].starts_with(&expected), "{notes:?}");
+    }
+    // Told once per pod and build: a few more passes add no Event.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(events(&ns, "one", "TagDrifted").await.len(), 1);
+    assert!(
+        events(&ns, "forged", "TagDrifted").await.is_empty(),
+        "a forged record was believed"
+    );
+    assert_eq!(
+        serve.metric("privatize_tags_drifted_total{done=\"warned\"}"),
+        1.0
+    );
+    assert_eq!(image(&pods.get("one").await.unwrap()), target);
     drop(serve);
 }

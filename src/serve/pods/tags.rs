@@ -6,7 +6,6 @@
 use futures_util::{stream, StreamExt};
 
 use super::{Pods, LOOKUP_CONCURRENCY};
-use crate::cli::TagDrift;
 use crate::image::ImageRef;
 use crate::mutate::pods::{Candidate, Presence};
 use crate::serve::drift::{self, Done, Drifted};
@@ -42,11 +41,7 @@ impl Pods {
             .await;
         let mut warnings = Vec::new();
         for (source, target, drifted) in drifted {
-            let done = match (drifts.policy, drifts.syncs()) {
-                (_, true) => Done::Synced,
-                (TagDrift::Sync, false) => Done::Immutable,
-                _ => Done::Warned,
-            };
+            let done = drifts.done();
             if done == Done::Synced && !self.settings.dry_run {
                 self.sync_tag(&source, &target, &drifted.now, namespace)
                     .await;
@@ -63,7 +58,13 @@ impl Pods {
 
     /// Starts (within the caps) the copy Job that moves `target`'s tag to
     /// `now`, what `source`'s tag points at.
-    async fn sync_tag(&self, source: &ImageRef, target: &ImageRef, now: &str, namespace: &str) {
+    pub(super) async fn sync_tag(
+        &self,
+        source: &ImageRef,
+        target: &ImageRef,
+        now: &str,
+        namespace: &str,
+    ) {
         let (source, target) = drift::sync_copy(source, target, now);
         let wanted = [(namespace.to_string(), job_name(&source, &target))];
         let running = Running::of(self.gate.job_store.state().iter().map(|j| j.as_ref()));
