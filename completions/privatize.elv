@@ -48,6 +48,7 @@ set edit:completion:arg-completer[privatize] = {|@words|
             cand --target-registry 'Target registry with an optional prefix: REGISTRY[/PREFIX]'
             cand --swap-policy 'What a pod whose image is not mirrored yet gets'
             cand --tag-drift 'What a pod of a mirrored tag whose source tag now points elsewhere gets: its source tag is re-read (a manifest HEAD) at most once per --tag-recheck-interval per tag; pods keep starting from the current copy, ungated'
+            cand --pin-digests 'Rewrite a tag whose copy is in the mirror to `target:tag@sha256:…` of that copy, so every replica of a rollout runs the same bytes (a gated pod keeps the tag: its copy is not there yet)'
             cand --tag-recheck-interval 'How long a tag''s re-read source digest is trusted (e.g. `1h`, `15m`)'
             cand --exclude 'Registries or image globs never rewritten (comma-separated); the target is always excluded'
             cand --exclude-namespaces 'Namespaces (globs) whose pods are never rewritten'

@@ -55,6 +55,8 @@ exists\t'Original image until the copy exists'"
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l tag-drift -d 'What a pod of a mirrored tag whose source tag now points elsewhere gets: its source tag is re-read (a manifest HEAD) at most once per --tag-recheck-interval per tag; pods keep starting from the current copy, ungated' -r -f -a "ignore\t'Never look'
 warn\t'An admission warning, a log line and privatize_tags_drifted_total'
 sync\t'As warn, and one copy Job moves the mirror\'s tag to what the source tag is now'"
+complete -c privatize -n "__fish_privatize_using_subcommand serve" -l pin-digests -d 'Rewrite a tag whose copy is in the mirror to `target:tag@sha256:…` of that copy, so every replica of a rollout runs the same bytes (a gated pod keeps the tag: its copy is not there yet)' -r -f -a "true\t''
+false\t''"
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l tag-recheck-interval -d 'How long a tag\'s re-read source digest is trusted (e.g. `1h`, `15m`)' -r
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l exclude -d 'Registries or image globs never rewritten (comma-separated); the target is always excluded' -r
 complete -c privatize -n "__fish_privatize_using_subcommand serve" -l exclude-namespaces -d 'Namespaces (globs) whose pods are never rewritten' -r

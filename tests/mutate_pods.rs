@@ -59,6 +59,7 @@ fn all(review: &Value, settings: &Settings, presence: Presence) -> Facts {
             .collect(),
         pull_secret: None,
         access: Default::default(),
+        digests: Default::default(),
     }
 }
 
@@ -397,3 +398,37 @@ mod pod_fields;
 mod scope;
 #[path = "mutate_pods/selection.rs"]
 mod selection;
+
+#[test]
+fn pin_digests_rewrites_a_present_tag_to_the_copy_it_was_admitted_with() {
+    let review = review("create_containers_and_init");
+    let mut settings = settings();
+    let mut facts = all(&review, &settings, Presence::Present);
+    let nginx = format!("{ECR}/docker.io/library/nginx:1.27");
+    let digest = format!("sha256:{}", "a".repeat(64));
+    facts.digests.insert(nginx.clone(), digest.clone());
+
+    // Off (the default): the tag, whatever the digest.
+    let (_, pod) = run("create_containers_and_init", &settings, &facts);
+    assert_eq!(image(&pod, "app"), nginx);
+
+    // On: the tag at the digest the copy has; an image whose digest was not
+    // read keeps its tag.
+    settings.pin_digests = true;
+    let (decision, pod) = run("create_containers_and_init", &settings, &facts);
+    assert_eq!(image(&pod, "app"), format!("{nginx}@{digest}"));
+    assert_eq!(
+        image(&pod, "metrics"),
+        format!("{ECR}/quay.io/prometheus/node-exporter:v1.8.2")
+    );
+    assert!(gates(&pod).is_empty());
+    // The record keeps what was written, so the tag is still followed.
+    assert_eq!(original_images(&pod)["app"], "nginx:1.27");
+    assert!(decision.warnings.is_empty(), "{:?}", decision.warnings);
+
+    // A copy not there yet: gated with its tag (there is no digest to pin).
+    let mut missing = all(&review, &settings, Presence::Missing);
+    missing.digests.insert(nginx.clone(), digest);
+    let (_, pod) = run("create_containers_and_init", &settings, &missing);
+    assert_eq!(image(&pod, "app"), nginx);
+}

@@ -6,6 +6,8 @@
 mod common;
 #[path = "node/harness.rs"]
 mod harness;
+#[path = "referrers/harness.rs"]
+mod referrers;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -196,6 +198,63 @@ async fn a_deployment_is_gated_copied_by_privatizes_own_image_and_runs_from_the_
             .any(|n| n == &format!("Successfully pulled image \"{target}\"")),
         "{pulled:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_image_mirrored_by_a_copy_job_verifies_with_cosign_at_the_target() {
+    let _one = one_at_a_time().await;
+    let node = node();
+    let tb = common::testbed();
+    let cosign = referrers::tools();
+    // busybox in a repository of its own in the "public" registry, signed
+    // there with a local key: a sigstore bundle (an OCI 1.1 referrer, under
+    // the referrers tag schema: distribution has no Referrers API) and a
+    // legacy .sig tag.
+    let source = format!(
+        "{}/signed-{}/busybox:1.36",
+        tb.source(),
+        common::unique() % 1_000_000
+    );
+    let out = tb
+        .privatize()
+        .args(["sync-image", &node.app_image, "--target", &source])
+        .args(["--target-kind", "registry"])
+        .output()
+        .unwrap();
+    common::assert_ok(&out);
+    let digest = source_digest(&source);
+    let repository = source.rsplit_once(':').unwrap().0;
+    cosign.sign(&format!("{repository}@{digest}"), true, false);
+    cosign.sign(&format!("{repository}@{digest}"), true, true);
+
+    // A pod of it: gated, copied by a Job in privatize's own image, running.
+    let system = System::start("gate").await;
+    let pod = system.pod("signed", &source, SCRIPT).await;
+    let target = image_of(&pod);
+    assert!(gated(&pod));
+    let jobs = jobs(&system, 1).await;
+    assert_eq!(
+        finished(&system, &jobs[0]).await,
+        "Complete",
+        "serve: {}",
+        system.serve_log()
+    );
+    let pod = running(&system, "signed", 60).await;
+    assert_eq!(running_digest(&pod).unwrap(), digest);
+
+    // The Job brought both signatures along: cosign verifies the private copy.
+    let mirrored = privatize::image::ImageRef::parse(&target).unwrap();
+    let at = format!("{}/{}@{digest}", mirrored.host, mirrored.repository);
+    for legacy in [false, true] {
+        let verified = cosign.verify(&at, false, legacy);
+        assert!(
+            verified.status.success(),
+            "cosign verify {at} (legacy: {legacy}): {}",
+            common::stderr(&verified)
+        );
+    }
+    let found = cosign.discover(&at, false);
+    assert_eq!(found.len(), 1, "the bundle is listed: {found:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -121,6 +121,10 @@ pub struct ServeArgs {
     #[arg(long, env = "PRIVATIZE_TAG_DRIFT", value_enum, default_value_t = TagDrift::Warn)]
     pub tag_drift: TagDrift,
 
+    /// Rewrite a tag whose copy is in the mirror to `target:tag@sha256:…` of that copy, so every replica of a rollout runs the same bytes (a gated pod keeps the tag: its copy is not there yet)
+    #[arg(long, env = "PRIVATIZE_PIN_DIGESTS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub pin_digests: bool,
+
     /// How long a tag's re-read source digest is trusted (e.g. `1h`, `15m`)
     #[arg(long, env = "PRIVATIZE_TAG_RECHECK_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
     pub tag_recheck_interval: std::time::Duration,

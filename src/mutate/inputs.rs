@@ -33,6 +33,9 @@ pub struct Settings {
     /// pull the copy, i.e. when the managed pull Secret is there (the pod's
     /// namespace enabled for ECR credentials).
     pub require_pull_secret: bool,
+    /// `PRIVATIZE_PIN_DIGESTS`: a tag rewritten to a copy that is there
+    /// becomes `target:tag@sha256:…` of that copy (every replica the same bytes).
+    pub pin_digests: bool,
 }
 
 impl Settings {
@@ -49,6 +52,7 @@ impl Settings {
             private_source_namespaces: Vec::new(),
             max_images_per_pod: DEFAULT_MAX_IMAGES_PER_POD,
             require_pull_secret: false,
+            pin_digests: false,
         }
     }
 
@@ -102,6 +106,8 @@ pub struct Facts {
     /// source), looked up only where private sources are not allowed; a source
     /// absent from the map counts as [`Access::Unknown`] there.
     pub access: HashMap<String, Access>,
+    /// The digest each present target reference points at (`--pin-digests`).
+    pub digests: HashMap<String, String>,
 }
 
 impl Facts {

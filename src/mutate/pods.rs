@@ -18,6 +18,7 @@ pub use super::record::{COPY_PENDING_LABEL, GATE, GATED_LABEL, ORIGINAL_IMAGES, 
 pub use super::select::{default_exclude, LeaveReason, PLACEHOLDER_IMAGES};
 use super::select::{select, Selection};
 use crate::cli::SwapPolicy;
+use crate::image::ImageRef;
 
 /// The subresource `kubectl debug` updates to add ephemeral containers.
 const EPHEMERAL_SUBRESOURCE: &str = "ephemeralcontainers";
@@ -200,6 +201,14 @@ pub fn decide(request: &AdmissionRequest<Pod>, settings: &Settings, facts: &Fact
                 };
                 let outcome = slot_outcome(scope.ephemeral, present, secret_on_pod, policy);
                 if outcome.rewrites() {
+                    let pinned = facts
+                        .digests
+                        .get(&target.to_string())
+                        .filter(|_| settings.pin_digests && present && target.digest.is_none())
+                        .map(|digest| ImageRef {
+                            digest: Some(digest.clone()),
+                            ..target.clone()
+                        });
                     decision
                         .patch
                         .push(PatchOperation::Replace(ReplaceOperation {
@@ -209,7 +218,7 @@ pub fn decide(request: &AdmissionRequest<Pod>, settings: &Settings, facts: &Fact
                                 &slot.index.to_string(),
                                 "image",
                             ]),
-                            value: Value::String(target.to_string()),
+                            value: Value::String(pinned.as_ref().unwrap_or(target).to_string()),
                         }));
                 }
                 outcome

@@ -169,6 +169,14 @@ pub fn in_use<'a>(
             ) else {
                 continue;
             };
+            // A tag pinned at admission (`--pin-digests`) still follows its tag.
+            let running = match source.digest {
+                None => ImageRef {
+                    digest: None,
+                    ..running
+                },
+                Some(_) => running,
+            };
             if target.target_reference(&source) != running || !followed(&source, &running) {
                 continue;
             }
@@ -266,11 +274,13 @@ mod tests {
     fn tags_in_use_come_from_records_that_derive() {
         let target = TargetRegistry::parse("r.example/mirror").unwrap();
         let mirrored = "r.example/mirror/docker.io/library/nginx:1.27";
+        let pinned_side = format!("{mirrored}@sha256:{}", "2".repeat(64));
         let pods = [
             pod("a", &[("app", mirrored)], r#"{"app":"nginx:1.27"}"#),
             pod(
                 "b",
-                &[("app", mirrored), ("side", mirrored)],
+                // `side` pinned at admission (--pin-digests): the same tag.
+                &[("app", mirrored), ("side", &pinned_side)],
                 r#"{"app":"nginx:1.27","side":"nginx:1.27"}"#,
             ),
             // A forged record: it names another source for the same target tag.

@@ -132,9 +132,9 @@ impl Pods {
             let (checker, metrics, target) =
                 (self.checker.clone(), self.metrics.clone(), c.target.clone());
             presence_checks.push(async move {
-                let (presence, hit) = checker.check(&target).await;
+                let (presence, digest, hit) = checker.check_digest(&target).await;
                 metrics.presence_check(presence_label(presence), hit);
-                (target.to_string(), presence)
+                (target.to_string(), (presence, digest))
             });
             if c.check_access {
                 let (sources, source) = (self.sources.clone(), c.source.clone());
@@ -142,10 +142,18 @@ impl Pods {
                     .push(async move { (source.to_string(), sources.access(&source).await) });
             }
         }
-        let presence: HashMap<String, Presence> = stream::iter(presence_checks)
+        let probed: Vec<(String, (Presence, Option<String>))> = stream::iter(presence_checks)
             .buffer_unordered(LOOKUP_CONCURRENCY)
             .collect()
             .await;
+        let digests: HashMap<String, String> = probed
+            .iter()
+            .filter_map(|(target, (_, digest))| Some((target.clone(), digest.clone()?)))
+            .collect();
+        let presence: HashMap<String, Presence> = probed
+            .into_iter()
+            .map(|(target, (presence, _))| (target, presence))
+            .collect();
         let access: HashMap<String, Access> = stream::iter(access_checks)
             .buffer_unordered(LOOKUP_CONCURRENCY)
             .collect()
@@ -174,6 +182,7 @@ impl Pods {
                 presence,
                 pull_secret,
                 access,
+                digests,
             },
         );
         if let Err(err) = self.start_copies(&decision, &namespace).await {

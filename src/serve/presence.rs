@@ -49,7 +49,8 @@ pub struct Checker {
     transport: Transport,
     auth: TargetAuth,
     login: Mutex<Option<Login>>,
-    cache: Flights<Presence>,
+    /// Presence, and the digest when present.
+    cache: Flights<(Presence, Option<String>)>,
     times: CacheTimes,
 }
 
@@ -66,19 +67,30 @@ impl Checker {
 
     /// Cached presence of `target`; the flag says whether the answer was shared.
     pub async fn check(self: &Arc<Self>, target: &ImageRef) -> (Presence, bool) {
+        let (presence, _, hit) = self.check_digest(target).await;
+        (presence, hit)
+    }
+
+    /// Cached presence of `target` and, when present, the digest it points at.
+    pub async fn check_digest(
+        self: &Arc<Self>,
+        target: &ImageRef,
+    ) -> (Presence, Option<String>, bool) {
         let this = self.clone();
         let image = target.clone();
-        self.cache
+        let ((presence, digest), hit) = self
+            .cache
             .get(&target.to_string(), move || async move {
-                let presence = this.head(&image).await;
+                let (presence, digest) = this.head(&image).await;
                 let keep = match presence {
                     Presence::Present => this.times.present,
                     Presence::Missing => this.times.missing,
                     Presence::Unknown => Duration::ZERO,
                 };
-                (presence, keep)
+                ((presence, digest), keep)
             })
-            .await
+            .await;
+        (presence, digest, hit)
     }
 
     /// Presence asked of the registry now, bypassing (and refreshing) the cache.
@@ -94,7 +106,7 @@ impl Checker {
         registry::manifest_digest(&client, target).await
     }
 
-    async fn head(&self, target: &ImageRef) -> Presence {
+    async fn head(&self, target: &ImageRef) -> (Presence, Option<String>) {
         // By digest when pinned: that is what the pod pulls.
         let probe = match &target.digest {
             Some(digest) => target.at_digest(digest),
@@ -105,15 +117,15 @@ impl Checker {
             registry::manifest_digest(&client, &probe).await
         };
         match tokio::time::timeout(self.times.timeout, attempt).await {
-            Ok(Ok(Some(_))) => Presence::Present,
-            Ok(Ok(None)) => Presence::Missing,
+            Ok(Ok(Some(digest))) => (Presence::Present, Some(digest)),
+            Ok(Ok(None)) => (Presence::Missing, None),
             Ok(Err(err)) => {
                 tracing::warn!(image = %target, error = %format!("{err:#}"), "presence check failed");
-                Presence::Unknown
+                (Presence::Unknown, None)
             }
             Err(_) => {
                 tracing::warn!(image = %target, timeout_ms = self.times.timeout.as_millis() as u64, "presence check timed out");
-                Presence::Unknown
+                (Presence::Unknown, None)
             }
         }
     }

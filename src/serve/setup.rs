@@ -71,6 +71,7 @@ pub async fn pods(
             .collect(),
         max_images_per_pod: args.max_images_per_pod as usize,
         require_pull_secret: args.require_pull_secret,
+        pin_digests: args.pin_digests,
     };
     let own_pod = own_pod(&client).await?;
     let pod_template = match &args.copy_job_pod_template {

@@ -280,6 +280,7 @@ fn facts_of(input: &Input, review: &Value, settings: &Settings) -> Facts {
         presence,
         pull_secret: input.pull_secret.then(|| PULL_SECRET.to_string()),
         access: Default::default(),
+        digests: Default::default(),
     }
 }
 

@@ -91,6 +91,7 @@ fn new_ephemeral_containers_are_rewritten_when_present_and_never_gated() {
             ]),
             pull_secret: None,
             access: Default::default(),
+            digests: Default::default(),
         };
         let (decision, pod) = run("update_ephemeral_containers", &settings, &facts);
         assert_eq!(
@@ -131,6 +132,7 @@ fn ephemeral_image_kept_when_the_running_pod_lacks_the_pull_secret() {
         ]),
         pull_secret: Some(PULL_SECRET.into()),
         access: Default::default(),
+        digests: Default::default(),
     };
     let (decision, pod) = run("update_ephemeral_containers", &settings(), &facts);
     assert!(decision.patch.is_empty());

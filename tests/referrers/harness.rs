@@ -3,6 +3,7 @@
 //! (go-containerregistry's, one in-memory instance per test), next to the
 //! testbed's distribution registries, which do not. Built and cached by
 //! `testbed/referrers/build`.
+#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};

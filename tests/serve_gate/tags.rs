@@ -238,3 +238,55 @@ async fn the_periodic_pass_tells_every_pod_of_a_drifted_tag_with_an_event() {
     assert_eq!(image(&pods.get("one").await.unwrap()), target);
     drop(serve);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_pin_digests_every_pod_runs_the_copy_it_was_admitted_with() {
+    let _serial = SERIAL.lock().await;
+    let ns = TestNamespace::new("drift-pin").await;
+    let serve = GateServe::start(
+        &ns,
+        &[
+            "--pin-digests",
+            "--tag-drift",
+            "sync",
+            "--tag-recheck-interval",
+            "1s",
+        ],
+    )
+    .await;
+    let prefix = common::prefix("drift-pin");
+    let (source, old) = own_source_tag(&prefix);
+    common::assert_ok(&serve.sync(&source));
+    let target = serve.target_of(&source);
+    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+
+    kubectl_create(&ns, "first", &source);
+    assert_eq!(
+        image(&pods.get("first").await.unwrap()),
+        format!("{target}@{old}")
+    );
+    // The source moves and the mirror follows (sync): the running pod keeps
+    // its bytes.
+    let new = move_source_tag(&source, "oci-single");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let said = kubectl_create(&ns, "second", &source);
+    assert!(said.contains("a copy Job moves the tag"), "{said}");
+    assert_eq!(
+        image(&pods.get("second").await.unwrap()),
+        format!("{target}@{old}"),
+        "admitted with the copy that is there now"
+    );
+    let jobs = copy_jobs(&ns).await;
+    let out = run_job_command(&jobs[0]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(target_digest(&target), new);
+    assert_eq!(
+        image(&pods.get("first").await.unwrap()),
+        format!("{target}@{old}")
+    );
+    drop(serve);
+}
