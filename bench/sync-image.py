@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark `privatize sync-image` against skopeo (and optionally crane, regctl).
 
-Usage: python3 bench/sync-image.py [--rounds N] [--go-peers] [--timeout S]
+Usage: python3 bench/sync-image.py [--rounds N] [--go-peers] [--timeout S] [--cases A,B]
 
 Runs against the local testbed (testbed/up --large): a plain-HTTP source
 registry, a TLS + Basic-auth target registry and moto as the ECR API, all on
@@ -9,6 +9,9 @@ registry, a TLS + Basic-auth target registry and moto as the ECR API, all on
 order each round; wall time and peak RSS of every run are measured with
 os.wait4 on the child, and every copy's manifest digest is checked against the
 source. Prints a table and writes the raw numbers to target/bench/sync-image.json.
+The *-signed-index cases copy a cosign-signed, SBOM-attached multi-platform
+image (made once per run in the source registry, see prepare_signed_image)
+with privatize's referrers on (the default) and off, and skopeo.
 See bench/README.md.
 """
 
@@ -48,7 +51,13 @@ CASES = {
     "cold-index": ("bench-index", "index", "cold"),
     "warm-index": ("bench-index", "index", "warm"),
     "rss-large": ("large", "large", "cold"),
+    # not in images.json: made once per run by prepare_signed_image
+    "cold-signed-index": ("signed-index", "signed", "cold"),
+    "warm-signed-index": ("signed-index", "signed", "warm"),
 }
+SIGNED_KEY = "signed-index"
+REFERRER_KINDS = {"signed"}  # repository kinds whose cases also run privatize --copy-referrers=false
+PLAIN = "privatize-plain"    # that column's name
 GOALS = {"cold": 0.8, "warm": 0.5}  # privatize wall time <= factor * skopeo's
 
 # Why a launcher: a child forked from this Python process starts with Python's
@@ -183,10 +192,178 @@ class Testbed:
                          "-o", body.name, url], timeout=90, what=f"curl {url}")
             return "sha256:" + hashlib.sha256(Path(body.name).read_bytes()).hexdigest()
 
+    def source_digest(self, repo, tag):
+        """sha256 of the manifest bytes the (plain-HTTP, no auth) source serves for repo:tag."""
+        url = f"http://{self.source}/v2/{repo}/manifests/{tag}"
+        with tempfile.NamedTemporaryFile() as body:
+            run_checked(["curl", "-sS", "--fail", "--max-time", "60", "-H", f"Accept: {ACCEPT}",
+                         "-o", body.name, url], timeout=90, env=base_env(), what=f"curl {url}")
+            return "sha256:" + hashlib.sha256(Path(body.name).read_bytes()).hexdigest()
+
+
+# ------------------------------------------------------------------ referrers
+def referrer_tools():
+    """cosign and oras: PRIVATIZE_COSIGN / PRIVATIZE_ORAS when set, else the paths
+    testbed/referrers/build --print-env prints (it builds them once and caches them)."""
+    paths = {k: os.environ[k] for k in ("PRIVATIZE_COSIGN", "PRIVATIZE_ORAS") if os.environ.get(k)}
+    if len(paths) < 2:
+        out = run_checked([str(ROOT / "testbed" / "referrers" / "build"), "--print-env"],
+                          timeout=3600, what="testbed/referrers/build --print-env").stdout.decode()
+        for line in out.splitlines():
+            k, sep, v = line.partition("=")
+            if sep and k in ("PRIVATIZE_COSIGN", "PRIVATIZE_ORAS"):
+                paths.setdefault(k, v.strip())
+    for k in ("PRIVATIZE_COSIGN", "PRIVATIZE_ORAS"):
+        if not paths.get(k) or not os.access(paths[k], os.X_OK):
+            raise BenchError(f"{k}: no executable ({paths.get(k)!r}); run testbed/referrers/build")
+    return paths["PRIVATIZE_COSIGN"], paths["PRIVATIZE_ORAS"]
+
+
+class Signer:
+    """cosign (local key, no transparency log) and oras, kept on this machine:
+    every proxy points at a closed port (loopback excepted), HOME, TUF_ROOT and
+    DOCKER_CONFIG are a temporary directory (removed by close())."""
+
+    def __init__(self, tb):
+        self.tb = tb
+        self.cosign_bin, self.oras_bin = referrer_tools()
+        self.dir = tempfile.mkdtemp(prefix="bench-signer-")
+        env = base_env()
+        env.update({"HOME": self.dir, "DOCKER_CONFIG": os.path.join(self.dir, ".docker"),
+                    "HTTPS_PROXY": "http://127.0.0.1:9", "NO_PROXY": "127.0.0.1,localhost",
+                    "no_proxy": "127.0.0.1,localhost"})
+        self.oras_env = dict(env)
+        self.cosign_env = dict(env, COSIGN_PASSWORD="", TUF_ROOT=os.path.join(self.dir, "tuf"),
+                               HTTP_PROXY="http://127.0.0.1:9")
+
+    def cosign(self, args, what):
+        return run_checked([self.cosign_bin] + args, timeout=120, env=self.cosign_env,
+                           cwd=self.dir, what=f"cosign {what}")
+
+    def oras(self, args, what, target=False):
+        """oras against the plain-HTTP source, or (target=True) the TLS target with its login."""
+        conn = (["--ca-file", self.tb.ca, "--registry-config",
+                 os.path.join(self.tb.env["DOCKER_CONFIG"], "config.json")]
+                if target else ["--plain-http"])
+        return run_checked([self.oras_bin] + args[:1] + conn + args[1:], timeout=120,
+                           env=self.oras_env, cwd=self.dir, what=f"oras {what}")
+
+    def generate_key_pair(self):
+        self.cosign(["generate-key-pair"], "generate-key-pair")
+
+    def sign(self, image, legacy=False):
+        """Sign host/repo@digest: a sigstore bundle as an OCI 1.1 referrer, or
+        (legacy) a simple-signing payload under cosign's sha256-<hex>.sig tag."""
+        args = ["sign", "--key", "cosign.key", "--use-signing-config=false",
+                "--tlog-upload=false", "-y", "--allow-insecure-registry", "--allow-http-registry"]
+        if legacy:
+            args.append("--new-bundle-format=false")
+        self.cosign(args + [image], f"sign {image}{' (legacy .sig)' if legacy else ''}")
+
+    def attach_sbom(self, image):
+        """oras attach a small SPDX document to host/repo@digest; the SBOM manifest's digest."""
+        name = "sbom.spdx.json"
+        Path(self.dir, name).write_text(json.dumps({
+            "spdxVersion": "SPDX-2.3", "dataLicense": "CC0-1.0", "SPDXID": "SPDXRef-DOCUMENT",
+            "name": "bench-signed-index", "packages": [{"SPDXID": "SPDXRef-app", "name": "app"}],
+        }) + "\n")
+        out = self.oras(["attach", "--artifact-type", "application/spdx+json", "--format", "json",
+                         image, name], f"attach {image}").stdout
+        try:
+            return json.loads(out)["digest"]
+        except (ValueError, KeyError, TypeError):
+            raise BenchError(f"oras attach {image}: no digest in its output: {out[-1000:]!r}")
+
+    def discover(self, image, target=False):
+        """Every referrer oras discover finds under host/repo@digest, recursively:
+        sorted [(artifactType, digest)]."""
+        out = self.oras(["discover", "--format", "json", image], f"discover {image}", target).stdout
+        try:
+            pending, found = [json.loads(out)], []
+            while pending:
+                node = pending.pop()
+                for r in node.get("referrers") or []:
+                    found.append((r.get("artifactType", ""), r["digest"]))
+                    pending.append(r)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise BenchError(f"oras discover {image}: unexpected output: {out[-1000:]!r}")
+        return sorted(found)
+
+    def close(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def prepare_signed_image(tb, signer, index, sess, privatize_bin, timeout):
+    """Copies the bench-index image into a fresh source repository with privatize
+    (--copy-referrers=false), signs it with cosign twice (a bundle referrer and a
+    legacy .sig tag), signs each platform manifest (bundle), attaches an SBOM with
+    oras and signs the SBOM (bundle). Returns the image's facts: reference, digest,
+    the referrers oras discovers under each subject, the .sig tag's digest and
+    how many referrer manifests a copy must report."""
+    repo = f"bench-signed-{sess}/app"
+    src = f"{tb.source}/{repo}"
+    run_checked([privatize_bin, "sync-image", "--progress", "never", "--log-level", "warn",
+                 "--target-kind", "registry", "--plain-http", tb.source,
+                 "--copy-referrers=false", "--target", f"{src}:v1", index["reference"]],
+                timeout=timeout, env=base_env(), what=f"privatize sync-image {index['reference']} -> {src}:v1")
+    digest = index["digest"]
+    got = tb.source_digest(repo, "v1")
+    if got != digest:
+        raise BenchError(f"{src}:v1 has digest {got}, {index['reference']} has {digest}")
+    platforms = [m["digest"] for m in index["manifests"]]
+    signer.generate_key_pair()
+    signer.sign(f"{src}@{digest}")
+    signer.sign(f"{src}@{digest}", legacy=True)
+    for d in platforms:
+        signer.sign(f"{src}@{d}")
+    sbom = signer.attach_sbom(f"{src}@{digest}")
+    signer.sign(f"{src}@{sbom}")
+    subjects = [digest] + platforms
+    referrers = {d: signer.discover(f"{src}@{d}") for d in subjects}
+    sig_tag = "sha256-" + digest.split(":", 1)[1] + ".sig"
+    sig_digest = tb.source_digest(repo, sig_tag)
+    found = {d for rs in referrers.values() for _, d in rs}
+    # 1 bundle + 1 legacy .sig + a bundle per platform + the SBOM + the SBOM's bundle
+    expected = 1 + 1 + len(platforms) + 1 + 1
+    if len(found) + 1 != expected or sbom not in found:
+        raise BenchError(f"{src}@{digest}: oras discovers {len(found)} referrer(s) "
+                         f"{referrers}, expected {expected - 1} (SBOM {sbom})")
+    return {"reference": f"{src}:v1", "repository": repo, "tag": "v1", "digest": digest,
+            "manifests": index["manifests"], "referrers": referrers, "sbom": sbom,
+            "sig_tag": sig_tag, "sig_digest": sig_digest, "referrer_count": expected}
+
+
+def check_referrers(tb, signer, img, repo, stdout, with_referrers):
+    """After a privatize copy (--output json) of the signed image into repo: with
+    referrers, its line counts every referrer, none skipped, the target lists under
+    each subject exactly what the source lists, and the .sig tag has the same
+    bytes; without, it counts none. Returns a problem, or None."""
+    lines = [ln for ln in stdout.splitlines() if ln.strip().startswith("{")]
+    try:
+        line = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        return f"no JSON line on stdout: {stdout[-1000:]!r}"
+    if line.get("digest") != img["digest"]:
+        return f"JSON line digest {line.get('digest')} != {img['digest']}"
+    count, skipped = line.get("referrers") or 0, line.get("referrers_skipped") or []
+    if not with_referrers:
+        return None if count == 0 else f"--copy-referrers=false reported {count} referrer(s)"
+    if count != img["referrer_count"] or skipped:
+        return f"reported {count} referrer(s) (expected {img['referrer_count']}), skipped: {skipped}"
+    for subject, want in img["referrers"].items():
+        got = signer.discover(f"{tb.target}/{repo}@{subject}", target=True)
+        if got != want:
+            return f"oras discover {tb.target}/{repo}@{subject}: {got}, source has {want}"
+    got = tb.target_digest(repo, img["sig_tag"])
+    if got != img["sig_digest"]:
+        return f"{repo}:{img['sig_tag']} has digest {got}, source has {img['sig_digest']}"
+    return None
+
 
 # ------------------------------------------------------------------ tools
 class Tool:
     name = "?"
+    only_kinds = None  # repository kinds (CASES) this tool runs in; None: every case
 
     def __init__(self, tb):
         self.tb = tb
@@ -211,10 +388,14 @@ class Tool:
 class Privatize(Tool):
     name = "privatize"
 
-    def __init__(self, tb, log_level="warn"):
+    def __init__(self, tb, log_level="warn", copy_referrers=True):
         super().__init__(tb)
         self.bin = str(ROOT / "target" / "release" / "privatize")
         self.log_level = log_level
+        self.copy_referrers = copy_referrers
+        if not copy_referrers:
+            self.name = PLAIN
+            self.only_kinds = REFERRER_KINDS
         self.env = base_env()
         self.env.update({
             "AWS_ENDPOINT_URL": tb.env["MOTO_ENDPOINT"],
@@ -230,10 +411,13 @@ class Privatize(Tool):
                   "PRIVATIZE_LOG", "PRIVATIZE_JOBS", "ECR_REGISTRY"):
             self.env.pop(k, None)
 
-    def command(self, src, dst, state):
+    def command(self, src, dst, state, output_json=False):
         return [self.bin, "sync-image", "--progress", "never", "--log-level", self.log_level,
                 "--target-kind", "ecr", "--ca-file", self.tb.ca,
-                "--plain-http", self.tb.source, "--target", dst, src], self.env
+                "--plain-http", self.tb.source] + \
+            ([] if self.copy_referrers else ["--copy-referrers=false"]) + \
+            (["--output", "json"] if output_json else []) + \
+            ["--target", dst, src], self.env
 
     def version(self):
         return run_checked([self.bin, "--version"], timeout=30).stdout.decode().strip()
@@ -415,6 +599,7 @@ def main():
         json_path.write_text(json.dumps(result, indent=2) + "\n")
 
     tools = []
+    signer = None
     try:
         # 1. testbed + release build
         if not args.no_setup:
@@ -430,13 +615,17 @@ def main():
         state_dir = Path(os.environ.get("PRIVATIZE_TESTBED_DIR", ROOT / "target" / "testbed"))
         tenv = read_env_file(state_dir / "env")
         images = json.loads(Path(tenv["IMAGES_JSON"]).read_text())
-        for key in {CASES[c][0] for c in cases} | {"tiny"}:
+        signed = any(CASES[c][1] in REFERRER_KINDS for c in cases)
+        for key in ({CASES[c][0] for c in cases} - {SIGNED_KEY}) | {"tiny"} | \
+                ({"bench-index"} if signed else set()):
             if key not in images:
                 raise BenchError(f"images.json has no {key!r}: run testbed/up --large")
         tb = Testbed(tenv)
 
         # 2. tools
         tools = [Privatize(tb, args.privatize_log_level), Skopeo(tb)]
+        if signed:
+            tools.insert(1, Privatize(tb, args.privatize_log_level, copy_referrers=False))
         for name, cls in (("crane", Crane), ("regctl", Regctl)):
             binary = GO_BIN / name
             info = {"package": GO_PEERS[name]}
@@ -497,7 +686,7 @@ def main():
                 except BenchError as e:
                     problem = f"reading back the copy: {e}"
             if problem:
-                if tool.name in ("privatize", "skopeo"):
+                if tool.name in ("privatize", PLAIN, "skopeo"):
                     raise BenchError(f"{tool.name} smoke copy of tiny failed: {problem}\n"
                                      f"command: {' '.join(argv)}")
                 log(f"{tool.name}: smoke copy failed, leaving it out: {problem}")
@@ -507,19 +696,37 @@ def main():
         for tool in tools:
             result["tools"][tool.name] = {"version": tool.version()}
         names = [t.name for t in tools]
-        peers = names[2:]
+        core = [n for n in ("privatize", PLAIN, "skopeo") if n in names]
+        peers = [n for n in names if n not in core]
         log("tools: " + ", ".join(f"{t.name} ({result['tools'][t.name]['version']})" for t in tools))
+
+        # 3b. the signed multi-platform image, once per run (not timed)
+        if signed:
+            signer = Signer(tb)
+            log("preparing the signed image (privatize copy, cosign sign x6, oras attach)")
+            t0 = time.perf_counter()
+            img = prepare_signed_image(tb, signer, images["bench-index"], sess,
+                                       tools[0].bin, args.timeout)
+            result["setup"]["signed_image_s"] = round(time.perf_counter() - t0, 2)
+            result["setup"]["signed_image"] = {
+                "reference": img["reference"], "digest": img["digest"], "sbom": img["sbom"],
+                "referrer_count": img["referrer_count"], "referrers": img["referrers"],
+                "cosign": signer.cosign_bin, "oras": signer.oras_bin}
+            images[SIGNED_KEY] = img
+            log(f"signed image {img['reference']}@{img['digest']}: {img['referrer_count']} "
+                f"referrer manifests, in {result['setup']['signed_image_s']} s")
 
         # 4. the rounds
         by_name = {t.name: t for t in tools}
         for rnd in range(args.rounds):
-            order = (["privatize", "skopeo"] + peers) if rnd % 2 == 0 \
-                else (["skopeo", "privatize"] + peers[::-1])
+            order = (core + peers) if rnd % 2 == 0 else (core[::-1] + peers[::-1])
             repos = {}  # (tool, repo kind) -> repository filled by this round's cold case
             for case in cases:
                 key, kind, temp = CASES[case]
                 img = images[key]
-                for pos, name in enumerate(order):
+                run_order = [n for n in order
+                             if by_name[n].only_kinds is None or kind in by_name[n].only_kinds]
+                for pos, name in enumerate(run_order):
                     tool = by_name[name]
                     if temp == "cold":
                         repo = f"bench/{name}/{kind}-{rnd}-{sess}"
@@ -529,7 +736,10 @@ def main():
                     dst = f"{tb.target}/{repo}:v1"
                     state = tool.prepare_run()
                     try:
-                        argv, env = tool.command(img["reference"], dst, state)
+                        if kind in REFERRER_KINDS and isinstance(tool, Privatize):
+                            argv, env = tool.command(img["reference"], dst, state, output_json=True)
+                        else:
+                            argv, env = tool.command(img["reference"], dst, state)
                         code, wall, rss, cpu, out, err = measure(argv, env, args.timeout)
                     finally:
                         tool.finish_run(state)
@@ -540,10 +750,14 @@ def main():
                     if got != img["digest"]:
                         raise BenchError(f"{case} round {rnd}: {name} copied {dst} with digest "
                                          f"{got}, source has {img['digest']}")
+                    if kind in REFERRER_KINDS and isinstance(tool, Privatize):
+                        problem = check_referrers(tb, signer, img, repo, out, tool.copy_referrers)
+                        if problem:
+                            raise BenchError(f"{case} round {rnd}: {name} {dst}: {problem}")
                     result["runs"].append({"case": case, "round": rnd, "tool": name, "position": pos,
                                            "wall_s": round(wall, 4), "maxrss_kib": rss, "cpu_s": round(cpu, 4),
                                            "target": dst, "digest_ok": True})
-                    log(f"round {rnd} {case:<12} {name:<9} {wall:7.3f} s {rss / 1024:7.1f} MiB "
+                    log(f"round {rnd} {case:<12} {name:<15} {wall:7.3f} s {rss / 1024:7.1f} MiB "
                         f"{cpu:6.3f} s cpu")
         result["loadavg_end"] = os.getloadavg()
     except BenchError as e:
@@ -554,6 +768,8 @@ def main():
     finally:
         for t in tools:
             t.close()
+        if signer:
+            signer.close()
 
     # 5. summary
     summary = result["summary"]
@@ -561,6 +777,8 @@ def main():
         s = summary[case] = {}
         for name in names:
             runs = [r for r in result["runs"] if r["case"] == case and r["tool"] == name]
+            if not runs:  # privatize-plain runs in the signed cases only
+                continue
             s[name] = {"wall_s_median": round(median([r["wall_s"] for r in runs]), 4),
                        "wall_s_min": min(r["wall_s"] for r in runs),
                        "wall_s_max": max(r["wall_s"] for r in runs),
@@ -568,30 +786,39 @@ def main():
                        "cpu_s_median": round(median([r["cpu_s"] for r in runs]), 4),
                        "rss_mib_max": round(max(r["maxrss_kib"] for r in runs) / 1024, 1)}
         for peer in names[1:]:
+            if peer not in s:
+                continue
             s[f"privatize/{peer}"] = {
                 "wall": round(s["privatize"]["wall_s_median"] / s[peer]["wall_s_median"], 3),
                 "rss": round(s["privatize"]["rss_mib_median"] / s[peer]["rss_mib_median"], 3),
                 "cpu": round(s["privatize"]["cpu_s_median"] / s[peer]["cpu_s_median"], 3)}
 
     n = args.rounds
-    w = 13
+    w = max(13, max(len(c) for c in cases) + 1)
+    cw = {x: max(11, len(x) + 1) for x in names}           # value columns
+    rw = {x: max(11, len("p/" + x) + 1) for x in names}    # ratio columns
     print(f"\nsync-image benchmark: medians of {n} round{'s' if n > 1 else ''} "
           f"(host: {os.cpu_count()} cores; {', '.join(names)})\n")
     for title, field, nd in (("wall time (s)", "wall_s_median", 3), ("peak RSS (MiB)", "rss_mib_median", 1),
                              ("CPU user+sys", "cpu_s_median", 3)):
-        head = f"{title:<{w}}" + "".join(f"{x:>11}" for x in names) + \
-            "".join(f"{'p/' + x:>11}" for x in names[1:])
+        head = f"{title:<{w}}" + "".join(f"{x:>{cw[x]}}" for x in names) + \
+            "".join(f"{'p/' + x:>{rw[x]}}" for x in names[1:])
         print(head)
         print("-" * len(head))
         for case in cases:
             s = summary[case]
             rk = field.split("_")[0]
-            print(f"{case:<{w}}" + "".join(f"{fmt(s[x][field], nd):>11}" for x in names) +
-                  "".join(f"{fmt(s['privatize/' + x][rk], 2):>11}" for x in names[1:]))
+            print(f"{case:<{w}}" + "".join(f"{fmt(s.get(x, {}).get(field), nd):>{cw[x]}}"
+                                           for x in names) +
+                  "".join(f"{fmt(s.get('privatize/' + x, {}).get(rk), 2):>{rw[x]}}"
+                          for x in names[1:]))
         print()
 
-    print("goals (privatize vs skopeo):")
-    for case in cases:
+    plain_cases = [c for c in cases if CASES[c][1] not in REFERRER_KINDS]
+    ref_cases = [c for c in cases if CASES[c][1] in REFERRER_KINDS]
+    if plain_cases:
+        print("goals (privatize vs skopeo):")
+    for case in plain_cases:
         s = summary[case]
         temp = CASES[case][2]
         if case != "rss-large":
@@ -600,7 +827,7 @@ def main():
             result["goals"].append({"case": case, "goal": f"wall <= {lim} x skopeo",
                                     "ratio": ratio, "pass": ok})
             print(f"  {case:<12} wall <= {lim}x skopeo: {ratio:.2f}x  {'PASS' if ok else 'MISS'}")
-    for case in cases:
+    for case in plain_cases:
         s = summary[case]
         p, k = s["privatize"]["rss_mib_median"], s["skopeo"]["rss_mib_median"]
         ok = p <= k
@@ -613,6 +840,22 @@ def main():
         print("  (peak RSS <= skopeo on the other cases: " +
               ", ".join(f"{g['case']} {g['privatize_mib']:.1f}/{g['skopeo_mib']:.1f} "
                         f"{'PASS' if g['pass'] else 'MISS'}" for g in other) + ")")
+    if ref_cases:
+        img = result["setup"]["signed_image"]
+        print(f"referrers ({img['referrer_count']} referrer manifests of {img['reference']}; "
+              f"privatize vs privatize --copy-referrers=false, and vs skopeo, which copies none):")
+        result["referrers"] = {}
+        for case in ref_cases:
+            s = summary[case]
+            p, q, k = (s[x]["wall_s_median"] for x in ("privatize", PLAIN, "skopeo"))
+            r = result["referrers"][case] = {
+                "with_s": p, "without_s": q, "skopeo_s": k, "cost_s": round(p - q, 4),
+                "with/without": s[f"privatize/{PLAIN}"]["wall"], "with/skopeo": s["privatize/skopeo"]["wall"],
+                "without/skopeo": round(q / k, 3),
+                "cpu_with/without": s[f"privatize/{PLAIN}"]["cpu"]}
+            print(f"  {case:<{w}} wall {p:.3f} s with, {q:.3f} s without: {r['with/without']:.2f}x "
+                  f"({(p - q) * 1000:+.0f} ms); vs skopeo {k:.3f} s: {r['with/skopeo']:.2f}x "
+                  f"with, {r['without/skopeo']:.2f}x without; CPU {r['cpu_with/without']:.2f}x")
     peer_notes = [f"{k}: {v.get('status')}" + (f", built in {v['build_s']} s" if "build_s" in v else "")
                   for k, v in result["peers"].items()]
     if peer_notes:

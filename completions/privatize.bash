@@ -709,7 +709,7 @@ _privatize() {
             return 0
             ;;
         privatize__subcmd__sync__subcmd__image)
-            opts="-h -V --to --target --jobs --retries --platforms --dry-run --output --progress --ca-file --plain-http --authfile --src-creds --dest-creds --target-kind --scan-on-push --tag-mutability --kms-key --repository-tag --repository-policy --lifecycle-policy --reconcile-repositories --copy-referrers --require-referrers --log-format --log-level --help --version"
+            opts="-h -V --to --target --jobs --retries --platforms --dry-run --output --progress --ca-file --plain-http --authfile --src-creds --dest-creds --target-kind --scan-on-push --tag-mutability --kms-key --repository-tag --repository-policy --lifecycle-policy --reconcile-repositories --copy-referrers --require-referrers --summary-file --log-format --log-level --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -801,6 +801,10 @@ _privatize() {
                     ;;
                 --require-referrers)
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --summary-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --log-format)

@@ -127,6 +127,7 @@ set edit:completion:arg-completer[privatize] = {|@words|
             cand --reconcile-repositories 'Also re-apply these settings to existing repositories that drifted'
             cand --copy-referrers 'Also copy what refers to each copied manifest (signatures, attestations, SBOMs): OCI 1.1 referrers, from the Referrers API or the referrers tag schema, and cosign''s sha256-<hex>.sig/.att/.sbom tags, recursively, as exact bytes; listed on the target the same two ways'
             cand --require-referrers 'Fail an image''s copy, before any of its tags moves, when one of its referrers cannot be copied or listed (otherwise each is a warning)'
+            cand --summary-file 'When every image is copied, write one line of counts to FILE (`images=N referrers_copied=N referrers_skipped=N`); copy Jobs write it to their termination message, which serve reads for its metrics'
             cand --log-format 'Log line format: `text` for people, `json` for log collectors'
             cand --log-level 'Level of privatize''s own logs (`error`, `warn`, `info`, `debug`, `trace`, `off`), or a whole filter in `tracing` syntax (e.g. `warn,privatize=debug`)'
             cand --dry-run 'Print the SOURCE -> TARGET mapping only: no network, no credentials'

@@ -151,6 +151,7 @@ complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l copy-
 false\t''"
 complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l require-referrers -d 'Fail an image\'s copy, before any of its tags moves, when one of its referrers cannot be copied or listed (otherwise each is a warning)' -r -f -a "true\t''
 false\t''"
+complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l summary-file -d 'When every image is copied, write one line of counts to FILE (`images=N referrers_copied=N referrers_skipped=N`); copy Jobs write it to their termination message, which serve reads for its metrics' -r -F
 complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l log-format -d 'Log line format: `text` for people, `json` for log collectors' -r -f -a "text\t''
 json\t''"
 complete -c privatize -n "__fish_privatize_using_subcommand sync-image" -l log-level -d 'Level of privatize\'s own logs (`error`, `warn`, `info`, `debug`, `trace`, `off`), or a whole filter in `tracing` syntax (e.g. `warn,privatize=debug`)' -r

@@ -227,6 +227,10 @@ pub struct SyncImageArgs {
 
     #[command(flatten)]
     pub referrers: ReferrerArgs,
+
+    /// When every image is copied, write one line of counts to FILE (`images=N referrers_copied=N referrers_skipped=N`); copy Jobs write it to their termination message, which serve reads for its metrics
+    #[arg(long, env = "PRIVATIZE_SUMMARY_FILE", value_name = "FILE")]
+    pub summary_file: Option<std::path::PathBuf>,
 }
 
 /// `privatize refresh-secrets`

@@ -136,17 +136,25 @@ pub async fn run(args: SyncImageArgs) -> Result<()> {
         require_referrers: args.referrers.require_referrers,
     };
     let mut failures = Vec::new();
+    let mut summary = Summary::default();
     for item in &plan {
         let result = mirror::sync_one(&copier, &destination, item, &reporter).await;
         match result {
-            Ok(synced) => print_line(args.output, item, Some(&synced))?,
+            Ok(synced) => {
+                summary.add(&synced);
+                print_line(args.output, item, Some(&synced))?
+            }
             Err(err) => {
                 failures.push(err.context(format!("copying {} to {}", item.source, item.target)))
             }
         }
     }
     match failures.len() {
-        0 => Ok(()),
+        0 => match &args.summary_file {
+            Some(path) => std::fs::write(path, summary.line())
+                .with_context(|| format!("writing the summary to {}", path.display())),
+            None => Ok(()),
+        },
         1 if plan.len() == 1 => Err(failures.remove(0)),
         n => {
             for err in &failures {
@@ -154,6 +162,30 @@ pub async fn run(args: SyncImageArgs) -> Result<()> {
             }
             bail!("{n} of {} images failed", plan.len())
         }
+    }
+}
+
+/// What a run copied, for `--summary-file`.
+#[derive(Debug, Default)]
+struct Summary {
+    images: usize,
+    referrers_copied: usize,
+    referrers_skipped: usize,
+}
+
+impl Summary {
+    fn add(&mut self, synced: &Synced) {
+        self.images += 1;
+        self.referrers_copied += synced.referrers.copied.len();
+        self.referrers_skipped += synced.referrers.skipped.len();
+    }
+
+    /// `images=N referrers_copied=N referrers_skipped=N` (what serve parses).
+    fn line(&self) -> String {
+        format!(
+            "images={} referrers_copied={} referrers_skipped={}\n",
+            self.images, self.referrers_copied, self.referrers_skipped
+        )
     }
 }
 

@@ -255,6 +255,14 @@ async fn a_signed_image_mirrored_by_a_copy_job_verifies_with_cosign_at_the_targe
     }
     let found = cosign.discover(&at, false);
     assert_eq!(found.len(), 1, "the bundle is listed: {found:?}");
+    // serve counted them, from the Job's termination message.
+    let copied = wait_for("the referrers metric", 20, || async {
+        let n = system.metric("privatize_referrers_copied_total");
+        (n > 0.0).then_some(n)
+    })
+    .await;
+    assert_eq!(copied, 2.0, "the bundle and the .sig");
+    assert_eq!(system.metric("privatize_referrers_skipped_total"), 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

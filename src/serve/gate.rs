@@ -121,6 +121,17 @@ fn copy_succeeded(pod: &Pod) -> bool {
     pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded")
 }
 
+/// The referrer counts a copy wrote to its termination message
+/// (`sync-image --summary-file`).
+fn copy_summary(pod: &Pod) -> Option<super::jobs::Summary> {
+    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+    statuses
+        .iter()
+        .filter_map(|s| s.state.as_ref()?.terminated.as_ref())
+        .filter(|t| t.exit_code == 0)
+        .find_map(|t| super::jobs::summary(t.message.as_deref()?))
+}
+
 impl Gate {
     pub fn new(config: GateConfig) -> Self {
         let (job_store, job_writer) = reflector::store::<Job>();
@@ -180,9 +191,25 @@ impl Gate {
                 )
                 .default_backoff()
                 .reflect(copy_pod_writer),
-                |event| match event {
-                    watcher::Event::Apply(pod) => copy_succeeded(pod),
-                    _ => false,
+                {
+                    let metrics = c.metrics.clone();
+                    let mut counted: HashSet<String> = HashSet::new();
+                    move |event| match event {
+                        watcher::Event::Apply(pod) => {
+                            let done = copy_succeeded(pod);
+                            if done && counted.insert(pod.uid().unwrap_or_default()) {
+                                if let Some(summary) = copy_summary(pod) {
+                                    metrics.referrers(summary.copied, summary.skipped);
+                                }
+                            }
+                            done
+                        }
+                        watcher::Event::Delete(pod) => {
+                            counted.remove(&pod.uid().unwrap_or_default());
+                            false
+                        }
+                        _ => false,
+                    }
                 },
             ),
         );

@@ -53,6 +53,37 @@ pub struct JobSettings {
 }
 
 /// The deterministic Job name: `privatize-sync-<first 16 hex of sha256(source + " " + target)>`.
+/// Where a copy Job's `sync-image` writes its counts: the container's
+/// termination message (Kubernetes' default path), which serve reads.
+pub const SUMMARY_FILE: &str = "/dev/termination-log";
+
+/// The counts of a copy's summary line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub copied: u64,
+    pub skipped: u64,
+}
+
+/// Reads `images=N referrers_copied=N referrers_skipped=N` (its last line
+/// that has both referrer counts); `None` for anything else.
+pub fn summary(message: &str) -> Option<Summary> {
+    message.lines().rev().find_map(|line| {
+        let mut copied = None;
+        let mut skipped = None;
+        for field in line.split_whitespace() {
+            match field.split_once('=') {
+                Some(("referrers_copied", n)) => copied = n.parse().ok(),
+                Some(("referrers_skipped", n)) => skipped = n.parse().ok(),
+                _ => {}
+            }
+        }
+        Some(Summary {
+            copied: copied?,
+            skipped: skipped?,
+        })
+    })
+}
+
 pub fn job_name(source: &ImageRef, target: &ImageRef) -> String {
     format!("privatize-sync-{}", source_hash(source, target))
 }
@@ -390,6 +421,19 @@ pub async fn ensure(client: &Client, job: &Job) -> Result<Ensured> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_copys_summary_line_is_read_and_anything_else_is_not() {
+        let s = super::summary("images=1 referrers_copied=5 referrers_skipped=2\n").unwrap();
+        assert_eq!((s.copied, s.skipped), (5, 2));
+        let s = super::summary("noise\nimages=2 referrers_copied=0 referrers_skipped=0").unwrap();
+        assert_eq!((s.copied, s.skipped), (0, 0));
+        assert_eq!(super::summary("error: copying x: y"), None);
+        assert_eq!(
+            super::summary("referrers_copied=x referrers_skipped=1"),
+            None
+        );
+    }
+
     use super::*;
 
     fn settings() -> JobSettings {

@@ -91,6 +91,8 @@ pub struct Metrics {
     review_memory: Gauge,
     credential_namespaces_forbidden: Counter,
     tags_drifted: Family<Labels1, Counter>,
+    referrers_copied: Counter,
+    referrers_skipped: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -233,6 +235,18 @@ impl Metrics {
             "Copy Jobs wanted but held back by the running-Job caps (total or per namespace)",
             copy_jobs_deferred.clone(),
         );
+        let referrers_copied = Counter::default();
+        registry.register(
+            "referrers_copied",
+            "Referrers (signatures, attestations, SBOMs) copy Jobs brought along or found in place, from their summaries",
+            referrers_copied.clone(),
+        );
+        let referrers_skipped = Counter::default();
+        registry.register(
+            "referrers_skipped",
+            "Referrers copy Jobs could not copy or list (each also a warning in the Job's log)",
+            referrers_skipped.clone(),
+        );
         let tags_drifted = Family::default();
         registry.register(
             "tags_drifted",
@@ -291,6 +305,8 @@ impl Metrics {
             review_memory,
             credential_namespaces_forbidden,
             tags_drifted,
+            referrers_copied,
+            referrers_skipped,
         }
     }
 
@@ -400,6 +416,12 @@ impl Metrics {
     /// A wanted copy Job was held back by a cap.
     pub fn copy_job_deferred(&self) {
         self.copy_jobs_deferred.inc();
+    }
+
+    /// A copy Job's referrer counts.
+    pub fn referrers(&self, copied: u64, skipped: u64) {
+        self.referrers_copied.inc_by(copied);
+        self.referrers_skipped.inc_by(skipped);
     }
 
     /// A drifted tag admitted: `warned` or `synced`.

@@ -234,6 +234,7 @@ fn job_settings(
     for (name, value) in repository_env(args) {
         set(name, value);
     }
+    set("PRIVATIZE_SUMMARY_FILE", jobs::SUMMARY_FILE.into());
     if with_ca {
         pass.volumes
             .retain(|(v, m)| v.name != CA_VOLUME && m.mount_path != CA_DIR);

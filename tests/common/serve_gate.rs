@@ -299,8 +299,13 @@ pub fn run_job_command_in(job: &Job, kubeconfig: &std::path::Path) -> Output {
             cmd.env(&env.name, value);
         }
     }
+    // The Job's summary goes to its termination message; here, to a file.
+    let summary = std::env::temp_dir().join(format!("privatize-summary-{}", super::unique()));
+    cmd.env("PRIVATIZE_SUMMARY_FILE", &summary);
     cmd.args(container.args.as_deref().unwrap_or_default());
-    cmd.output().expect("running the Job's command")
+    let out = cmd.output().expect("running the Job's command");
+    let _ = std::fs::remove_file(&summary);
+    out
 }
 
 /// Writes a finished Job status, as the Job controller would.

@@ -84,6 +84,8 @@ pub struct System {
     pub registry: String,
     dir: PathBuf,
     serve: Option<Child>,
+    /// serve's health and metrics port.
+    pub http_port: u16,
     /// More namespaces a test made (`namespace`), deleted with the system.
     extra: std::sync::Mutex<Vec<String>>,
 }
@@ -113,6 +115,7 @@ impl System {
             registry: registry.clone(),
             dir: dir.clone(),
             serve: None,
+            http_port,
             extra: Default::default(),
         };
 
@@ -247,6 +250,16 @@ impl System {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The value of one metric sample of serve (`name{labels}` as printed), 0 when absent.
+    pub fn metric(&self, sample: &str) -> f64 {
+        let url = format!("http://127.0.0.1:{}/metrics", self.http_port);
+        let out = Command::new("curl").args(["-sf", &url]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+            .unwrap_or(0.0)
     }
 
     pub fn serve_log(&self) -> String {
