@@ -79,66 +79,103 @@ impl Copier {
                 .collect()
                 .await;
             let mut next = Vec::new();
+            let mut work = Vec::new();
             for (subject, found) in found {
-                let found = match found {
-                    Ok(found) => found,
-                    Err(err) => {
-                        report.skipped.push(format!(
-                            "listing the referrers of {subject} in {}: {err:#}",
-                            source.name()
-                        ));
-                        continue;
-                    }
-                };
-                let mut entries = Vec::new();
-                for digest in found.listed {
+                match found {
+                    Ok(found) => work.push((subject, found)),
+                    Err(err) => report.skipped.push(format!(
+                        "listing the referrers of {subject} in {}: {err:#}",
+                        source.name()
+                    )),
+                }
+            }
+            // The listed referrers, copied a few at a time, in listing order.
+            let mut wanted = Vec::new();
+            for (subject, found) in &work {
+                for digest in &found.listed {
                     if !seen.insert(digest.clone()) {
                         continue;
                     }
-                    if report.copied.len() >= MAX_REFERRERS {
+                    if report.copied.len() + wanted.len() >= MAX_REFERRERS {
                         report.skipped.push(format!("{digest} (referrer of {subject}): more than {MAX_REFERRERS} referrers, the rest are not copied"));
                         continue;
                     }
-                    match self.copy_one(source, target, &digest, Some(&subject)).await {
-                        Ok(Some(entry)) => {
-                            entries.push(entry);
+                    wanted.push((subject.clone(), digest.clone()));
+                }
+            }
+            let copied: Vec<_> = stream::iter(wanted)
+                .map(|(subject, digest)| async move {
+                    let copied = self.copy_one(source, target, &digest, Some(&subject)).await;
+                    (subject, digest, copied)
+                })
+                .buffered(self.options.jobs)
+                .collect()
+                .await;
+            let mut entries: Vec<(String, Vec<Value>)> = Vec::new();
+            for (subject, digest, copied) in copied {
+                match copied {
+                    Ok(Some(entry)) => {
+                        match entries.iter_mut().find(|(s, _)| *s == subject) {
+                            Some((_, list)) => list.push(entry),
+                            None => entries.push((subject, vec![entry])),
+                        }
+                        report.copied.push(digest.clone());
+                        next.push(digest);
+                    }
+                    Ok(None) => {}
+                    Err(err) => report
+                        .skipped
+                        .push(format!("copying {digest} (referrer of {subject}): {err:#}")),
+                }
+            }
+            // Each subject's listing on the target.
+            let listed: Vec<_> = stream::iter(entries)
+                .map(|(subject, entries)| async move {
+                    let listed = self
+                        .list_on_target(target, &subject, &entries, anchored)
+                        .await;
+                    (subject, listed)
+                })
+                .buffered(self.options.jobs)
+                .collect()
+                .await;
+            for (subject, listed) in listed {
+                match listed {
+                    Ok(Some(tag)) => report.tags.push(tag),
+                    Ok(None) => {}
+                    Err(err) => report.skipped.push(format!(
+                        "listing the referrers of {subject} in {}: {err:#}",
+                        target.name()
+                    )),
+                }
+            }
+            // cosign's tags.
+            let tags: Vec<(String, String)> = work
+                .into_iter()
+                .flat_map(|(_, found)| found.cosign)
+                .collect();
+            let pushed: Vec<_> = stream::iter(tags)
+                .map(|(tag, digest)| async move {
+                    let pushed = self.copy_cosign_tag(source, target, &tag, &digest).await;
+                    (tag, digest, pushed)
+                })
+                .buffered(self.options.jobs)
+                .collect()
+                .await;
+            for (tag, digest, pushed) in pushed {
+                match pushed {
+                    Ok(pushed) => {
+                        if pushed {
+                            report.tags.push(tag);
+                        }
+                        if seen.insert(digest.clone()) {
                             report.copied.push(digest.clone());
                             next.push(digest);
                         }
-                        Ok(None) => {}
-                        Err(err) => report
-                            .skipped
-                            .push(format!("copying {digest} (referrer of {subject}): {err:#}")),
                     }
-                }
-                if !entries.is_empty() {
-                    match self
-                        .list_on_target(target, &subject, &entries, anchored)
-                        .await
-                    {
-                        Ok(Some(tag)) => report.tags.push(tag),
-                        Ok(None) => {}
-                        Err(err) => report.skipped.push(format!(
-                            "listing the referrers of {subject} in {}: {err:#}",
-                            target.name()
-                        )),
-                    }
-                }
-                for (tag, digest) in found.cosign {
-                    match self.copy_cosign_tag(source, target, &tag, &digest).await {
-                        Ok(pushed) => {
-                            if pushed {
-                                report.tags.push(tag);
-                            }
-                            if seen.insert(digest.clone()) {
-                                report.copied.push(digest.clone());
-                                next.push(digest);
-                            }
-                        }
-                        Err(err) => report
-                            .skipped
-                            .push(format!("copying tag {tag} ({digest}): {err:#}")),
-                    }
+                    Err(err) => report
+                        .skipped
+                        .push(format!("copying tag {tag} ({digest}): {err:#}")),
                 }
             }
             if depth + 1 == MAX_DEPTH && !next.is_empty() {
@@ -167,12 +204,15 @@ impl Copier {
             }
         })
         .await?;
-        let mut cosign = Vec::new();
-        for tag in cosign_tags(subject) {
-            if let Some(digest) = self.tag_digest(&source.at_tag(&tag)).await? {
-                cosign.push((tag, digest));
-            }
-        }
+        let heads = cosign_tags(subject).into_iter().map(|tag| async move {
+            let digest = self.tag_digest(&source.at_tag(&tag)).await?;
+            Ok::<_, anyhow::Error>(digest.map(|d| (tag, d)))
+        });
+        let cosign = futures_util::future::try_join_all(heads)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
         Ok(Found { listed, cosign })
     }
 
@@ -198,7 +238,10 @@ impl Copier {
                 return Ok(None);
             }
         }
-        self.copy_bytes(source, bytes, target, &Unobserved).await?;
+        // A manifest in place has its blobs (registries refuse it otherwise).
+        if self.tag_digest(&target.at_digest(digest)).await?.is_none() {
+            self.copy_bytes(source, bytes, target, &Unobserved).await?;
+        }
         Ok(Some(found.entry))
     }
 
