@@ -231,7 +231,12 @@ async fn a_signed_image_mirrored_by_a_copy_job_verifies_with_cosign_at_the_targe
     let system = System::start("gate").await;
     let pod = system.pod("signed", &source, SCRIPT).await;
     let target = image_of(&pod);
-    assert!(gated(&pod));
+    assert!(
+        gated(&pod),
+        "not gated: {target} {:?}\nserve: {}",
+        pod.metadata.annotations,
+        system.serve_log()
+    );
     let jobs = jobs(&system, 1).await;
     assert_eq!(
         finished(&system, &jobs[0]).await,

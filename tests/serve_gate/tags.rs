@@ -153,6 +153,18 @@ async fn under_sync_one_job_moves_the_tag_forward_and_never_back() {
     );
     complete_job(&ns.client, &ns.name, &jobs[0], true).await;
     assert_eq!(target_digest(&target), new);
+    // One run per build: a later pod (the drift still cached) does not run
+    // that Job again.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    kubectl_create(&ns, "third", &source);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let now = jobs_now(&ns).await;
+    assert_eq!(now.len(), 1);
+    assert_eq!(
+        now[0].uid(),
+        jobs[0].uid(),
+        "the finished Job was run again"
+    );
 
     // Never back: the source tag moves again before the next Job runs; that
     // Job (pinned at the build the tag has left) leaves the tag alone.

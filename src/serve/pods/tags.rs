@@ -9,7 +9,8 @@ use super::{Pods, LOOKUP_CONCURRENCY};
 use crate::image::ImageRef;
 use crate::mutate::pods::{Candidate, Presence};
 use crate::serve::drift::{self, Done, Drifted};
-use crate::serve::jobs::{admit_copies, job_name, Running};
+use crate::serve::jobs::{admit_copies, job_name, job_state, JobState, Running};
+use kube::ResourceExt;
 
 impl Pods {
     /// Checks the admitted tags that are in the mirror for drift and acts on
@@ -66,13 +67,26 @@ impl Pods {
         namespace: &str,
     ) {
         let (source, target) = drift::sync_copy(source, target, now);
-        let wanted = [(namespace.to_string(), job_name(&source, &target))];
+        let name = job_name(&source, &target);
+        // One Job per build: a finished one (the tag moved, was left because
+        // the source moved on again, or refused, IMMUTABLE) is not run again.
+        let finished = self
+            .gate
+            .job_store
+            .state()
+            .iter()
+            .any(|job| job.name_any() == name && job_state(job) != JobState::Running);
+        if finished {
+            tracing::debug!(job = %name, "the copy Job for this build has run");
+            return;
+        }
+        let wanted = [(namespace.to_string(), name)];
         let running = Running::of(self.gate.job_store.state().iter().map(|j| j.as_ref()));
         if admit_copies(&wanted, &running, self.gate.config.caps).is_empty() {
             self.metrics.copy_job_deferred();
             return;
         }
-        if let Err(err) = self.gate.ensure_copy(&source, &target, namespace).await {
+        if let Err(err) = Box::pin(self.gate.ensure_copy(&source, &target, namespace)).await {
             tracing::warn!(image = %source, target = %target, error = %err, "the copy Job that moves a drifted tag was not started");
         }
     }
