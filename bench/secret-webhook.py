@@ -2,10 +2,16 @@
 """Benchmark privatize's managed Secrets: serve's credential writer and its Secret webhook (issue 15).
 
 Usage: python3 bench/secret-webhook.py [--rounds N] [--secrets N] [--parts admission,writer,refresh]
+                                       [--binary PATH] [--glibc-binary PATH | --no-glibc]
 
-Three figures, against one `privatize serve` release binary on 127.0.0.1 whose
-credential writer is limited to the bench's namespace
-(PRIVATIZE_CREDENTIAL_NAMESPACES):
+Three figures, against `privatize serve` on 127.0.0.1 whose credential writer is
+limited to the bench's namespace (PRIVATIZE_CREDENTIAL_NAMESPACES). The subject,
+column `privatize`, is the binary the container image ships (static musl +
+mimalloc, `scripts/build-image --print-binary`); a second serve of the glibc
+release build, column `privatize-glibc`, with a namespace of its own, gets the
+same runs (admission and refresh rounds in alternating order). The goals are
+judged on the shipped binary; the shipped/glibc ratios and both serves' memory
+are printed:
 
 1. writer: the time from a Secret's creation through the real kube-apiserver
    (the moment the client sends the POST) to the moment a watch on the
@@ -48,6 +54,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import BenchError, log, run_checked, read_env_file, base_env  # noqa: E402
+from benchlib import GLIBC, SHIPPED, add_binary_args, describe_binaries, gap, resolve_binaries  # noqa: E402
 
 sb = importlib.import_module("serve")  # bench/serve.py: parse_kubeconfig, loopback, target_host_alias
 ROOT = Path(__file__).resolve().parent.parent
@@ -206,6 +213,15 @@ class Serve:
             return r.status, r.read().decode(errors="replace")
         except OSError as e:
             return 0, str(e)
+
+    def memory(self):
+        """VmRSS and VmHWM of serve, in MiB (/proc/PID/status)."""
+        fields = {}
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "VmHWM"):
+                fields[k] = round(int(v.split()[0]) / 1024, 1)
+        return fields
 
     def cpu_s(self):
         """serve's user + system CPU time so far (/proc/PID/stat, clock ticks)."""
@@ -541,8 +557,9 @@ def webhook_configuration(name, namespace, url, ca_pem):
 
 
 # ------------------------------------------------------------------ parts
-def admission_part(args, serve, tenv, work, result):
-    """Secret vs pod admissions per second, h2load, alternating order."""
+def admission_prepare(serve, tenv, work, result):
+    """Checks one answer of each kind by hand (which warms both caches); returns the state of
+    the rounds (admission_round, admission_finish)."""
     cert_ca = str(Path(work) / "certs" / "ca.crt")
     secret_body = SECRET_REVIEW.read_bytes()
     namespace = json.loads(secret_body)["request"]["namespace"]
@@ -560,34 +577,43 @@ def admission_part(args, serve, tenv, work, result):
         f"pod allowed, image -> {result['checks']['pod_images']}")
     tokens_before = metric(serve.metrics(), "privatize_ecr_tokens_fetched_total",
                            region=tenv["AWS_REGION"])
+    return {"tokens_before": tokens_before,
+            "paths": {"secret": ("/mutate/secrets", SECRET_REVIEW, "allowed"),
+                      "pod": ("/mutate/pods", pod_file, "patched")}}
 
-    paths = {"secret": ("/mutate/secrets", SECRET_REVIEW, "allowed"),
-             "pod": ("/mutate/pods", pod_file, "patched")}
-    for rnd in range(args.rounds):
-        order = ["secret", "pod"] if rnd % 2 == 0 else ["pod", "secret"]
-        for pos, kind in enumerate(order):
-            path, body_file, outcome = paths[kind]
-            before = metric(serve.metrics(), ADMISSIONS, path=path, outcome=outcome)
-            cpu0 = serve.cpu_s()
-            run = h2load(f"https://{serve.https}{path}", body_file, args.requests,
-                         args.connections, args.timeout)
-            run["serve_cpu_us_per_admission"] = round((serve.cpu_s() - cpu0) / args.requests * 1e6, 1)
-            after = metric(serve.metrics(), ADMISSIONS, path=path, outcome=outcome)
-            if after - before != args.requests:
-                raise BenchError(f"round {rnd} {kind}: {int(after - before)} of {args.requests} "
-                                 f"admissions came out {outcome}\n{serve.log_tail()}")
-            serve.take_log()
-            run.update({"kind": kind, "round": rnd, "position": pos, "outcome": outcome,
-                        "counted": int(after - before)})
-            result["admission_runs"].append(run)
-            log(f"round {rnd} {kind:<6} {run['req_per_s']:9.0f} req/s  "
-                f"mean {run['latency_ms']['mean'] if run['latency_ms'] else '?'} ms  "
-                f"serve CPU {run['serve_cpu_us_per_admission']} us/admission")
+
+def admission_round(args, serve, rnd, state, result, name):
+    """One round of Secret and pod admissions (h2load), in the order the round's parity gives."""
+    paths = state["paths"]
+    order = ["secret", "pod"] if rnd % 2 == 0 else ["pod", "secret"]
+    for pos, kind in enumerate(order):
+        path, body_file, outcome = paths[kind]
+        before = metric(serve.metrics(), ADMISSIONS, path=path, outcome=outcome)
+        cpu0 = serve.cpu_s()
+        run = h2load(f"https://{serve.https}{path}", body_file, args.requests,
+                     args.connections, args.timeout)
+        run["serve_cpu_us_per_admission"] = round((serve.cpu_s() - cpu0) / args.requests * 1e6, 1)
+        after = metric(serve.metrics(), ADMISSIONS, path=path, outcome=outcome)
+        if after - before != args.requests:
+            raise BenchError(f"round {rnd} {kind}: {int(after - before)} of {args.requests} "
+                             f"admissions came out {outcome}\n{serve.log_tail()}")
+        serve.take_log()
+        run.update({"kind": kind, "round": rnd, "position": pos, "outcome": outcome,
+                    "counted": int(after - before)})
+        result["admission_runs"].append(run)
+        log(f"round {rnd} {name:<15} {kind:<6} {run['req_per_s']:9.0f} req/s  "
+            f"mean {run['latency_ms']['mean'] if run['latency_ms'] else '?'} ms  "
+            f"serve CPU {run['serve_cpu_us_per_admission']} us/admission")
+
+
+def admission_finish(serve, tenv, state, result, name):
+    """No ECR token may have been fetched during the rounds (the cache was warm)."""
+    tokens_before = state["tokens_before"]
     tokens_after = metric(serve.metrics(), "privatize_ecr_tokens_fetched_total",
                           region=tenv["AWS_REGION"])
     result["checks"]["ecr_tokens_fetched_during_rounds"] = int(tokens_after - tokens_before)
     if tokens_after != tokens_before:
-        raise BenchError(f"the token cache was not warm: {int(tokens_after - tokens_before)} "
+        raise BenchError(f"{name}: the token cache was not warm: {int(tokens_after - tokens_before)} "
                          f"ECR tokens fetched during the rounds")
 
 
@@ -738,52 +764,57 @@ def writer_part(args, serve, api, ns, tenv, result):
         log(f"note: serve counted {injected} logins written for {len(names)} new Secrets")
 
 
-def refresh_part(args, serve, binary, penv, api, ns, tenv, result):
-    """`refresh-secrets --force --namespace NS` over the writer part's Secrets, timed."""
-    host, password = tenv["_TARGET"], tenv["TARGET_PASSWORD"]
+def refresh_prepare(args, api, ns, result):
+    """The writer part's Secrets as they are (resourceVersion, refreshed-at) before the rounds."""
     result["refresh"] = {"namespace": ns, "secrets": args.secrets, "runs": []}
-    expected = f"{args.secrets} refreshed, 0 fresh, 0 failed"
     items, _ = api.secrets(ns)
-    state = {i["metadata"]["name"]: (i["metadata"]["resourceVersion"],
-                                     parse_time((i["metadata"].get("annotations") or {}).get(REFRESHED_AT)))
-             for i in items}
-    for rnd in range(args.refresh_rounds):
-        injected_before = metric(serve.metrics(), INJECTED)
-        cpu0 = serve.cpu_s()
-        code, wall, out, err = run_timed(
-            [binary, "--log-level", "warn", "refresh-secrets", "--force", "--namespace", ns],
-            timeout=args.timeout, env=penv)
-        cpu = serve.cpu_s() - cpu0
-        if code != 0 or out.strip() != expected:
-            raise BenchError(f"refresh-secrets round {rnd}: exit {code}, stdout {out.strip()[:2000]!r} "
-                             f"(expected {expected!r})\n{err[-3000:]}\n{serve.log_tail()}")
-        deadline = time.monotonic() + 5
-        while (injected := int(metric(serve.metrics(), INJECTED) - injected_before)) < args.secrets \
-                and time.monotonic() < deadline:
-            time.sleep(0.1)
-        items, _ = api.secrets(ns)
-        now = {i["metadata"]["name"]: (i["metadata"]["resourceVersion"],
-                                       parse_time((i["metadata"].get("annotations") or {}).get(REFRESHED_AT)))
-               for i in items}
-        # Every Secret rewritten since the last look: a new resourceVersion, the refresh
-        # request annotation, a later refreshed-at and the login.
-        renewed = sum(1 for i in items
-                      if i["metadata"]["name"] in state
-                      and state[i["metadata"]["name"]][0] != i["metadata"]["resourceVersion"]
-                      and REFRESH_REQUESTED_AT in (i["metadata"].get("annotations") or {})
-                      and (now[i["metadata"]["name"]][1] or 0) > (state[i["metadata"]["name"]][1] or 0)
-                      and has_login(i, host, password))
-        if renewed != args.secrets or injected != args.secrets:
-            raise BenchError(f"refresh-secrets round {rnd}: {renewed} of {args.secrets} Secrets "
-                             f"rewritten with a later {REFRESHED_AT}, serve injected {injected}")
-        state = now
-        serve.take_log()
-        result["refresh"]["runs"].append({"round": rnd, "wall_s": round(wall, 3), "stdout": out.strip(),
-                                          "loadavg_1m": os.getloadavg()[0],
-                                          "stderr": err.strip()[-2000:], "secrets_rewritten": renewed,
-                                          "serve_injected": injected, "serve_cpu_s": round(cpu, 3)})
-        log(f"refresh round {rnd}: {wall:.2f} s ({out.strip()}; serve injected {injected}, "
-            f"serve CPU {cpu:.2f} s)")
+    return {i["metadata"]["name"]: (i["metadata"]["resourceVersion"],
+                                    parse_time((i["metadata"].get("annotations") or {}).get(REFRESHED_AT)))
+            for i in items}
+
+
+def refresh_round(args, rnd, serve, binary, penv, api, ns, tenv, state, result, name):
+    """One timed `refresh-secrets --force --namespace NS` over the writer part's Secrets, run
+    with the subject's own binary; returns the new state."""
+    host, password = tenv["_TARGET"], tenv["TARGET_PASSWORD"]
+    expected = f"{args.secrets} refreshed, 0 fresh, 0 failed"
+    injected_before = metric(serve.metrics(), INJECTED)
+    cpu0 = serve.cpu_s()
+    code, wall, out, err = run_timed(
+        [binary, "--log-level", "warn", "refresh-secrets", "--force", "--namespace", ns],
+        timeout=args.timeout, env=penv)
+    cpu = serve.cpu_s() - cpu0
+    if code != 0 or out.strip() != expected:
+        raise BenchError(f"{name}: refresh-secrets round {rnd}: exit {code}, stdout {out.strip()[:2000]!r} "
+                         f"(expected {expected!r})\n{err[-3000:]}\n{serve.log_tail()}")
+    deadline = time.monotonic() + 5
+    while (injected := int(metric(serve.metrics(), INJECTED) - injected_before)) < args.secrets \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
+    items, _ = api.secrets(ns)
+    now = {i["metadata"]["name"]: (i["metadata"]["resourceVersion"],
+                                   parse_time((i["metadata"].get("annotations") or {}).get(REFRESHED_AT)))
+           for i in items}
+    # Every Secret rewritten since the last look: a new resourceVersion, the refresh
+    # request annotation, a later refreshed-at and the login.
+    renewed = sum(1 for i in items
+                  if i["metadata"]["name"] in state
+                  and state[i["metadata"]["name"]][0] != i["metadata"]["resourceVersion"]
+                  and REFRESH_REQUESTED_AT in (i["metadata"].get("annotations") or {})
+                  and (now[i["metadata"]["name"]][1] or 0) > (state[i["metadata"]["name"]][1] or 0)
+                  and has_login(i, host, password))
+    if renewed != args.secrets or injected != args.secrets:
+        raise BenchError(f"{name}: refresh-secrets round {rnd}: {renewed} of {args.secrets} Secrets "
+                         f"rewritten with a later {REFRESHED_AT}, serve injected {injected}")
+    state = now
+    serve.take_log()
+    result["refresh"]["runs"].append({"round": rnd, "wall_s": round(wall, 3), "stdout": out.strip(),
+                                      "loadavg_1m": os.getloadavg()[0],
+                                      "stderr": err.strip()[-2000:], "secrets_rewritten": renewed,
+                                      "serve_injected": injected, "serve_cpu_s": round(cpu, 3)})
+    log(f"refresh round {rnd} {name}: {wall:.2f} s ({out.strip()}; serve injected {injected}, "
+        f"serve CPU {cpu:.2f} s)")
+    return state
 
 
 def do_cleanup(api, cleanup):
@@ -804,6 +835,125 @@ def ratio_text(value, goal):
     return f"{value / goal:.2f}x" if value is not None and goal else "-"
 
 
+class Subject:
+    """One binary under test: its serve, its namespace and its part of the results
+    (result["subjects"][name])."""
+
+    def __init__(self, name, binary, tag, work):
+        self.name, self.binary, self.tag = name, binary, tag
+        self.work = Path(work) / tag  # serve's log
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.serve = None
+        self.ns = None
+        self.result = {"binary": binary, "checks": {}, "admission_runs": [], "summary": {},
+                       "memory": {}}
+
+
+def summarize(r, args, parts):
+    """One subject's summary (r["summary"]) and its rows: (figure, value text, goal text,
+    figure/goal text, met or None)."""
+    rows = []
+    s = r["summary"]
+    if "writer" in parts:
+        c = r["writer"]["created_to_login"]
+        s["writer"] = {k: c[k] for k in ("p50_s", "p99_s", "max_s")}
+        what = f"Secret created -> login seen ({args.secrets}, {args.concurrency} at a time)"
+        rows.append((f"{what}, p50", f"{c['p50_s']:.3f} s", "-", "-", None))
+        rows.append((f"{what}, p99", f"{c['p99_s']:.3f} s", f"<= {WRITER_P99_GOAL_S:.0f} s",
+                     ratio_text(c["p99_s"], WRITER_P99_GOAL_S), c["p99_s"] <= WRITER_P99_GOAL_S))
+        rows.append((f"{what}, max", f"{c['max_s']:.3f} s", "-", "-", None))
+    if "refresh" in parts:
+        walls = [x["wall_s"] for x in r["refresh"]["runs"]]
+        s["refresh"] = {"wall_s_median": round(median(walls), 3), "wall_s_max": max(walls),
+                        "wall_s_min": min(walls)}
+        what = f"refresh-secrets --force, {args.secrets} Secrets"
+        med, worst = s["refresh"]["wall_s_median"], max(walls)
+        rows.append((f"{what}, median of {len(walls)}", f"{med:.2f} s", f"< {REFRESH_GOAL_S:.0f} s",
+                     ratio_text(med, REFRESH_GOAL_S), med < REFRESH_GOAL_S))
+        rows.append((f"{what}, worst of {len(walls)}", f"{worst:.2f} s", f"< {REFRESH_GOAL_S:.0f} s",
+                     ratio_text(worst, REFRESH_GOAL_S), worst < REFRESH_GOAL_S))
+    if "admission" in parts:
+        for kind in ("secret", "pod"):
+            runs = [x for x in r["admission_runs"] if x["kind"] == kind]
+            s[kind] = {"req_per_s_median": round(median([x["req_per_s"] for x in runs]), 1),
+                       "req_per_s_min": min(x["req_per_s"] for x in runs),
+                       "req_per_s_max": max(x["req_per_s"] for x in runs),
+                       "mean_latency_ms_median": median([x["latency_ms"]["mean"] for x in runs
+                                                         if x["latency_ms"]]),
+                       "serve_cpu_us_per_admission_median": median(
+                           [x["serve_cpu_us_per_admission"] for x in runs])}
+        ratio = round(s["secret"]["req_per_s_median"] / s["pod"]["req_per_s_median"], 3)
+        s["secret/pod"] = ratio
+        rows.append((f"Secret admissions/s (no patch, warm token cache, h2, -c {args.connections})",
+                     f"{s['secret']['req_per_s_median']:.0f}", "-", "-", None))
+        rows.append(("pod admissions/s (image mirrored, same server and tool)",
+                     f"{s['pod']['req_per_s_median']:.0f}", "-", "-", None))
+        rows.append(("Secret/pod throughput ratio", f"{ratio:.2f}", ">= 1.0", ratio_text(ratio, 1.0),
+                     ratio >= 1.0))
+        sc, pc = (s[k]["serve_cpu_us_per_admission_median"] for k in ("secret", "pod"))
+        s["cpu_secret/pod"] = round(sc / pc, 3)
+        rows.append(("serve CPU per admission, Secret / pod (us)", f"{sc:.0f}/{pc:.0f}",
+                     "Secret <= pod", ratio_text(sc, pc), sc <= pc))
+    peak = r["memory"].get("end", {}).get("VmHWM")
+    if peak is not None:
+        s["memory"] = {"idle_VmRSS_mib": r["memory"]["idle"]["VmRSS"], "peak_VmHWM_mib": peak}
+        rows.append(("serve's memory: idle VmRSS", f"{r['memory']['idle']['VmRSS']:.1f} MiB", "-", "-", None))
+        rows.append(("serve's memory: peak (VmHWM at the end)", f"{peak:.1f} MiB", "-", "-", None))
+    return rows
+
+
+def compare(shipped, glibc, parts):
+    """The shipped/glibc figures side by side, with shipped/glibc ratios."""
+    out = {}
+
+    def pair(key, a, b):
+        out[key] = {SHIPPED: a, GLIBC: b, "ratio": gap(a, b)}
+
+    a, b = shipped["summary"], glibc["summary"]
+    if "writer" in parts:
+        for k in ("p50_s", "p99_s", "max_s"):
+            pair(f"writer created->login {k[:-2]} (s)", a["writer"][k], b["writer"][k])
+        pair("writer: serve CPU for the logins (s)", shipped["writer"]["serve_cpu_s"],
+             glibc["writer"]["serve_cpu_s"])
+    if "refresh" in parts:
+        pair("refresh-secrets median (s)", a["refresh"]["wall_s_median"], b["refresh"]["wall_s_median"])
+        pair("refresh-secrets worst (s)", a["refresh"]["wall_s_max"], b["refresh"]["wall_s_max"])
+        pair("refresh: serve CPU per round, median (s)",
+             median([x["serve_cpu_s"] for x in shipped["refresh"]["runs"]]),
+             median([x["serve_cpu_s"] for x in glibc["refresh"]["runs"]]))
+    if "admission" in parts:
+        for kind in ("secret", "pod"):
+            pair(f"{kind} admissions/s", a[kind]["req_per_s_median"], b[kind]["req_per_s_median"])
+            pair(f"{kind} mean latency (ms)", a[kind]["mean_latency_ms_median"],
+                 b[kind]["mean_latency_ms_median"])
+            pair(f"{kind}: serve CPU per admission (us)", a[kind]["serve_cpu_us_per_admission_median"],
+                 b[kind]["serve_cpu_us_per_admission_median"])
+    for point in shipped["memory"]:
+        for field in ("VmRSS", "VmHWM"):
+            x, y = shipped["memory"][point].get(field), glibc["memory"].get(point, {}).get(field)
+            if x is not None and y is not None and (field == "VmRSS" or point == "end"):
+                pair(f"memory: {point} {field} (MiB)", x, y)
+    return out
+
+
+def print_comparison(cmp):
+    width = max(len(k) for k in cmp)
+    head = f"{'shipped vs glibc':<{width}}  {SHIPPED:>10} {GLIBC:>16}  {'x':>5}"
+    print(head)
+    print("-" * len(head))
+    for k, v in cmp.items():
+        nd = 3 if k.endswith("(s)") else (1 if "MiB" in k or "(us)" in k or "(ms)" in k else 0)
+        if k.endswith("(ms)"):
+            nd = 2
+        print(f"{k:<{width}}  {fmt_num(v[SHIPPED], nd):>10} {fmt_num(v[GLIBC], nd):>16}  "
+              f"{fmt_num(v['ratio'], 2):>5}")
+    print("(x = privatize / privatize-glibc)\n")
+
+
+def fmt_num(x, nd):
+    return "-" if x is None else f"{x:.{nd}f}"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=5,
@@ -818,7 +968,10 @@ def main():
                     help="any of admission, writer, refresh (refresh brings in writer)")
     ap.add_argument("--timeout", type=int, default=300, help="limit of each measured command (s)")
     ap.add_argument("--serve-log-level", default="info", help="serve's --log-level (default info)")
-    ap.add_argument("--no-setup", action="store_true", help="skip testbed/up and cargo build")
+    ap.add_argument("--no-setup", action="store_true",
+                    help="skip testbed/up, testbed/kube/up and the builds: use the binaries as they "
+                         "are, and stop if one is missing")
+    add_binary_args(ap)
     ap.add_argument("--json", default=str(ROOT / "target" / "bench" / "secrets.json"),
                     help="where to write the raw numbers (default target/bench/secrets.json)")
     args = ap.parse_args()
@@ -839,7 +992,7 @@ def main():
         "host": {"nproc": os.cpu_count(), "machine": platform.machine(),
                  "kernel": platform.release(), "loadavg_start": os.getloadavg()},
         "params": {k: v for k, v in vars(args).items() if k != "json"},
-        "setup": {}, "checks": {}, "admission_runs": [], "summary": {}, "goals": [],
+        "setup": {}, "subjects": {}, "goals": [],
     }
     json_path = Path(args.json)
 
@@ -849,7 +1002,8 @@ def main():
 
     signal.signal(signal.SIGTERM, on_sigterm)
     work = tempfile.mkdtemp(prefix="bench-secrets-")
-    serve = api = None
+    api = None
+    subjects = []
     cleanup = []
     try:
         if not shutil.which("h2load") and "admission" in parts:
@@ -857,15 +1011,19 @@ def main():
         if not args.no_setup:
             log("testbed/up")
             run_checked([str(ROOT / "testbed" / "up")], timeout=1800, what="testbed/up")
-            log("cargo build --release --locked")
-            t0 = time.perf_counter()
-            run_checked(["cargo", "build", "--release", "--locked"], timeout=3600,
-                        what="cargo build --release --locked")
-            result["setup"]["cargo_build_s"] = round(time.perf_counter() - t0, 2)
-        up = run_checked([str(ROOT / "testbed" / "kube" / "up")], timeout=300,
-                         what="testbed/kube/up").stdout.decode()
-        kenv = dict(re.findall(r"^export (\w+)=(.*)$", up, re.M))
-        kubeconfig = kenv.get("KUBECONFIG", "").strip("'\"") or str(ROOT / "target" / "kube" / "kubeconfig")
+        binaries = resolve_binaries(args, result["setup"])
+        result["binaries"] = describe_binaries(binaries)
+        subjects = [Subject(name, path, "musl" if name == SHIPPED else "glibc", work)
+                    for name, path in binaries]
+        if args.no_setup:
+            kubeconfig = os.environ.get("PRIVATIZE_KUBECONFIG") or str(ROOT / "target" / "kube" / "kubeconfig")
+            if not Path(kubeconfig).is_file():
+                raise BenchError(f"{kubeconfig} is missing: start the testbed with testbed/kube/up")
+        else:
+            up = run_checked([str(ROOT / "testbed" / "kube" / "up")], timeout=300,
+                             what="testbed/kube/up").stdout.decode()
+            kenv = dict(re.findall(r"^export (\w+)=(.*)$", up, re.M))
+            kubeconfig = kenv.get("KUBECONFIG", "").strip("'\"") or str(ROOT / "target" / "kube" / "kubeconfig")
         api = Api(kubeconfig, work)
 
         state_dir = Path(os.environ.get("PRIVATIZE_TESTBED_DIR", ROOT / "target" / "testbed"))
@@ -881,8 +1039,8 @@ def main():
         tenv["_TARGET"] = sb.target_host_alias(tenv["TARGET_REGISTRY"])
         result["target"] = f"{tenv['_TARGET']}/{TARGET_PREFIX}"
 
-        binary = str(ROOT / "target" / "release" / "privatize")
-        result["privatize"] = run_checked([binary, "--version"], timeout=30).stdout.decode().strip()
+        binary = subjects[0].binary  # the shipped one makes the certificate and mirrors the image
+        result["privatize"] = result["binaries"][SHIPPED]["version"]
         result["h2load"] = run_checked(["h2load", "--version"], timeout=30).stdout.decode().strip() \
             if shutil.which("h2load") else None
         penv = privatize_env(tenv, kubeconfig, tenv["_TARGET"])
@@ -895,19 +1053,41 @@ def main():
                      tenv["_TINY"]], timeout=args.timeout, env=penv, what="privatize sync-image tiny")
 
         sess = os.urandom(3).hex()
-        ns = f"bench-secrets-{sess}"
-        create_namespace(api, ns, tenv, cleanup)
-        serve_env = dict(penv, PRIVATIZE_CREDENTIAL_NAMESPACES=ns, COPY_JOB_NAMESPACE=ns)
-        serve = Serve(binary, serve_env, cert_dir, args.serve_log_level, work)
-        log(f"serve listening on https://{serve.https} (metrics on {serve.http}); "
-            f"its writer writes in {ns} only")
+        for sub in subjects:
+            result["subjects"][sub.name] = sub.result
+            sub.ns = f"bench-secrets-{sub.tag}-{sess}"
+            create_namespace(api, sub.ns, tenv, cleanup)
+            serve_env = dict(penv, PRIVATIZE_CREDENTIAL_NAMESPACES=sub.ns, COPY_JOB_NAMESPACE=sub.ns)
+            sub.serve = Serve(sub.binary, serve_env, cert_dir, args.serve_log_level, sub.work)
+            log(f"{sub.name}: serve listening on https://{sub.serve.https} (metrics on "
+                f"{sub.serve.http}); its writer writes in {sub.ns} only")
+        time.sleep(2)
+        for sub in subjects:
+            sub.result["memory"]["idle"] = sub.serve.memory()
         if "admission" in parts:
-            admission_part(args, serve, tenv, work, result)
+            states = {sub.name: admission_prepare(sub.serve, tenv, work, sub.result) for sub in subjects}
+            for rnd in range(args.rounds):
+                for sub in (subjects if rnd % 2 == 0 else subjects[::-1]):
+                    admission_round(args, sub.serve, rnd, states[sub.name], sub.result, sub.name)
+            for sub in subjects:
+                admission_finish(sub.serve, tenv, states[sub.name], sub.result, sub.name)
+                sub.result["memory"]["after_admission"] = sub.serve.memory()
         if "writer" in parts:
-            register_webhook(args, serve, api, ns, work, tenv, result, cleanup)
-            writer_part(args, serve, api, ns, tenv, result)
+            # One writer run per serve (the shipped one first), the other serve idle meanwhile.
+            for sub in subjects:
+                register_webhook(args, sub.serve, api, sub.ns, work, tenv, sub.result, cleanup)
+                writer_part(args, sub.serve, api, sub.ns, tenv, sub.result)
+                sub.result["memory"]["after_writer"] = sub.serve.memory()
         if "refresh" in parts:
-            refresh_part(args, serve, binary, penv, api, ns, tenv, result)
+            states = {sub.name: refresh_prepare(args, api, sub.ns, sub.result) for sub in subjects}
+            for rnd in range(args.refresh_rounds):
+                for sub in (subjects if rnd % 2 == 0 else subjects[::-1]):
+                    states[sub.name] = refresh_round(args, rnd, sub.serve, sub.binary, penv, api, sub.ns,
+                                                     tenv, states[sub.name], sub.result, sub.name)
+        for sub in subjects:
+            sub.result["memory"]["end"] = sub.serve.memory()
+            log(f"{sub.name}: serve's memory: " + ", ".join(
+                f"{k} {v}" for k, v in sub.result["memory"].items()))
         result["loadavg_end"] = os.getloadavg()
     except (BenchError, Stop, KeyboardInterrupt) as e:
         result["error"] = str(e) or type(e).__name__
@@ -915,96 +1095,75 @@ def main():
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if api:
             do_cleanup(api, cleanup)
-        if serve:
-            serve.stop()
-            serve.take_log()
-            result["serve_log"] = {"lines": serve.log_lines,
-                                   "warnings_and_errors": serve.problem_count,
-                                   "first_problems": serve.problems}
+        for sub in subjects:
+            if sub.serve:
+                sub.serve.stop()
+                sub.serve.take_log()
+                sub.result["serve_log"] = {"lines": sub.serve.log_lines,
+                                           "warnings_and_errors": sub.serve.problem_count,
+                                           "first_problems": sub.serve.problems}
         shutil.rmtree(work, ignore_errors=True)
     if "error" in result:
         write_json()
         print(f"bench: ABORTED: {result['error']}", file=sys.stderr)
         return 1
 
-    # summary and goals: (figure, value text, goal text, figure/goal text, met or None)
-    rows = []
-    s = result["summary"]
-    if "writer" in parts:
-        w = result["writer"]
-        c = w["created_to_login"]
-        s["writer"] = {k: c[k] for k in ("p50_s", "p99_s", "max_s")}
-        what = f"Secret created -> login seen ({args.secrets}, {args.concurrency} at a time)"
-        rows.append((f"{what}, p50", f"{c['p50_s']:.3f} s", "-", "-", None))
-        rows.append((f"{what}, p99", f"{c['p99_s']:.3f} s", f"<= {WRITER_P99_GOAL_S:.0f} s",
-                     ratio_text(c["p99_s"], WRITER_P99_GOAL_S), c["p99_s"] <= WRITER_P99_GOAL_S))
-        rows.append((f"{what}, max", f"{c['max_s']:.3f} s", "-", "-", None))
-    if "refresh" in parts:
-        walls = [r["wall_s"] for r in result["refresh"]["runs"]]
-        s["refresh"] = {"wall_s_median": round(median(walls), 3), "wall_s_max": max(walls),
-                        "wall_s_min": min(walls)}
-        what = f"refresh-secrets --force, {args.secrets} Secrets"
-        med, worst = s["refresh"]["wall_s_median"], max(walls)
-        rows.append((f"{what}, median of {len(walls)}", f"{med:.2f} s", f"< {REFRESH_GOAL_S:.0f} s",
-                     ratio_text(med, REFRESH_GOAL_S), med < REFRESH_GOAL_S))
-        rows.append((f"{what}, worst of {len(walls)}", f"{worst:.2f} s", f"< {REFRESH_GOAL_S:.0f} s",
-                     ratio_text(worst, REFRESH_GOAL_S), worst < REFRESH_GOAL_S))
-    if "admission" in parts:
-        for kind in ("secret", "pod"):
-            runs = [r for r in result["admission_runs"] if r["kind"] == kind]
-            s[kind] = {"req_per_s_median": round(median([r["req_per_s"] for r in runs]), 1),
-                       "req_per_s_min": min(r["req_per_s"] for r in runs),
-                       "req_per_s_max": max(r["req_per_s"] for r in runs),
-                       "mean_latency_ms_median": median([r["latency_ms"]["mean"] for r in runs
-                                                         if r["latency_ms"]]),
-                       "serve_cpu_us_per_admission_median": median(
-                           [r["serve_cpu_us_per_admission"] for r in runs])}
-        ratio = round(s["secret"]["req_per_s_median"] / s["pod"]["req_per_s_median"], 3)
-        s["secret/pod"] = ratio
-        rows.append((f"Secret admissions/s (no patch, warm token cache, h2, -c {args.connections})",
-                     f"{s['secret']['req_per_s_median']:.0f}", "-", "-", None))
-        rows.append(("pod admissions/s (image mirrored, same server and tool)",
-                     f"{s['pod']['req_per_s_median']:.0f}", "-", "-", None))
-        rows.append(("Secret/pod throughput ratio", f"{ratio:.2f}", ">= 1.0", ratio_text(ratio, 1.0),
-                     ratio >= 1.0))
-        sc, pc = (s[k]["serve_cpu_us_per_admission_median"] for k in ("secret", "pod"))
-        s["cpu_secret/pod"] = round(sc / pc, 3)
-        rows.append(("serve CPU per admission, Secret / pod (us)", f"{sc:.0f}/{pc:.0f}",
-                     "Secret <= pod", ratio_text(sc, pc), sc <= pc))
+    per = {sub.name: summarize(sub.result, args, parts) for sub in subjects}
+    rows = per[SHIPPED]
+    other = {r[0]: r for r in per[GLIBC]} if GLIBC in per else {}
     for what, value, goal, of_goal, ok in rows:
         if ok is not None:
+            g = other.get(what)
             result["goals"].append({"figure": what, "value": value, "goal": goal,
-                                    "figure/goal": of_goal, "met": ok})
+                                    "figure/goal": of_goal, "met": ok,
+                                    **({f"{GLIBC}_value": g[1], f"{GLIBC}_met": g[4]} if g else {})})
+    if GLIBC in per:
+        result["shipped_vs_glibc"] = compare(subjects[0].result, subjects[1].result, parts)
 
     print(f"\nSecret benchmark ({os.cpu_count()} cores; {result['privatize']}; load average "
           f"{result['host']['loadavg_start'][0]:.2f} at the start, {result['loadavg_end'][0]:.2f} "
-          f"at the end)\n")
-    width = max(len(r[0]) for r in rows)
-    print(f"{'figure':<{width}}  {'value':>9}  {'goal':<13} {'fig/goal':>8}  result")
-    print("-" * (width + 44))
-    for what, value, goal, of_goal, ok in rows:
-        print(f"{what:<{width}}  {value:>9}  {goal:<13} {of_goal:>8}  "
-              f"{'-' if ok is None else ('met' if ok else 'NOT MET')}")
+          f"at the end)")
+    for name, facts in result["binaries"].items():
+        print(f"  {name}: {facts['path']} ({'static' if facts.get('static') else 'dynamic'}, "
+              f"{facts['bytes'] / 2**20:.1f} MiB, built {facts['mtime']})")
+    print(f"goals judged on {SHIPPED} (the shipped binary)" + (f"; {GLIBC} for reference" if other else ""))
     print()
-    if "writer" in parts:
-        w = result["writer"]
-        a, b, srv = w["create_answered_to_login"], w["create_call"], w["sent_to_refreshed_at_annotation"]
-        print(f"writer: {args.secrets} creates took {w['create_s']:.2f} s (each create p50 "
-              f"{b['p50_s'] * 1000:.1f} ms, p99 {b['p99_s'] * 1000:.1f} ms), the last login was seen "
-              f"{w['first_create_to_last_login_s']:.2f} s after the first create; create answered -> "
-              f"login seen p50 {a['p50_s']:.3f} s, p99 {a['p99_s']:.3f} s"
-              + (f"; POST sent -> serve's refreshed-at p50 {srv['p50_s']:.3f} s, p99 {srv['p99_s']:.3f} s"
-                 if srv else "")
-              + f"; serve wrote {w['serve_injected']} logins with {w['serve_cpu_s']:.2f} s of CPU")
-    if "refresh" in parts:
-        print("refresh rounds (s): " + ", ".join(f"{r['wall_s']:.2f}" for r in result["refresh"]["runs"])
-              + "; serve CPU per round (s): "
-              + ", ".join(f"{r['serve_cpu_s']:.2f}" for r in result["refresh"]["runs"]))
-    if "admission" in parts:
-        print("admission rounds (req/s): " + "; ".join(
-            f"r{r['round']} {r['kind']} {r['req_per_s']:.0f}" for r in result["admission_runs"]))
-    print(f"serve's log: {serve.log_lines} lines, {serve.problem_count} warnings or errors"
-          + (f" (first: {serve.problems[0][:300]})" if serve.problems else ""))
+    width = max(len(r[0]) for r in rows)
+    head = (f"{'figure':<{width}}  {'value':>9}  {'goal':<13} {'fig/goal':>8}  {'result':<8}" +
+            (f"{GLIBC:>16}" if other else "")).rstrip()
+    print(head)
+    print("-" * len(head))
+    for what, value, goal, of_goal, ok in rows:
+        g = other.get(what)
+        print((f"{what:<{width}}  {value:>9}  {goal:<13} {of_goal:>8}  "
+               f"{'-' if ok is None else ('met' if ok else 'NOT MET'):<8}"
+               + (f"{g[1] if g else '-':>16}" if other else "")).rstrip())
+    print()
+    if "shipped_vs_glibc" in result:
+        print_comparison(result["shipped_vs_glibc"])
+    for sub in subjects:
+        r = sub.result
+        print(f"{sub.name}:")
+        if "writer" in parts:
+            w = r["writer"]
+            a, b, srv = w["create_answered_to_login"], w["create_call"], w["sent_to_refreshed_at_annotation"]
+            print(f"  writer: {args.secrets} creates took {w['create_s']:.2f} s (each create p50 "
+                  f"{b['p50_s'] * 1000:.1f} ms, p99 {b['p99_s'] * 1000:.1f} ms), the last login was seen "
+                  f"{w['first_create_to_last_login_s']:.2f} s after the first create; create answered -> "
+                  f"login seen p50 {a['p50_s']:.3f} s, p99 {a['p99_s']:.3f} s"
+                  + (f"; POST sent -> serve's refreshed-at p50 {srv['p50_s']:.3f} s, p99 {srv['p99_s']:.3f} s"
+                     if srv else "")
+                  + f"; serve wrote {w['serve_injected']} logins with {w['serve_cpu_s']:.2f} s of CPU")
+        if "refresh" in parts:
+            print("  refresh rounds (s): " + ", ".join(f"{x['wall_s']:.2f}" for x in r["refresh"]["runs"])
+                  + "; serve CPU per round (s): "
+                  + ", ".join(f"{x['serve_cpu_s']:.2f}" for x in r["refresh"]["runs"]))
+        if "admission" in parts:
+            print("  admission rounds (req/s): " + "; ".join(
+                f"r{x['round']} {x['kind']} {x['req_per_s']:.0f}" for x in r["admission_runs"]))
+        log_ = r["serve_log"]
+        print(f"  serve's log: {log_['lines']} lines, {log_['warnings_and_errors']} warnings or errors"
+              + (f" (first: {log_['first_problems'][0][:300]})" if log_["first_problems"] else ""))
     write_json()
     print(f"raw numbers: {json_path.relative_to(ROOT) if json_path.is_relative_to(ROOT) else json_path}")
     return 0

@@ -3,13 +3,17 @@
 creation through the real kube-apiserver, a burst for one new image, and its memory.
 
 Usage: python3 bench/serve.py [--rounds N] [--duration S] [--pods N] [--burst N]
+                              [--binary PATH] [--glibc-binary PATH | --no-glibc]
 
-Runs one release-built `serve` against the local testbed (registries, moto, kube-apiserver,
-all on 127.0.0.1) and measures it with h2load (Debian's nghttp2-client) over HTTP/1.1 and h2,
-each /mutate/pods figure side by side with the same server's /healthz on the same TLS
-listener. Prints a table with the goals and writes the raw numbers to
-target/bench/serve.json. A benchmark, not a test: nothing here asserts a timing.
-See bench/README.md.
+Runs `serve` against the local testbed (registries, moto, kube-apiserver, all on 127.0.0.1)
+and measures it with h2load (Debian's nghttp2-client) over HTTP/1.1 and h2, each
+/mutate/pods figure side by side with the same server's /healthz on the same TLS listener.
+The subject, column `privatize`, is the binary the container image ships (static musl +
+mimalloc, `scripts/build-image --print-binary`); a second serve of the glibc release build,
+column `privatize-glibc`, runs next to it and gets the same load, in alternating order. The
+goals are judged on the shipped binary; the shipped/glibc ratios are printed. Prints the
+tables and writes the raw numbers to target/bench/serve.json. A benchmark, not a test:
+nothing here asserts a timing. See bench/README.md.
 """
 
 import argparse
@@ -34,6 +38,7 @@ import urllib.parse
 from pathlib import Path
 
 from benchlib import BenchError, log, run_checked, read_env_file, base_env  # noqa: E402
+from benchlib import GLIBC, SHIPPED, add_binary_args, describe_binaries, gap, resolve_binaries  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 MANAGED_BY = "app.kubernetes.io/managed-by=privatize"
 SOURCE_ANNOTATION = "privatize.io/source"
@@ -209,7 +214,7 @@ class Kube:
         namespace and clears its finalizer, or the namespace would stay Terminating."""
         base = f"/api/v1/namespaces/{name}"
         for path in (f"{base}/pods", f"/apis/batch/v1/namespaces/{name}/jobs?propagationPolicy=Background",
-                     f"{base}/events"):
+                     f"{base}/events", f"{base}/configmaps"):
             self.request("DELETE", path)
         status, _, _ = self.request("DELETE", base)
         if status == 404:
@@ -485,39 +490,59 @@ def check_mirrored_answer(serve, body, target_prefix):
     return images[0]
 
 
-def phase_throughput(serve, args, tmp, body_file, result):
-    base = f"https://127.0.0.1:{serve.https_port}"
-    runs = result["throughput"]["runs"]
+class Subject:
+    """One binary under test: its serve, its copy-Job namespace and its part of the results
+    (result["subjects"][name]: memory, throughput, burst, apiserver, ...)."""
+
+    def __init__(self, name, binary, tag):
+        self.name, self.binary, self.tag = name, binary, tag
+        self.serve = None
+        self.jobs_ns = None
+        self.result = {"binary": binary, "memory": {}, "throughput": {"runs": []}}
+
+
+def phase_throughput(subjects, args, tmp, body_files):
+    """Every cell for every subject; the subjects' order flips from cell to cell and from round
+    to round, the order of /healthz and /mutate/pods as well (independently). body_files:
+    {subject name: the review file of its /mutate/pods}."""
     for rnd in range(args.rounds):
         for pi, proto in enumerate(PROTOCOLS):
             for ci, conns in enumerate(CONNECTIONS):
-                paths = ["/healthz", "/mutate/pods"]
-                if (rnd + pi + ci) % 2:
-                    paths.reverse()
-                for path in paths:
-                    before_m, cpu0 = serve.metrics(), serve.cpu_seconds()
-                    r = h2load(base + path, proto=proto, conns=conns, tmp=tmp,
-                               body=body_file if path == "/mutate/pods" else None,
-                               duration=args.duration, warmup=args.warmup,
-                               timeout=args.duration + args.warmup + 60)
-                    cpu = serve.cpu_seconds() - cpu0
-                    delta = metric_delta(before_m, serve.metrics(), "privatize_admissions_total")
-                    r.update({"round": rnd, "serve_cpu_s": round(cpu, 3),
-                              "admissions": delta})
-                    if path == "/mutate/pods":
-                        # h2load closes its connections with requests still in flight when the
-                        # time is up: serve counts those as invalid (body cut off), at most one
-                        # per connection. Anything else but `patched` stops the run.
-                        cut = sum_series(delta, "privatize_admissions_total", outcome="invalid")
-                        r["cut_off_at_end"] = int(cut)
-                        other = {k: v for k, v in delta.items()
-                                 if 'outcome="patched"' not in k and 'outcome="invalid"' not in k}
-                        if other or cut > conns or r["status"]["2xx"] != r["requests"]["done"]:
-                            raise BenchError(f"{proto} c={conns}: not every admission was patched: "
-                                             f"{delta}, h2load {r['status']}")
-                    runs.append(r)
-                    log(f"round {rnd} {proto:<8} c={conns:<2} {path:<12} {r['req_per_s']:9.0f} req/s  "
-                        f"p50 {fmt(r['p50_ms'])} ms  p99 {fmt(r['p99_ms'])} ms  serve cpu {cpu:.2f} s")
+                order = subjects if (rnd + ci) % 2 == 0 else subjects[::-1]
+                for pos, sub in enumerate(order):
+                    cell_throughput(sub, args, tmp, body_files[sub.name], rnd, pi, ci, proto, conns, pos)
+
+
+def cell_throughput(sub, args, tmp, body_file, rnd, pi, ci, proto, conns, pos):
+    """One throughput cell of one subject: /healthz and /mutate/pods, one h2load run each."""
+    serve = sub.serve
+    base = f"https://127.0.0.1:{serve.https_port}"
+    paths = ["/healthz", "/mutate/pods"]
+    if (rnd + pi + ci) % 2:
+        paths.reverse()
+    for path in paths:
+        before_m, cpu0 = serve.metrics(), serve.cpu_seconds()
+        r = h2load(base + path, proto=proto, conns=conns, tmp=tmp,
+                   body=body_file if path == "/mutate/pods" else None,
+                   duration=args.duration, warmup=args.warmup,
+                   timeout=args.duration + args.warmup + 60)
+        cpu = serve.cpu_seconds() - cpu0
+        delta = metric_delta(before_m, serve.metrics(), "privatize_admissions_total")
+        r.update({"round": rnd, "position": pos, "serve_cpu_s": round(cpu, 3), "admissions": delta})
+        if path == "/mutate/pods":
+            # h2load closes its connections with requests still in flight when the
+            # time is up: serve counts those as invalid (body cut off), at most one
+            # per connection. Anything else but `patched` stops the run.
+            cut = sum_series(delta, "privatize_admissions_total", outcome="invalid")
+            r["cut_off_at_end"] = int(cut)
+            other = {k: v for k, v in delta.items()
+                     if 'outcome="patched"' not in k and 'outcome="invalid"' not in k}
+            if other or cut > conns or r["status"]["2xx"] != r["requests"]["done"]:
+                raise BenchError(f"{sub.name} {proto} c={conns}: not every admission was patched: "
+                                 f"{delta}, h2load {r['status']}")
+        sub.result["throughput"]["runs"].append(r)
+        log(f"round {rnd} {sub.name:<15} {proto:<8} c={conns:<2} {path:<12} {r['req_per_s']:9.0f} req/s  "
+            f"p50 {fmt(r['p50_ms'])} ms  p99 {fmt(r['p99_ms'])} ms  serve cpu {cpu:.2f} s")
 
 
 def summarize_throughput(result):
@@ -543,33 +568,45 @@ def summarize_throughput(result):
             cells.append(cell)
 
 
-def phase_apiserver(kube, serve, args, sess, image, target_prefix, ca_pem, result, cleanup):
-    hook_ns, plain_ns = f"bench-serve-hook-{sess}", f"bench-serve-plain-{sess}"
-    for ns in (hook_ns, plain_ns):
-        kube.create_namespace(ns)
-        cleanup["namespaces"].append(ns)
-    name = f"bench-serve-{sess}"
-    url = f"https://127.0.0.1:{serve.https_port}/mutate/pods"
-    kube.request("POST", "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
-                 webhook_configuration(name, hook_ns, url, ca_pem), ok=(201,))
-    cleanup["webhooks"].append(name)
-    # The apiserver picks the configuration up from its informer: wait until a dry-run
-    # create comes back rewritten (bounded).
-    deadline = time.monotonic() + 30
-    while True:
-        _, obj, _ = kube.request("POST", f"/api/v1/namespaces/{hook_ns}/pods?dryRun=All",
-                                 pod("probe", image), ok=(201,))
-        if obj["spec"]["containers"][0]["image"].startswith(target_prefix):
-            break
-        if time.monotonic() > deadline:
-            raise BenchError("the apiserver did not call the webhook within 30 s of registering it")
-        time.sleep(0.2)
-    samples = {hook_ns: [], plain_ns: []}
+def phase_apiserver(kube, subjects, args, sess, image, target_prefix, ca_pem, cleanup):
+    """One namespace per subject with that subject's serve as its pod webhook, and one
+    namespace without a webhook; pods are created in each, one at a time, interleaved (the
+    order rotates from pod to pod). Each subject's added latency is against the shared
+    namespace without a webhook."""
+    plain_ns = f"bench-serve-plain-{sess}"
+    hooks = {}  # namespace -> subject
+    for sub in subjects:
+        hook_ns = f"bench-serve-hook-{sub.tag}-{sess}"
+        hooks[hook_ns] = sub
+        kube.create_namespace(hook_ns)
+        cleanup["namespaces"].append(hook_ns)
+        name = f"bench-serve-{sub.tag}-{sess}"
+        url = f"https://127.0.0.1:{sub.serve.https_port}/mutate/pods"
+        kube.request("POST", "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
+                     webhook_configuration(name, hook_ns, url, ca_pem), ok=(201,))
+        cleanup["webhooks"].append(name)
+    kube.create_namespace(plain_ns)
+    cleanup["namespaces"].append(plain_ns)
+    # The apiserver picks the configurations up from its informer: wait until a dry-run
+    # create comes back rewritten (bounded). Only that subject's webhook selects the namespace.
+    for hook_ns, sub in hooks.items():
+        deadline = time.monotonic() + 30
+        while True:
+            _, obj, _ = kube.request("POST", f"/api/v1/namespaces/{hook_ns}/pods?dryRun=All",
+                                     pod("probe", image), ok=(201,))
+            if obj["spec"]["containers"][0]["image"].startswith(target_prefix):
+                break
+            if time.monotonic() > deadline:
+                raise BenchError(f"the apiserver did not call {sub.name}'s webhook within 30 s of "
+                                 "registering it")
+            time.sleep(0.2)
+    namespaces = list(hooks) + [plain_ns]
+    samples = {ns: [] for ns in namespaces}
     errors = []
     total = args.pods + args.pod_warmup
     for i in range(total):
-        order = (hook_ns, plain_ns) if i % 2 == 0 else (plain_ns, hook_ns)
-        for ns in order:
+        k = i % len(namespaces)
+        for ns in namespaces[k:] + namespaces[:k]:
             status, obj, secs = kube.request("POST", f"/api/v1/namespaces/{ns}/pods",
                                              pod(f"p-{i:04d}", image), ok=range(100, 600))
             if status != 201:
@@ -579,27 +616,38 @@ def phase_apiserver(kube, serve, args, sess, image, target_prefix, ca_pem, resul
                     raise BenchError(f"10 pod creations failed; the first: {errors[0]}")
             elif i >= args.pod_warmup:
                 samples[ns].append(secs * 1000)
-    rewritten = sum(1 for p in kube.pods(hook_ns)
-                    if p["spec"]["containers"][0]["image"].startswith(target_prefix))
+
+    def stats(xs):
+        xs = sorted(xs)
+        return {"p50_ms": percentile(xs, 50), "p90_ms": percentile(xs, 90),
+                "p99_ms": percentile(xs, 99), "mean_ms": statistics.fmean(xs) if xs else None}
+
     untouched = sum(1 for p in kube.pods(plain_ns) if p["spec"]["containers"][0]["image"] == image)
-    out = result["apiserver"] = {
-        "pods_each": args.pods, "warmup_each": args.pod_warmup, "errors": errors,
-        "hook_namespace_pods_rewritten": rewritten, "plain_namespace_pods_untouched": untouched,
-        "kube_reconnects": kube.reconnects,
-        "create_ms": {"with_webhook": samples[hook_ns], "without": samples[plain_ns]},
-    }
-    for key, ns in (("with_webhook", hook_ns), ("without", plain_ns)):
-        xs = sorted(samples[ns])
-        out[key] = {"p50_ms": percentile(xs, 50), "p90_ms": percentile(xs, 90),
-                    "p99_ms": percentile(xs, 99), "mean_ms": statistics.fmean(xs) if xs else None}
-    w, wo = out["with_webhook"], out["without"]
-    out["added"] = {k: (w[k] - wo[k]) if w[k] is not None and wo[k] is not None else None
-                    for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms")}
-    log(f"apiserver: {args.pods} pods each; with webhook p50 {fmt(w['p50_ms'])} ms p99 "
-        f"{fmt(w['p99_ms'])} ms; without p50 {fmt(wo['p50_ms'])} ms p99 {fmt(wo['p99_ms'])} ms")
-    if rewritten != total or untouched != total:
-        raise BenchError(f"expected {total} rewritten pods in {hook_ns} and {total} untouched in "
-                         f"{plain_ns}, found {rewritten} and {untouched}")
+    wo = stats(samples[plain_ns])
+    problems = []
+    for hook_ns, sub in hooks.items():
+        rewritten = sum(1 for p in kube.pods(hook_ns)
+                        if p["spec"]["containers"][0]["image"].startswith(target_prefix))
+        w = stats(samples[hook_ns])
+        sub.result["apiserver"] = {
+            "pods_each": args.pods, "warmup_each": args.pod_warmup, "errors": errors,
+            "hook_namespace": hook_ns, "plain_namespace": plain_ns,
+            "hook_namespace_pods_rewritten": rewritten, "plain_namespace_pods_untouched": untouched,
+            "kube_reconnects": kube.reconnects,
+            "create_ms": {"with_webhook": samples[hook_ns], "without": samples[plain_ns]},
+            "with_webhook": w, "without": wo,
+            "added": {k: (w[k] - wo[k]) if w[k] is not None and wo[k] is not None else None
+                      for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms")},
+        }
+        log(f"apiserver: {args.pods} pods each; with {sub.name}'s webhook p50 {fmt(w['p50_ms'])} ms "
+            f"p99 {fmt(w['p99_ms'])} ms; without p50 {fmt(wo['p50_ms'])} ms p99 {fmt(wo['p99_ms'])} ms")
+        if rewritten != total:
+            problems.append(f"{rewritten} of {total} pods rewritten in {hook_ns}")
+    if untouched != total:
+        problems.append(f"{untouched} of {total} pods untouched in {plain_ns}")
+    if problems:
+        raise BenchError("expected every pod with a webhook rewritten and every other one "
+                         "untouched: " + "; ".join(problems))
 
 
 def phase_burst(kube, serve, args, tmp, body_file, jobs_ns, source, result):
@@ -638,69 +686,170 @@ def phase_burst(kube, serve, args, tmp, body_file, jobs_ns, source, result):
 
 
 # ------------------------------------------------------------------ report
-def report(result, args):
-    rows = []  # (figure, value, goal, met or None)
-    load = result["host"]["loadavg_start"][0], (result.get("loadavg_end") or [None])[0]
-    print(f"\nserve benchmark: {result.get('version')}, {os.cpu_count()} cores, load average "
-          f"{fmt(load[0])} at the start and {fmt(load[1])} at the end\n")
-    cells = result.get("throughput", {}).get("summary")
-    if cells:
-        print(f"h2load, one thread, one request in flight per connection; medians of {args.rounds} "
-              f"round(s) of {args.duration} s each after {args.warmup} s of warm-up")
-        head = (f"{'proto':<9}{'conns':>5} {'healthz/s':>10}{'mutate/s':>10}{'ratio':>7}  "
-                f"{'hz p50':>7}{'mu p50':>7}{'p50 x':>7}{'hz p99':>7}{'mu p99':>7}{'p99 x':>7}  {'hz cpu':>7}{'mu cpu':>7}")
-        print(head + "\n" + "-" * len(head))
-        for c in cells:
-            h, m, q = c["healthz"], c["mutate"], c["ratio"]
-            print(f"{c['proto']:<9}{c['connections']:>5} {fmt(h['req_per_s'], 0):>10}{fmt(m['req_per_s'], 0):>10}"
-                  f"{fmt(q['req_per_s']):>7}  {fmt(h['p50_ms']):>7}{fmt(m['p50_ms']):>7}{fmt(q['p50']):>7}{fmt(h['p99_ms']):>7}"
-                  f"{fmt(m['p99_ms']):>7}{fmt(q['p99']):>7}  {fmt(h['serve_cpu_us_per_req'], 0):>7}"
-                  f"{fmt(m['serve_cpu_us_per_req'], 0):>7}")
-        print("(hz = GET /healthz, mu = POST /mutate/pods; latencies in ms; ratio and x = mutate/healthz;\n"
-              " cpu = serve's user+system CPU per request, in microseconds)\n")
-        for c in cells:
-            q = c["ratio"]["req_per_s"]
-            rows.append((f"{c['proto']} c={c['connections']} mutate/healthz req/s", f"{fmt(q)}x",
-                         f">= {GOAL_RPS_RATIO}x", q is not None and q >= GOAL_RPS_RATIO))
-        for c in cells:
-            if c["connections"] == 64:
-                p = c["mutate"]["p99_ms"]
-                rows.append((f"{c['proto']} c=64 mutate p99", fmt(p, 2, " ms"), f"< {GOAL_P99_64_MS:g} ms",
-                             p is not None and p < GOAL_P99_64_MS))
-    a = result.get("apiserver")
+MEMORY_POINTS = (("idle", "VmRSS"), ("after_burst", "VmRSS"), ("after_burst", "VmHWM"),
+                 ("after_throughput", "VmRSS"), ("end", "VmRSS"), ("end", "VmHWM"))
+
+
+def print_throughput(r, args):
+    cells = r.get("throughput", {}).get("summary")
+    if not cells:
+        return
+    head = (f"{'proto':<9}{'conns':>5} {'healthz/s':>10}{'mutate/s':>10}{'ratio':>7}  "
+            f"{'hz p50':>7}{'mu p50':>7}{'p50 x':>7}{'hz p99':>7}{'mu p99':>7}{'p99 x':>7}  {'hz cpu':>7}{'mu cpu':>7}")
+    print(head + "\n" + "-" * len(head))
+    for c in cells:
+        h, m, q = c["healthz"], c["mutate"], c["ratio"]
+        print(f"{c['proto']:<9}{c['connections']:>5} {fmt(h['req_per_s'], 0):>10}{fmt(m['req_per_s'], 0):>10}"
+              f"{fmt(q['req_per_s']):>7}  {fmt(h['p50_ms']):>7}{fmt(m['p50_ms']):>7}{fmt(q['p50']):>7}{fmt(h['p99_ms']):>7}"
+              f"{fmt(m['p99_ms']):>7}{fmt(q['p99']):>7}  {fmt(h['serve_cpu_us_per_req'], 0):>7}"
+              f"{fmt(m['serve_cpu_us_per_req'], 0):>7}")
+    print()
+
+
+def goal_rows(r):
+    """(figure, value text, goal text, met or None, the number) of one subject's results."""
+    rows = []
+    cells = r.get("throughput", {}).get("summary") or []
+    for c in cells:
+        q = c["ratio"]["req_per_s"]
+        rows.append((f"{c['proto']} c={c['connections']} mutate/healthz req/s", f"{fmt(q)}x",
+                     f">= {GOAL_RPS_RATIO}x", q is not None and q >= GOAL_RPS_RATIO, q))
+    for c in cells:
+        if c["connections"] == 64:
+            p = c["mutate"]["p99_ms"]
+            rows.append((f"{c['proto']} c=64 mutate p99", fmt(p, 2, " ms"), f"< {GOAL_P99_64_MS:g} ms",
+                         p is not None and p < GOAL_P99_64_MS, p))
+    a = r.get("apiserver")
     if a and "added" in a:
-        print(f"pod creation through the apiserver ({a['pods_each']} each, interleaved, ms): "
-              f"with webhook p50 {fmt(a['with_webhook']['p50_ms'])} p99 {fmt(a['with_webhook']['p99_ms'])}; "
-              f"without p50 {fmt(a['without']['p50_ms'])} p99 {fmt(a['without']['p99_ms'])}")
         p50, p99 = a["added"]["p50_ms"], a["added"]["p99_ms"]
         rows.append(("apiserver: added per pod create, p50", fmt(p50, 2, " ms"),
-                     f"<= {GOAL_ADDED_P50_MS:g} ms", p50 is not None and p50 <= GOAL_ADDED_P50_MS))
-        rows.append(("apiserver: added per pod create, p99", fmt(p99, 2, " ms"), "-", None))
-    b = result.get("burst")
+                     f"<= {GOAL_ADDED_P50_MS:g} ms", p50 is not None and p50 <= GOAL_ADDED_P50_MS, p50))
+        rows.append(("apiserver: added per pod create, p99", fmt(p99, 2, " ms"), "-", None, p99))
+    b = r.get("burst")
     if b:
-        r = b["h2load"]
-        print(f"burst: {r['requests']['done']} admissions of one new image in {r['seconds']:.2f} s "
-              f"({b['via']}, {args.burst_connections} connections)")
         rows.append(("burst: copy Jobs for the new image", str(b["copy_jobs_for_image"]), "exactly 1",
-                     b["copy_jobs_for_image"] == 1))
-        rows.append(("burst: admission errors", str(b["admission_errors"]), "0", b["admission_errors"] == 0))
-        rows.append(("burst: duration", fmt(r["seconds"], 2, " s"), "-", None))
-        if b["copy_jobs_in_namespace"] != b["copy_jobs_for_image"]:
-            print(f"  note: {b['copy_jobs_in_namespace']} managed Jobs in the copy-Job namespace, "
-                  f"{b['copy_jobs_for_image']} for the burst's image")
-    mem = result.get("memory", {})
+                     b["copy_jobs_for_image"] == 1, b["copy_jobs_for_image"]))
+        rows.append(("burst: admission errors", str(b["admission_errors"]), "0", b["admission_errors"] == 0,
+                     b["admission_errors"]))
+        rows.append(("burst: duration", fmt(b["h2load"]["seconds"], 2, " s"), "-", None,
+                     b["h2load"]["seconds"]))
+    mem = r.get("memory", {})
     for label, key, field in (("idle VmRSS", "idle", "VmRSS"), ("after burst VmRSS", "after_burst", "VmRSS"),
                               ("after burst VmHWM", "after_burst", "VmHWM"), ("end VmHWM", "end", "VmHWM")):
         v = mem.get(key, {}).get(field)
         if v is not None:
-            rows.append((f"memory: {label}", f"{v:.1f} MiB", f"< {GOAL_RSS_MIB:g} MiB", v < GOAL_RSS_MIB))
+            rows.append((f"memory: {label}", f"{v:.1f} MiB", f"< {GOAL_RSS_MIB:g} MiB", v < GOAL_RSS_MIB, v))
+    return rows
+
+
+def compare(shipped, glibc):
+    """The shipped/glibc ratios (result["shipped_vs_glibc"])."""
+    out = {"throughput": [], "memory": {}}
+    cells_g = {(c["proto"], c["connections"]): c for c in glibc.get("throughput", {}).get("summary") or []}
+    for c in shipped.get("throughput", {}).get("summary") or []:
+        g = cells_g.get((c["proto"], c["connections"]))
+        if not g:
+            continue
+        row = {"proto": c["proto"], "connections": c["connections"]}
+        for key in ("healthz", "mutate"):
+            for field in ("req_per_s", "p50_ms", "p99_ms", "serve_cpu_us_per_req"):
+                row[f"{key}_{field}"] = {SHIPPED: c[key][field], GLIBC: g[key][field],
+                                         "ratio": gap(c[key][field], g[key][field])}
+        out["throughput"].append(row)
+    for key, field in MEMORY_POINTS:
+        a, b = shipped["memory"].get(key, {}).get(field), glibc["memory"].get(key, {}).get(field)
+        if a is not None and b is not None:
+            out["memory"][f"{key}_{field}"] = {SHIPPED: a, GLIBC: b, "ratio": gap(a, b),
+                                               "difference_mib": round(a - b, 1)}
+    for key in ("p50_ms", "p99_ms"):
+        if "apiserver" in shipped and "apiserver" in glibc:
+            a, b = shipped["apiserver"]["added"][key], glibc["apiserver"]["added"][key]
+            out.setdefault("apiserver_added", {})[key] = {SHIPPED: a, GLIBC: b}
+    if "burst" in shipped and "burst" in glibc:
+        a, b = shipped["burst"]["h2load"]["seconds"], glibc["burst"]["h2load"]["seconds"]
+        out["burst_s"] = {SHIPPED: a, GLIBC: b, "ratio": gap(a, b)}
+    return out
+
+
+def print_comparison(cmp):
+    rows = cmp["throughput"]
+    if rows:
+        print(f"shipped vs glibc: {SHIPPED} / {GLIBC} (x = the ratio; req/s higher is better, "
+              f"latency and CPU lower)")
+        head = (f"{'proto':<9}{'conns':>5}  {'mu/s':>7}{'glibc':>7}{'x':>6}  {'mu p50':>7}{'glibc':>7}{'x':>6}  "
+                f"{'mu p99':>7}{'glibc':>7}{'x':>6}  {'mu cpu':>7}{'glibc':>7}{'x':>6}  {'hz/s':>7}{'glibc':>7}{'x':>6}")
+        print(head + "\n" + "-" * len(head))
+        for r in rows:
+            line = f"{r['proto']:<9}{r['connections']:>5}"
+            for key, nd in (("mutate_req_per_s", 0), ("mutate_p50_ms", 2), ("mutate_p99_ms", 2),
+                            ("mutate_serve_cpu_us_per_req", 0), ("healthz_req_per_s", 0)):
+                v = r[key]
+                line += f"  {fmt(v[SHIPPED], nd):>7}{fmt(v[GLIBC], nd):>7}{fmt(v['ratio']):>6}"
+            print(line)
+        print()
+    if cmp["memory"]:
+        print(f"serve's memory (MiB)    {SHIPPED:>10} {GLIBC:>16}  {'x':>5}  {'+MiB':>6}")
+        for key, v in cmp["memory"].items():
+            print(f"  {key.replace('_Vm', ' Vm'):<22}{v[SHIPPED]:>10.1f} {v[GLIBC]:>16.1f}  "
+                  f"{fmt(v['ratio']):>5}  {v['difference_mib']:>+6.1f}")
+        print()
+
+
+def report(result, args, subjects):
+    load = result["host"]["loadavg_start"][0], (result.get("loadavg_end") or [None])[0]
+    print(f"\nserve benchmark: {result.get('version')}, {os.cpu_count()} cores, load average "
+          f"{fmt(load[0])} at the start and {fmt(load[1])} at the end")
+    for name, facts in result["binaries"].items():
+        print(f"  {name}: {facts['path']} ({'static' if facts.get('static') else 'dynamic'}, "
+              f"{facts['bytes'] / 2**20:.1f} MiB, built {facts['mtime']})")
     print()
+    if any(sub.result.get("throughput", {}).get("summary") for sub in subjects):
+        print(f"h2load, one thread, one request in flight per connection; medians of {args.rounds} "
+              f"round(s) of {args.duration} s each after {args.warmup} s of warm-up"
+              + (", the two serves in alternating order" if len(subjects) > 1 else ""))
+        print("(hz = GET /healthz, mu = POST /mutate/pods; latencies in ms; ratio and x = mutate/healthz;\n"
+              " cpu = serve's user+system CPU per request, in microseconds)\n")
+        for sub in subjects:
+            print(f"{sub.name}:")
+            print_throughput(sub.result, args)
+    for sub in subjects:
+        a = sub.result.get("apiserver")
+        if a and "added" in a:
+            print(f"pod creation through the apiserver, {sub.name} ({a['pods_each']} each, interleaved, ms): "
+                  f"with webhook p50 {fmt(a['with_webhook']['p50_ms'])} p99 {fmt(a['with_webhook']['p99_ms'])}; "
+                  f"without p50 {fmt(a['without']['p50_ms'])} p99 {fmt(a['without']['p99_ms'])}")
+    for sub in subjects:
+        b = sub.result.get("burst")
+        if b:
+            r = b["h2load"]
+            print(f"burst, {sub.name}: {r['requests']['done']} admissions of one new image in "
+                  f"{r['seconds']:.2f} s ({b['via']}, {args.burst_connections} connections)")
+            if b["copy_jobs_in_namespace"] != b["copy_jobs_for_image"]:
+                print(f"  note: {b['copy_jobs_in_namespace']} managed Jobs in the copy-Job namespace, "
+                      f"{b['copy_jobs_for_image']} for the burst's image")
+            gated = sum_series(b["metrics_delta"], "privatize_pods_gated_total")
+            if b["copy_jobs_for_image"] == 0 and gated:
+                print(f"  note: {int(gated)} admissions gated, no copy Job: serve starts copies for "
+                      "pods that exist (its gate controller), and the burst's reviews create none")
+    print()
+    if len(subjects) > 1:
+        result["shipped_vs_glibc"] = compare(subjects[0].result, subjects[1].result)
+        print_comparison(result["shipped_vs_glibc"])
+
+    rows = goal_rows(subjects[0].result)
+    other = {r[0]: r for r in goal_rows(subjects[1].result)} if len(subjects) > 1 else {}
     w = max(len(r[0]) for r in rows) if rows else 10
-    head = f"{'figure':<{w}}  {'value':>10}  {'goal':<11} met"
+    print(f"goals, judged on {SHIPPED} (the shipped binary)"
+          + (f"; {GLIBC} for reference" if other else ""))
+    head = (f"{'figure':<{w}}  {'value':>10}  {'goal':<11} {'met':<8}" + (f"{GLIBC:>16}" if other else "")).rstrip()
     print(head + "\n" + "-" * len(head))
-    for fig, val, goal, met in rows:
-        print(f"{fig:<{w}}  {val:>10}  {goal:<11} {'-' if met is None else ('met' if met else 'NOT MET')}")
-    result["goals"] = [{"figure": f, "value": v, "goal": g, "met": m} for f, v, g, m in rows]
+    for fig, val, goal, met, _ in rows:
+        g = other.get(fig)
+        print((f"{fig:<{w}}  {val:>10}  {goal:<11} {'-' if met is None else ('met' if met else 'NOT MET'):<8}"
+               + (f"{g[1] if g else '-':>16}" if other else "")).rstrip())
+    result["goals"] = [{"figure": f, "value": v, "goal": g, "met": m,
+                        **({f"{GLIBC}_value": other[f][1], f"{GLIBC}_met": other[f][3]} if f in other else {})}
+                       for f, v, g, m, _ in rows]
 
 
 # ------------------------------------------------------------------ main
@@ -721,7 +870,10 @@ def main():
     ap.add_argument("--phases", default="throughput,apiserver,burst",
                     help="comma-separated subset of throughput, apiserver, burst (memory is always read)")
     ap.add_argument("--serve-log-level", default="info", help="--log-level of serve (default info)")
-    ap.add_argument("--no-setup", action="store_true", help="skip testbed/up, testbed/kube/up and cargo build")
+    ap.add_argument("--no-setup", action="store_true",
+                    help="skip testbed/up, testbed/kube/up and the builds: use the binaries as they "
+                         "are, and stop if one is missing")
+    add_binary_args(ap)
     ap.add_argument("--json", default=str(ROOT / "target" / "bench" / "serve.json"),
                     help="where to write the raw numbers (default target/bench/serve.json)")
     args = ap.parse_args()
@@ -742,25 +894,28 @@ def main():
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "host": {"nproc": os.cpu_count(), "machine": platform.machine(), "kernel": platform.release(),
                  "loadavg_start": os.getloadavg()},
-        "settings": vars(args), "setup": {}, "memory": {}, "throughput": {"runs": []},
+        "settings": vars(args), "setup": {}, "subjects": {},
     }
     json_path = Path(args.json)
     sess = secrets.token_hex(3)
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     cleanup = {"namespaces": [], "webhooks": []}
-    kube = serve = None
+    kube = None
+    subjects = []
     signal.signal(signal.SIGTERM, on_sigterm)
     code = 0
     try:
         env = base_env()
         if not args.no_setup:
             for argv, what, t in (([str(ROOT / "testbed" / "up")], "testbed/up", 1800),
-                                  ([str(ROOT / "testbed" / "kube" / "up")], "testbed/kube/up", 1800),
-                                  (["cargo", "build", "--release", "--locked"], "cargo build --release", 3600)):
+                                  ([str(ROOT / "testbed" / "kube" / "up")], "testbed/kube/up", 1800)):
                 log(what)
                 t0 = time.perf_counter()
                 run_checked(argv, timeout=t, env=env, what=what)
                 result["setup"][what] = round(time.perf_counter() - t0, 1)
+        binaries = resolve_binaries(args, result["setup"])
+        result["binaries"] = describe_binaries(binaries)
+        subjects = [Subject(name, path, "musl" if name == SHIPPED else "glibc") for name, path in binaries]
         state_dir = Path(os.environ.get("PRIVATIZE_TESTBED_DIR", ROOT / "target" / "testbed"))
         tenv = read_env_file(state_dir / "env")
         images = json.loads(Path(tenv["IMAGES_JSON"]).read_text())
@@ -769,15 +924,21 @@ def main():
             loopback(addr, what)
         kubeconfig = Path(os.environ.get("PRIVATIZE_KUBECONFIG", ROOT / "target" / "kube" / "kubeconfig"))
         kube = Kube(kubeconfig, tmp)
-        binary = str(ROOT / "target" / "release" / "privatize")
-        result["version"] = run_checked([binary, "--version"], timeout=30).stdout.decode().strip()
+        binary = subjects[0].binary  # the shipped one mirrors the image and makes the certificate
+        result["version"] = result["binaries"][SHIPPED]["version"]
         result["h2load"] = subprocess.run(["h2load", "--version"], capture_output=True,
                                           timeout=30).stdout.decode().strip()
 
-        # The bench's namespace: copy Jobs, and the namespace of the reviews sent straight to serve.
-        jobs_ns = f"bench-serve-{sess}"
-        kube.create_namespace(jobs_ns)
-        cleanup["namespaces"].append(jobs_ns)
+        # Each serve's namespace: its copy Jobs, and the namespace of the reviews sent straight
+        # to it, with the `privatize-ca` ConfigMap serve checks at start (the testbed's CA).
+        # Both serves use the same target repository (the image is mirrored once).
+        for sub in subjects:
+            sub.jobs_ns = f"bench-serve-{sub.tag}-{sess}"
+            kube.create_namespace(sub.jobs_ns)
+            cleanup["namespaces"].append(sub.jobs_ns)
+            kube.request("POST", f"/api/v1/namespaces/{sub.jobs_ns}/configmaps", {
+                "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "privatize-ca"},
+                "data": {"ca.pem": Path(tenv["TARGET_CA_FILE"]).read_text()}}, ok=(201,))
         prefix = f"bench/serve-{sess}"
         target_host = target_host_alias(tenv["TARGET_REGISTRY"])
         result["target_host"] = target_host
@@ -804,67 +965,84 @@ def main():
         run_checked([binary, "gen-certs", "--out-dir", str(tls_dir), "--san", "127.0.0.1"], timeout=60,
                     env=penv, what="privatize gen-certs")
 
-        senv = dict(penv)
-        senv.update({
-            # The testbed's registries live on 127.0.0.1, which the default exclude list names.
-            "PRIVATIZE_EXCLUDE": "example.invalid", "PRIVATIZE_EXCLUDE_NAMESPACES": "kube-system",
-            "COPY_JOB_NAMESPACE": jobs_ns, "COPY_JOB_IMAGE": f"{tenv['SOURCE_REGISTRY']}/privatize/privatize:bench",
-            "PRIVATIZE_SHUTDOWN_DELAY": "0s",
-        })
-        serve = Serve(binary, senv, tls_dir, tmp / "serve.log", args.serve_log_level)
-        t0 = time.perf_counter()
-        serve.start()
-        result["setup"]["serve_ready_s"] = round(time.perf_counter() - t0, 2)
-        log(f"serve ready (pid {serve.proc.pid}, https :{serve.https_port}, http :{serve.http_port})")
+        for sub in subjects:
+            result["subjects"][sub.name] = sub.result
+            senv = dict(penv)
+            senv.update({
+                # The testbed's registries live on 127.0.0.1, which the default exclude list names.
+                "PRIVATIZE_EXCLUDE": "example.invalid", "PRIVATIZE_EXCLUDE_NAMESPACES": "kube-system",
+                "COPY_JOB_NAMESPACE": sub.jobs_ns,
+                "COPY_JOB_IMAGE": f"{tenv['SOURCE_REGISTRY']}/privatize/privatize:bench",
+                "PRIVATIZE_SHUTDOWN_DELAY": "0s",
+            })
+            sub.serve = Serve(sub.binary, senv, tls_dir, tmp / f"serve-{sub.tag}.log", args.serve_log_level)
+            t0 = time.perf_counter()
+            sub.serve.start()
+            sub.result["serve_ready_s"] = round(time.perf_counter() - t0, 2)
+            log(f"{sub.name}: serve ready (pid {sub.serve.proc.pid}, https :{sub.serve.https_port}, "
+                f"http :{sub.serve.http_port})")
 
-        mirrored_body = json.dumps(review("bench-mirrored", jobs_ns, mirrored, "mirrored")).encode()
-        fresh_body = json.dumps(review("bench-burst", jobs_ns, fresh, "burst")).encode()
-        (tmp / "mirrored.json").write_bytes(mirrored_body)
-        (tmp / "burst.json").write_bytes(fresh_body)
-        result["review_bytes"] = {"mirrored": len(mirrored_body), "burst": len(fresh_body)}
         result["images"] = {"mirrored": mirrored, "burst": fresh, "target_registry": target_registry}
+        for sub in subjects:
+            # The reviews name the subject's own namespace (its copy Jobs go there).
+            mirrored_body = json.dumps(review("bench-mirrored", sub.jobs_ns, mirrored, "mirrored")).encode()
+            fresh_body = json.dumps(review("bench-burst", sub.jobs_ns, fresh, "burst")).encode()
+            (tmp / f"mirrored-{sub.tag}.json").write_bytes(mirrored_body)
+            (tmp / f"burst-{sub.tag}.json").write_bytes(fresh_body)
+            result["review_bytes"] = {"mirrored": len(mirrored_body), "burst": len(fresh_body)}
 
         time.sleep(2)
-        result["memory"]["idle"] = serve.memory()
-        log(f"memory idle: {result['memory']['idle']}")
-        result["images"]["mirrored_target"] = check_mirrored_answer(serve, mirrored_body, target_registry + "/")
+        for sub in subjects:
+            sub.result["memory"]["idle"] = sub.serve.memory()
+            log(f"{sub.name}: memory idle: {sub.result['memory']['idle']}")
+        for sub in subjects:
+            result["images"]["mirrored_target"] = check_mirrored_answer(
+                sub.serve, (tmp / f"mirrored-{sub.tag}.json").read_bytes(), target_registry + "/")
 
         if "burst" in phases:
-            phase_burst(kube, serve, args, tmp, tmp / "burst.json", jobs_ns, fresh, result)
-            result["memory"]["after_burst"] = serve.memory()
-            log(f"memory after burst: {result['memory']['after_burst']}")
+            for sub in subjects:
+                phase_burst(kube, sub.serve, args, tmp, tmp / f"burst-{sub.tag}.json", sub.jobs_ns,
+                            fresh, sub.result)
+                sub.result["memory"]["after_burst"] = sub.serve.memory()
+                log(f"{sub.name}: memory after burst: {sub.result['memory']['after_burst']}")
         if "throughput" in phases:
-            phase_throughput(serve, args, tmp, tmp / "mirrored.json", result)
-            summarize_throughput(result)
-            result["memory"]["after_throughput"] = serve.memory()
+            phase_throughput(subjects, args, tmp,
+                             {sub.name: tmp / f"mirrored-{sub.tag}.json" for sub in subjects})
+            for sub in subjects:
+                summarize_throughput(sub.result)
+                sub.result["memory"]["after_throughput"] = sub.serve.memory()
         if "apiserver" in phases:
-            phase_apiserver(kube, serve, args, sess, mirrored, target_registry + "/",
-                            (tls_dir / "ca.crt").read_bytes(), result, cleanup)
-        result["memory"]["end"] = serve.memory()
-        log(f"memory at the end: {result['memory']['end']}")
-        result["presence_checks"] = {k: v for k, v in serve.metrics().items()
-                                     if k.startswith("privatize_presence_checks")}
+            phase_apiserver(kube, subjects, args, sess, mirrored, target_registry + "/",
+                            (tls_dir / "ca.crt").read_bytes(), cleanup)
+        for sub in subjects:
+            sub.result["memory"]["end"] = sub.serve.memory()
+            log(f"{sub.name}: memory at the end: {sub.result['memory']['end']}")
+            sub.result["presence_checks"] = {k: v for k, v in sub.serve.metrics().items()
+                                             if k.startswith("privatize_presence_checks")}
         result["loadavg_end"] = os.getloadavg()
     except (BenchError, KeyboardInterrupt) as e:
         result["error"] = str(e) or "interrupted (Ctrl-C or SIGTERM)"
         print(f"bench: ABORTED: {result['error']}", file=sys.stderr)
-        if serve and serve.proc:
-            print(f"serve's log, last lines:\n{serve.log_tail(1500)}", file=sys.stderr)
+        for sub in subjects:
+            if sub.serve and sub.serve.proc:
+                print(f"{sub.name}: serve's log, last lines:\n{sub.serve.log_tail(1500)}", file=sys.stderr)
         code = 1
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        if serve:
-            serve.stop()
-            kept = json_path.parent / "serve.log"
+        for sub in subjects:
+            if not sub.serve:
+                continue
+            sub.serve.stop()
+            kept = json_path.parent / ("serve.log" if sub.name == SHIPPED else f"serve-{sub.tag}.log")
             kept.parent.mkdir(parents=True, exist_ok=True)
             try:
-                lines, admissions, gate = keep_log(serve.log_path, kept)
-                result["serve_log"] = {"lines": lines, "admission_lines": admissions,
-                                       "gate_actions": gate, "kept": str(kept)}
+                lines, admissions, gate = keep_log(sub.serve.log_path, kept)
+                sub.result["serve_log"] = {"lines": lines, "admission_lines": admissions,
+                                           "gate_actions": gate, "kept": str(kept)}
                 if gate:
-                    log(f"serve's gate controller acted on {len(gate)} pod(s): see {kept}")
+                    log(f"{sub.name}: serve's gate controller acted on {len(gate)} pod(s): see {kept}")
             except OSError as e:
-                log(f"reading serve's log: {e}")
+                log(f"reading {sub.name}'s serve log: {e}")
         if kube:
             for name in cleanup["webhooks"]:
                 try:
@@ -881,7 +1059,7 @@ def main():
         result["cleaned_up"] = cleanup
 
     if code == 0:
-        report(result, args)
+        report(result, args, subjects)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"raw numbers: {json_path.relative_to(ROOT) if json_path.is_relative_to(ROOT) else json_path}")

@@ -2,13 +2,18 @@
 """Benchmark `privatize sync-image` against skopeo (and optionally crane, regctl).
 
 Usage: python3 bench/sync-image.py [--rounds N] [--go-peers] [--timeout S] [--cases A,B]
+                                   [--binary PATH] [--glibc-binary PATH | --no-glibc]
 
 Runs against the local testbed (testbed/up --large): a plain-HTTP source
 registry, a TLS + Basic-auth target registry and moto as the ECR API, all on
 127.0.0.1. Every tool copies the same images in the same run, in alternating
 order each round; wall time and peak RSS of every run are measured with
 os.wait4 on the child, and every copy's manifest digest is checked against the
-source. Prints a table and writes the raw numbers to target/bench/sync-image.json.
+source. The subject, column `privatize`, is the binary the container image ships
+(static musl + mimalloc, `scripts/build-image --print-binary`); the glibc release
+build runs as a second column, `privatize-glibc`, and the goals are judged on the
+shipped binary. Prints a table and writes the raw numbers to
+target/bench/sync-image.json.
 The *-signed-index cases copy a cosign-signed, SBOM-attached multi-platform
 image (made once per run in the source registry, see prepare_signed_image)
 with privatize's referrers on (the default) and off, and skopeo.
@@ -32,6 +37,7 @@ import time
 from pathlib import Path
 
 from benchlib import BenchError, log, run_checked, read_env_file, base_env  # noqa: E402
+from benchlib import GLIBC, SHIPPED, add_binary_args, describe_binaries, resolve_binaries  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 GO_BIN = Path.home() / ".cache" / "privatize" / "bin"
 GO_PEERS = {
@@ -57,7 +63,7 @@ CASES = {
 }
 SIGNED_KEY = "signed-index"
 REFERRER_KINDS = {"signed"}  # repository kinds whose cases also run privatize --copy-referrers=false
-PLAIN = "privatize-plain"    # that column's name
+PLAIN = "privatize-plain"    # that column's name (the shipped binary)
 GOALS = {"cold": 0.8, "warm": 0.5}  # privatize wall time <= factor * skopeo's
 
 # Why a launcher: a child forked from this Python process starts with Python's
@@ -386,11 +392,14 @@ class Tool:
 
 
 class Privatize(Tool):
-    name = "privatize"
+    """One privatize binary: the shipped one (column `privatize`, and `privatize-plain`
+    with --copy-referrers=false) or the glibc build (`privatize-glibc`)."""
+    name = SHIPPED
 
-    def __init__(self, tb, log_level="warn", copy_referrers=True):
+    def __init__(self, tb, binary, log_level="warn", copy_referrers=True, name=SHIPPED):
         super().__init__(tb)
-        self.bin = str(ROOT / "target" / "release" / "privatize")
+        self.bin = str(binary)
+        self.name = name
         self.log_level = log_level
         self.copy_referrers = copy_referrers
         if not copy_referrers:
@@ -569,7 +578,9 @@ def main():
     ap.add_argument("--privatize-log-level", default="warn",
                     help="--log-level passed to privatize (default warn)")
     ap.add_argument("--no-setup", action="store_true",
-                    help="skip testbed/up and cargo build (for iterating on this script)")
+                    help="skip testbed/up and the builds: use the binaries as they are, and stop "
+                         "if one is missing")
+    add_binary_args(ap)
     ap.add_argument("--json", default=str(ROOT / "target" / "bench" / "sync-image.json"),
                     help="where to write the raw numbers (default target/bench/sync-image.json)")
     args = ap.parse_args()
@@ -601,17 +612,14 @@ def main():
     tools = []
     signer = None
     try:
-        # 1. testbed + release build
+        # 1. testbed + the two builds (the image's binary, the glibc one)
         if not args.no_setup:
             log("testbed/up --large")
             t0 = time.perf_counter()
             run_checked([str(ROOT / "testbed" / "up"), "--large"], timeout=1800, what="testbed/up --large")
             result["setup"]["testbed_up_s"] = round(time.perf_counter() - t0, 2)
-            log("cargo build --release --locked")
-            t0 = time.perf_counter()
-            run_checked(["cargo", "build", "--release", "--locked"], timeout=3600,
-                        what="cargo build --release --locked")
-            result["setup"]["cargo_build_s"] = round(time.perf_counter() - t0, 2)
+        binaries = resolve_binaries(args, result["setup"])
+        result["binaries"] = describe_binaries(binaries)
         state_dir = Path(os.environ.get("PRIVATIZE_TESTBED_DIR", ROOT / "target" / "testbed"))
         tenv = read_env_file(state_dir / "env")
         images = json.loads(Path(tenv["IMAGES_JSON"]).read_text())
@@ -622,10 +630,11 @@ def main():
                 raise BenchError(f"images.json has no {key!r}: run testbed/up --large")
         tb = Testbed(tenv)
 
-        # 2. tools
-        tools = [Privatize(tb, args.privatize_log_level), Skopeo(tb)]
+        # 2. tools: the shipped binary, the glibc one, privatize-plain (shipped), skopeo, peers
+        tools = [Privatize(tb, path, args.privatize_log_level, name=name) for name, path in binaries]
         if signed:
-            tools.insert(1, Privatize(tb, args.privatize_log_level, copy_referrers=False))
+            tools.append(Privatize(tb, binaries[0][1], args.privatize_log_level, copy_referrers=False))
+        tools.append(Skopeo(tb))
         for name, cls in (("crane", Crane), ("regctl", Regctl)):
             binary = GO_BIN / name
             info = {"package": GO_PEERS[name]}
@@ -686,7 +695,7 @@ def main():
                 except BenchError as e:
                     problem = f"reading back the copy: {e}"
             if problem:
-                if tool.name in ("privatize", PLAIN, "skopeo"):
+                if tool.name in (SHIPPED, GLIBC, PLAIN, "skopeo"):
                     raise BenchError(f"{tool.name} smoke copy of tiny failed: {problem}\n"
                                      f"command: {' '.join(argv)}")
                 log(f"{tool.name}: smoke copy failed, leaving it out: {problem}")
@@ -696,7 +705,7 @@ def main():
         for tool in tools:
             result["tools"][tool.name] = {"version": tool.version()}
         names = [t.name for t in tools]
-        core = [n for n in ("privatize", PLAIN, "skopeo") if n in names]
+        core = [n for n in (SHIPPED, GLIBC, PLAIN, "skopeo") if n in names]
         peers = [n for n in names if n not in core]
         log("tools: " + ", ".join(f"{t.name} ({result['tools'][t.name]['version']})" for t in tools))
 
@@ -798,7 +807,11 @@ def main():
     cw = {x: max(11, len(x) + 1) for x in names}           # value columns
     rw = {x: max(11, len("p/" + x) + 1) for x in names}    # ratio columns
     print(f"\nsync-image benchmark: medians of {n} round{'s' if n > 1 else ''} "
-          f"(host: {os.cpu_count()} cores; {', '.join(names)})\n")
+          f"(host: {os.cpu_count()} cores; {', '.join(names)})")
+    for name, facts in result["binaries"].items():
+        print(f"  {name}: {facts['path']} ({'static' if facts.get('static') else 'dynamic'}, "
+              f"{facts['bytes'] / 2**20:.1f} MiB, built {facts['mtime']})")
+    print()
     for title, field, nd in (("wall time (s)", "wall_s_median", 3), ("peak RSS (MiB)", "rss_mib_median", 1),
                              ("CPU user+sys", "cpu_s_median", 3)):
         head = f"{title:<{w}}" + "".join(f"{x:>{cw[x]}}" for x in names) + \
@@ -826,20 +839,46 @@ def main():
             ok = ratio <= lim
             result["goals"].append({"case": case, "goal": f"wall <= {lim} x skopeo",
                                     "ratio": ratio, "pass": ok})
-            print(f"  {case:<12} wall <= {lim}x skopeo: {ratio:.2f}x  {'PASS' if ok else 'MISS'}")
+            also = ""
+            if GLIBC in s:  # the glibc build against the same goal, for reference (not judged)
+                g = round(s[GLIBC]["wall_s_median"] / s["skopeo"]["wall_s_median"], 3)
+                result["goals"][-1][f"{GLIBC}_ratio"] = g
+                also = f"  ({GLIBC}: {g:.2f}x)"
+            print(f"  {case:<12} wall <= {lim}x skopeo: {ratio:.2f}x  {'PASS' if ok else 'MISS'}{also}")
     for case in plain_cases:
         s = summary[case]
         p, k = s["privatize"]["rss_mib_median"], s["skopeo"]["rss_mib_median"]
         ok = p <= k
         result["goals"].append({"case": case, "goal": "peak RSS <= skopeo", "privatize_mib": p,
                                 "skopeo_mib": k, "pass": ok})
+        also = ""
+        if GLIBC in s:
+            result["goals"][-1][f"{GLIBC}_mib"] = s[GLIBC]["rss_mib_median"]
+            also = f"  ({GLIBC}: {s[GLIBC]['rss_mib_median']:.1f} MiB)"
         if case == "rss-large":
-            print(f"  {case:<12} peak RSS <= skopeo: {p:.1f} vs {k:.1f} MiB  {'PASS' if ok else 'MISS'}")
+            print(f"  {case:<12} peak RSS <= skopeo: {p:.1f} vs {k:.1f} MiB  "
+                  f"{'PASS' if ok else 'MISS'}{also}")
     other = [g for g in result["goals"] if g["goal"] == "peak RSS <= skopeo" and g["case"] != "rss-large"]
     if other:
         print("  (peak RSS <= skopeo on the other cases: " +
               ", ".join(f"{g['case']} {g['privatize_mib']:.1f}/{g['skopeo_mib']:.1f} "
                         f"{'PASS' if g['pass'] else 'MISS'}" for g in other) + ")")
+    if GLIBC in names:
+        print(f"shipped vs glibc ({SHIPPED} / {GLIBC}, medians; peak RSS: the median of each "
+              f"binary's per-run peaks, and the highest peak):")
+        result["shipped_vs_glibc"] = {}
+        for case in cases:
+            s = summary[case]
+            a, b, q = s[SHIPPED], s[GLIBC], s[f"{SHIPPED}/{GLIBC}"]
+            result["shipped_vs_glibc"][case] = dict(q, shipped_rss_mib=a["rss_mib_median"],
+                                                   glibc_rss_mib=b["rss_mib_median"],
+                                                   shipped_rss_mib_max=a["rss_mib_max"],
+                                                   glibc_rss_mib_max=b["rss_mib_max"])
+            print(f"  {case:<{w}} wall {a['wall_s_median']:.3f} vs {b['wall_s_median']:.3f} s "
+                  f"({q['wall']:.2f}x), CPU {a['cpu_s_median']:.3f} vs {b['cpu_s_median']:.3f} s "
+                  f"({q['cpu']:.2f}x), peak RSS {a['rss_mib_median']:.1f} vs {b['rss_mib_median']:.1f} "
+                  f"MiB ({q['rss']:.2f}x, {a['rss_mib_median'] - b['rss_mib_median']:+.1f}; "
+                  f"highest {a['rss_mib_max']:.1f} vs {b['rss_mib_max']:.1f})")
     if ref_cases:
         img = result["setup"]["signed_image"]
         print(f"referrers ({img['referrer_count']} referrer manifests of {img['reference']}; "
