@@ -163,18 +163,19 @@ impl Pods {
             _ => None,
         };
         let namespace = request.namespace.clone().unwrap_or_default();
-        let drift_warnings = self
-            .follow_tags(
-                &found,
-                |target| {
-                    presence
-                        .get(&target.to_string())
-                        .copied()
-                        .unwrap_or(Presence::Unknown)
-                },
-                &namespace,
-            )
-            .await;
+        // Boxed: its futures (registry reads, a copy Job's API calls) would
+        // otherwise sit in this one, which debug builds copy on the stack.
+        let drift_warnings = Box::pin(self.follow_tags(
+            &found,
+            |target| {
+                presence
+                    .get(&target.to_string())
+                    .copied()
+                    .unwrap_or(Presence::Unknown)
+            },
+            &namespace,
+        ))
+        .await;
         let decision = decide(
             &request,
             &self.settings,
