@@ -21,19 +21,36 @@ pub fn pointer<'t>(tokens: impl IntoIterator<Item = &'t str>) -> PointerBuf {
 /// included) and `?` is one character; every other character is literal (so `[::1]`
 /// is an IPv6 host, not a class). ASCII case is ignored.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let pattern: Vec<char> = pattern.chars().map(|c| c.to_ascii_lowercase()).collect();
-    let text: Vec<char> = text.chars().map(|c| c.to_ascii_lowercase()).collect();
+    // Image references, hosts and namespace names are ASCII: bytes, no
+    // allocation (this runs for every image and pattern of every admission).
+    if pattern.is_ascii() && text.is_ascii() {
+        return glob_match_by(pattern.as_bytes(), text.as_bytes(), |p, t| {
+            p.eq_ignore_ascii_case(t)
+        });
+    }
+    let pattern: Vec<char> = pattern.chars().collect();
+    let text: Vec<char> = text.chars().collect();
+    glob_match_by(&pattern, &text, |p, t| p.eq_ignore_ascii_case(t))
+}
+
+/// The glob match on any characters (`*`, `?` as in [`glob_match`]).
+fn glob_match_by<C: Copy + PartialEq + From<u8>>(
+    pattern: &[C],
+    text: &[C],
+    same: impl Fn(&C, &C) -> bool,
+) -> bool {
+    let (any, one) = (C::from(b'*'), C::from(b'?'));
     // Greedy match with one backtrack point (the last `*`): linear in practice,
     // never exponential, whatever the input.
     let (mut p, mut t) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while t < text.len() {
         match pattern.get(p) {
-            Some('*') => {
+            Some(c) if *c == any => {
                 star = Some((p, t));
                 p += 1;
             }
-            Some(&c) if c == '?' || c == text[t] => {
+            Some(c) if *c == one || same(c, &text[t]) => {
                 p += 1;
                 t += 1;
             }
@@ -47,7 +64,7 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
             },
         }
     }
-    pattern[p..].iter().all(|&c| c == '*')
+    pattern[p..].iter().all(|c| *c == any)
 }
 
 #[cfg(test)]
@@ -94,6 +111,14 @@ mod tests {
         assert!(glob_match("[::1]", "[::1]"));
         assert!(!glob_match("[::1]", ":"));
         assert!(glob_match("Quay.IO", "quay.io"));
+    }
+
+    #[test]
+    fn glob_matches_non_ascii_text_by_characters() {
+        assert!(glob_match("caf?", "café"));
+        assert!(glob_match("*é", "café"));
+        assert!(!glob_match("caf?", "cafés"));
+        assert!(glob_match("CAF*", "café"));
     }
 
     #[test]
