@@ -1,8 +1,8 @@
 //! Mutable tags follow their source (`--tag-drift`): is a mirrored tag a pod
-//! is admitted with still where its source tag is? Both tags are read
-//! (manifest HEADs: free on Docker Hub's pull limit; the source anonymously)
-//! at most once per `--tag-recheck-interval` per pair, in one flight, within
-//! the lookup time limit; no answer is no drift. What a drift leads to is
+//! is admitted with still where its source tag is? The mirror's digest is the
+//! presence check's; the source tag is read (a manifest HEAD: free on Docker
+//! Hub's pull limit; anonymously) at most once per `--tag-recheck-interval`
+//! per tag, in one flight, within the lookup time limit; no answer is no drift. What a drift leads to is
 //! decided by the pure functions below: a warning on the admission, and under
 //! `sync` a copy of the source pinned at what its tag is now, which moves the
 //! mirror's tag only while the source tag still points there (DESIGN §11:
@@ -22,9 +22,6 @@ use crate::cli::TagDrift;
 use crate::image::{ImageRef, TargetRegistry};
 use crate::mutate::record::originals;
 
-/// How long a drift is trusted while a copy Job moves the tag (`sync`).
-const SYNC_RECHECK: Duration = Duration::from_secs(60);
-
 /// A mirrored tag that its source tag has moved away from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Drifted {
@@ -42,7 +39,8 @@ pub struct Drifts {
     pub immutable: bool,
     checker: Arc<Checker>,
     sources: Arc<Sources>,
-    cache: Flights<Option<Drifted>>,
+    /// Source tag → the digest it pointed at when read.
+    cache: Flights<Option<String>>,
     interval: Duration,
     timeout: Duration,
 }
@@ -67,44 +65,36 @@ impl Drifts {
         }
     }
 
-    /// Whether `target`'s tag drifted from `source`'s (cached for the interval).
+    /// Whether `target`'s tag drifted from `source`'s. The mirror's digest is
+    /// the presence check's (the admission has just made it, and it is
+    /// cached as presence is); the source's is read at most once per interval.
     pub async fn check(self: &Arc<Self>, source: &ImageRef, target: &ImageRef) -> Option<Drifted> {
+        let (_, mirror, _) = self.checker.check_digest(target).await;
+        let now = self.source_digest(source).await?;
+        let mirror = mirror?;
+        (mirror != now).then_some(Drifted { mirror, now })
+    }
+
+    /// What `source`'s tag points at, read anonymously (cached for the
+    /// interval; no answer in time is not cached).
+    async fn source_digest(self: &Arc<Self>, source: &ImageRef) -> Option<String> {
         let this = self.clone();
-        let (source, target) = (source.clone(), target.clone());
-        let key = format!("{source} {target}");
-        let (drifted, _) = self
+        let image = source.clone();
+        let (digest, _) = self
             .cache
-            .get(&key, move || async move {
-                let read = async {
-                    let (mirror, now) = tokio::join!(
-                        this.checker.digest(&target),
-                        this.sources.digest(&source)
-                    );
-                    (mirror, now)
-                };
-                match tokio::time::timeout(this.timeout, read).await {
-                    Ok((Ok(Some(mirror)), Ok(Some(now)))) => {
-                        let drifted = (mirror != now).then_some(Drifted { mirror, now });
-                        // Under sync a Job is moving the tag: look again soon.
-                        let keep = match &drifted {
-                            Some(_) if this.syncs() => this.interval.min(SYNC_RECHECK),
-                            _ => this.interval,
-                        };
-                        (drifted, keep)
-                    }
-                    // A tag gone on either side is not drift (the gate copies
-                    // a missing image; a source tag removed leaves the mirror).
-                    Ok((Ok(_), Ok(_))) => (None, this.interval),
-                    Ok((mirror, now)) => {
-                        let error = mirror.err().or(now.err()).map(|e| format!("{e:#}"));
-                        tracing::debug!(image = %source, error = error.as_deref().unwrap_or(""), "tag drift check failed");
+            .get(&source.to_string(), move || async move {
+                match tokio::time::timeout(this.timeout, this.sources.digest(&image)).await {
+                    // A tag gone at the source is no drift: the mirror stays.
+                    Ok(Ok(digest)) => (digest, this.interval),
+                    Ok(Err(err)) => {
+                        tracing::debug!(image = %image, error = %format!("{err:#}"), "reading a source tag for drift failed");
                         (None, Duration::ZERO)
                     }
                     Err(_) => (None, Duration::ZERO),
                 }
             })
             .await;
-        drifted
+        digest
     }
 
     /// What is done about a drift: `synced` when a copy is to move the tag.

@@ -99,13 +99,6 @@ impl Checker {
         self.check(target).await.0
     }
 
-    /// The digest `target` (a tag) points at in the target now, uncached and
-    /// with no time limit of its own (the caller's).
-    pub async fn digest(&self, target: &ImageRef) -> Result<Option<String>> {
-        let client = self.client(target).await?;
-        registry::manifest_digest(&client, target).await
-    }
-
     async fn head(&self, target: &ImageRef) -> (Presence, Option<String>) {
         // By digest when pinned: that is what the pod pulls.
         let probe = match &target.digest {
