@@ -458,3 +458,133 @@ fn a_digest_pinned_copy_keeps_its_anchor_on_a_target_without_the_referrers_api()
         stderr(&out)
     );
 }
+
+/// Uploads a blob to a plain-HTTP repository (`base` = `http://host/v2/repo`).
+fn upload_blob(base: &str, bytes: &[u8]) {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-i", "-X", "POST", &format!("{base}/blobs/uploads/")])
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&out.stdout).into_owned();
+    let location = head
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Location: ")
+                .or(l.strip_prefix("location: "))
+        })
+        .unwrap_or_else(|| panic!("no upload location: {head}"))
+        .trim()
+        .to_string();
+    let url = if location.starts_with("http") {
+        location
+    } else {
+        format!("{}{location}", base.split("/v2/").next().unwrap())
+    };
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let url = format!("{url}{sep}digest={}", sha256(bytes));
+    let body = String::from_utf8(bytes.to_vec()).unwrap();
+    assert_eq!(
+        put(&url, "application/octet-stream", &body),
+        201,
+        "uploading a blob"
+    );
+}
+
+/// PUTs `body` to a plain-HTTP registry URL with curl: its status.
+fn put(url: &str, content_type: &str, body: &str) -> u16 {
+    common::curl(
+        &[
+            "-X".into(),
+            "PUT".into(),
+            "-H".into(),
+            format!("Content-Type: {content_type}"),
+            "--data-binary".into(),
+            body.into(),
+        ],
+        url,
+        "PUT",
+    )
+    .0
+}
+
+#[test]
+fn a_listed_referrer_that_names_another_subject_is_not_copied() {
+    // The source's referrers tag schema index (anyone who can push there
+    // writes it) lists, for the image, a manifest whose subject is another
+    // image: it is not taken on trust.
+    let tb = testbed();
+    let prefix = prefix("referrers-lying");
+    let source = Side::source(Kind::Distribution);
+    let (reference, digest) = tb.image("oci-index");
+    let app = format!("{prefix}/app");
+    let out = privatize(&[&source])
+        .args([
+            "sync-image",
+            &reference,
+            "--target",
+            &format!("{}/{app}:v1", source.host),
+        ])
+        .args(["--target-kind", "registry", "--copy-referrers=false"])
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let base = format!("http://{}/v2/{app}", source.host);
+    let empty = sha256(b"{}");
+    upload_blob(&base, b"{}");
+    let other = format!("sha256:{}", "f".repeat(64));
+    let liar = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.example.lie",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+        "layers": [{"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2}],
+        "subject": {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": other, "size": 100}
+    })
+    .to_string();
+    let liar_digest = sha256(liar.as_bytes());
+    let manifest = "application/vnd.oci.image.manifest.v1+json";
+    assert_eq!(
+        put(&format!("{base}/manifests/{liar_digest}"), manifest, &liar),
+        201
+    );
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": manifest, "digest": liar_digest, "size": liar.len(), "artifactType": "application/vnd.example.lie"}]
+    })
+    .to_string();
+    let tag = digest.replacen(':', "-", 1);
+    let status = put(
+        &format!("{base}/manifests/{tag}"),
+        "application/vnd.oci.image.index.v1+json",
+        &index,
+    );
+    assert_eq!(status, 201);
+
+    let target = Side::target(Kind::Distribution);
+    let mirrored = format!("{prefix}/mirror");
+    let out = mirror(
+        &source,
+        &target,
+        &format!("{}/{app}:v1", source.host),
+        &format!("{}/{mirrored}:v1", target.host),
+        &[],
+    );
+    assert_ok(&out);
+    assert_eq!(result(&out)["referrers"], 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("a listed referrer names another subject"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        tb.target_manifest(&mirrored, &liar_digest).0,
+        404,
+        "the lie was copied"
+    );
+    assert_eq!(
+        tb.target_manifest(&mirrored, &tag).0,
+        404,
+        "the lie was listed"
+    );
+}
