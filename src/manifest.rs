@@ -117,23 +117,49 @@ pub fn is_distributable(blob: &Descriptor) -> bool {
         || !(blob.media_type.contains("foreign") || blob.media_type.contains("nondistributable"))
 }
 
-/// Keeps only the index entries whose platform is in `platforms` (attestation
-/// entries for kept images stay too) and re-serialises the index. The result
-/// has a new digest, which is why this is refused for digest-pinned sources.
+/// The annotation a filtered index carries: the digest of the source index it
+/// was filtered from (so a mirror holding fewer platforms is still known to be
+/// the source's tag, not a drift from it).
+pub const FILTERED_FROM: &str = "io.privatize.filtered-from";
+
+/// Whether a `--platforms` entry asks for `platform`: `os/arch` is any
+/// variant of it, `os/arch/variant` that variant (arm64's `v8` is also the
+/// entry with no variant, as the OCI spec has it).
+pub fn platform_matches(wanted: &str, platform: &Platform) -> bool {
+    let mut parts = wanted.splitn(3, '/');
+    let (os, arch, variant) = (parts.next(), parts.next(), parts.next());
+    if os != Some(platform.os.as_str()) || arch != Some(platform.architecture.as_str()) {
+        return false;
+    }
+    fn or_default<'a>(arch: &str, variant: Option<&'a str>) -> Option<&'a str> {
+        match (arch, variant) {
+            ("arm64", None) => Some("v8"),
+            (_, v) => v,
+        }
+    }
+    let arch = platform.architecture.as_str();
+    variant.is_none() || or_default(arch, variant) == or_default(arch, platform.variant.as_deref())
+}
+
+/// Keeps only the index entries whose platform `platforms` asks for
+/// ([`platform_matches`]; attestation entries for kept images stay too),
+/// records the source index's digest under [`FILTERED_FROM`] and
+/// re-serialises the index. The result has a new digest, which is why this
+/// is refused for digest-pinned sources.
 pub fn filter_platforms(bytes: &[u8], platforms: &[String]) -> Result<Vec<u8>> {
     let mut doc: serde_json::Value = serde_json::from_slice(bytes).context("parsing index JSON")?;
     let entries = doc
         .get_mut("manifests")
         .and_then(|m| m.as_array_mut())
         .context("--platforms applies to multi-platform images only")?;
-    let platform_of = |e: &serde_json::Value| -> Option<String> {
-        serde_json::from_value::<Platform>(e.get("platform")?.clone())
-            .ok()
-            .map(|p| p.spec())
+    let platform_of = |e: &serde_json::Value| -> Option<Platform> {
+        serde_json::from_value::<Platform>(e.get("platform")?.clone()).ok()
     };
     let kept: Vec<String> = entries
         .iter()
-        .filter(|e| platform_of(e).is_some_and(|p| platforms.contains(&p)))
+        .filter(|e| {
+            platform_of(e).is_some_and(|p| platforms.iter().any(|w| platform_matches(w, &p)))
+        })
         .filter_map(|e| e.get("digest")?.as_str().map(str::to_string))
         .collect();
     if kept.is_empty() {
@@ -147,7 +173,40 @@ pub fn filter_platforms(bytes: &[u8], platforms: &[String]) -> Result<Vec<u8>> {
             .is_some_and(|d| kept.iter().any(|k| k == d));
         kept.iter().any(|k| k == digest) || attests
     });
+    let object = doc
+        .as_object_mut()
+        .context("the index is not a JSON object")?;
+    let annotations = object
+        .entry("annotations")
+        .or_insert_with(|| serde_json::json!({}));
+    let Some(annotations) = annotations.as_object_mut() else {
+        bail!("the index's annotations are not a JSON object");
+    };
+    annotations.insert(FILTERED_FROM.into(), sha256_digest(bytes).into());
     serde_json::to_vec(&doc).context("serialising the filtered index")
+}
+
+/// What an index says about itself: the platforms (`os/arch[/variant]`) of
+/// its image entries (attestations, `unknown/unknown`, left out), and the
+/// source index it was filtered from, if it was. None for anything else.
+pub fn index_platforms(bytes: &[u8]) -> Option<(Vec<String>, Option<String>)> {
+    #[derive(Deserialize)]
+    struct Index {
+        manifests: Vec<Descriptor>,
+        #[serde(default)]
+        annotations: std::collections::BTreeMap<String, String>,
+    }
+    let index: Index = serde_json::from_slice(bytes).ok()?;
+    let mut platforms: Vec<String> = index
+        .manifests
+        .iter()
+        .filter_map(|m| m.platform.as_ref())
+        .filter(|p| p.os != "unknown")
+        .map(Platform::spec)
+        .collect();
+    platforms.sort();
+    platforms.dedup();
+    Some((platforms, index.annotations.get(FILTERED_FROM).cloned()))
 }
 
 /// `sha256:<hex>` of some bytes.

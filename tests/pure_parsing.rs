@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime};
 use oci_client::secrets::RegistryAuth;
 use privatize::ecr::{parse_ecr_host, token_expiry, EcrHost, TOKEN_LIFETIME};
 use privatize::manifest::{
-    filter_platforms, is_distributable, sha256_digest, Manifest, DOCKER_MANIFEST, OCI_INDEX,
-    OCI_MANIFEST,
+    filter_platforms, index_platforms, is_distributable, platform_matches, sha256_digest, Manifest,
+    Platform, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST,
 };
 use privatize::registry::auth::{parse_creds, read_config};
 
@@ -83,6 +83,53 @@ fn platform_filter_keeps_the_platform_and_its_attestation() {
     );
     assert_ne!(sha256_digest(&filtered), sha256_digest(&bytes));
     assert!(filter_platforms(&bytes, &["windows/amd64".to_string()]).is_err());
+    // The filtered index names the index it came from; the source's says nothing.
+    let (platforms, from) = index_platforms(&filtered).unwrap();
+    assert_eq!(platforms, ["linux/amd64"]);
+    assert_eq!(from.as_deref(), Some(sha256_digest(&bytes).as_str()));
+    let (platforms, from) = index_platforms(&bytes).unwrap();
+    assert_eq!(
+        platforms,
+        ["linux/amd64", "linux/arm64/v8"],
+        "no unknown/unknown"
+    );
+    assert_eq!(from, None);
+    assert_eq!(
+        index_platforms(&fixture("docker_v2s2.json")),
+        None,
+        "not an index"
+    );
+}
+
+#[test]
+fn os_arch_asks_for_every_variant_and_arm64_v8_is_arm64() {
+    let bytes = fixture("index_with_attestation.json");
+    let kept = |wanted: &[&str]| {
+        let wanted: Vec<String> = wanted.iter().map(|w| w.to_string()).collect();
+        filter_platforms(&bytes, &wanted)
+            .map(|f| index_platforms(&f).unwrap().0)
+            .map_err(|e| e.to_string())
+    };
+    // Nodes say `linux/arm64`; the index says `linux/arm64/v8`.
+    assert_eq!(
+        kept(&["linux/arm64"]),
+        Ok(vec!["linux/arm64/v8".to_string()])
+    );
+    assert_eq!(
+        kept(&["linux/arm64/v8"]),
+        Ok(vec!["linux/arm64/v8".to_string()])
+    );
+    assert!(kept(&["linux/arm64/v7"]).is_err());
+    assert!(kept(&["linux/arm"]).is_err(), "arm is not arm64");
+    let v8 = |variant: Option<&str>| Platform {
+        os: "linux".into(),
+        architecture: "arm64".into(),
+        variant: variant.map(str::to_string),
+    };
+    assert!(platform_matches("linux/arm64/v8", &v8(None)));
+    assert!(!platform_matches("linux/arm64/v9", &v8(None)));
+    assert!(platform_matches("linux/arm64", &v8(Some("v9"))));
+    assert!(!platform_matches("windows/arm64", &v8(None)));
 }
 
 #[test]

@@ -220,6 +220,20 @@ fn platform_filter_keeps_only_the_asked_platforms() {
         .collect();
     assert_eq!(platforms, ["arm64"]);
     assert_ne!(sha256(&bytes), digest);
+    assert_eq!(
+        doc["annotations"]["io.privatize.filtered-from"], digest,
+        "the filtered index names the index it came from"
+    );
+
+    // A single-platform image has no platforms to choose from: copied as it is.
+    let (single, single_digest) = tb.image("tiny");
+    let out = tb.sync(
+        &p,
+        &["--platforms", "linux/arm64", "--output", "json", &single],
+    );
+    assert_ok(&out);
+    let result: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(result["digest"], single_digest, "{result}");
 
     let pinned = format!("{}@{digest}", reference.rsplit_once(':').unwrap().0);
     let refused = tb.sync(&p, &["--platforms", "linux/arm64", &pinned]);

@@ -189,7 +189,15 @@ impl Copier {
         })
         .await?;
         if !self.options.platforms.is_empty() {
-            top = Bytes::from(filter_platforms(&top, &self.options.platforms)?);
+            // Only an index has platforms to choose from: a single-platform
+            // image is copied as it is (serve's `--platforms auto` asks for
+            // the cluster's platforms of every tag it copies).
+            match Manifest::parse(&top) {
+                Ok(Manifest::Index { .. }) => {
+                    top = Bytes::from(filter_platforms(&top, &self.options.platforms)?)
+                }
+                _ => tracing::debug!(image = %source, "not a multi-platform image: copied whole"),
+            }
         }
         self.copy_bytes(source, top, target, observer).await
     }

@@ -103,8 +103,8 @@ pub async fn sync_one(
             // Before any tag moves: a tag lands with its signatures, or (when
             // they are required and one is missing) not at all.
             let mut subjects = copied.manifests.clone();
-            if copier.filters_platforms() {
-                // The filtered index is a new one: nothing refers to it.
+            if copied.digest != copy_digest {
+                // A filtered index is a new one: nothing refers to it.
                 subjects.pop();
             }
             let anchored = plan.anchor(&copied.digest).map(|_| copied.digest.as_str());
