@@ -291,7 +291,7 @@ _privatize() {
             return 0
             ;;
         privatize__subcmd__install)
-            opts="-h -V --dry-run --namespace --image --webhook-url --target-registry --webhook-service-account-annotation --copy-job-service-account-annotation --refresh-service-account-annotation --service-account-annotation --iam-policies --kms-key --source-credentials-secret --copy-job-pod-template --ca-file --replicas --credential-namespaces --exclude-namespaces --env --aws-credentials-secret --no-wait --wait-timeout --log-format --log-level --help --version"
+            opts="-h -V --dry-run --namespace --image --webhook-url --target-registry --webhook-service-account-annotation --copy-job-service-account-annotation --refresh-service-account-annotation --service-account-annotation --iam-policies --kms-key --source-credentials-secret --copy-job-pod-template --ca-file --replicas --credential-namespaces --exclude-namespaces --platforms --env --aws-credentials-secret --no-wait --wait-timeout --log-format --log-level --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -354,6 +354,10 @@ _privatize() {
                     return 0
                     ;;
                 --exclude-namespaces)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --platforms)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -435,7 +439,7 @@ _privatize() {
             return 0
             ;;
         privatize__subcmd__serve)
-            opts="-h -V --https-port --http-port --tls-cert-path --tls-key-path --tls-cert --tls-key --client-ca-file --tls-secret --tls-renew-before --tls-renew-check-interval --webhook-config --target-registry --swap-policy --tag-drift --pin-digests --tag-recheck-interval --exclude --exclude-namespaces --include-registries --dry-run --copy-job-namespace --copy-job-image --copy-job-service-account-name --copy-job-backoff-limit --copy-job-completion --require-pull-secret --credential-namespaces --pull-secret-name --ca-file --plain-http --authfile --src-creds --dest-creds --target-kind --listen-address --admission-budget --tls-reload-interval --header-read-timeout --body-read-timeout --review-memory-budget --idle-timeout --shutdown-delay --shutdown-timeout --presence-cache-ttl --sweep-interval --gate-timeout --max-copy-jobs --max-copy-jobs-per-namespace --max-images-per-pod --private-source-namespaces --copy-job-active-deadline --copy-job-ttl --source-credentials-secret --copy-job-pod-template --scan-on-push --tag-mutability --kms-key --repository-tag --repository-policy --lifecycle-policy --reconcile-repositories --copy-referrers --require-referrers --log-format --log-level --help --version"
+            opts="-h -V --https-port --http-port --tls-cert-path --tls-key-path --tls-cert --tls-key --client-ca-file --tls-secret --tls-renew-before --tls-renew-check-interval --webhook-config --target-registry --swap-policy --tag-drift --pin-digests --platforms --tag-recheck-interval --exclude --exclude-namespaces --include-registries --dry-run --copy-job-namespace --copy-job-image --copy-job-service-account-name --copy-job-backoff-limit --copy-job-completion --require-pull-secret --credential-namespaces --pull-secret-name --ca-file --plain-http --authfile --src-creds --dest-creds --target-kind --listen-address --admission-budget --tls-reload-interval --header-read-timeout --body-read-timeout --review-memory-budget --idle-timeout --shutdown-delay --shutdown-timeout --presence-cache-ttl --sweep-interval --gate-timeout --max-copy-jobs --max-copy-jobs-per-namespace --max-images-per-pod --private-source-namespaces --copy-job-active-deadline --copy-job-ttl --source-credentials-secret --copy-job-pod-template --scan-on-push --tag-mutability --kms-key --repository-tag --repository-policy --lifecycle-policy --reconcile-repositories --copy-referrers --require-referrers --log-format --log-level --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -499,6 +503,10 @@ _privatize() {
                     ;;
                 --pin-digests)
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --platforms)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --tag-recheck-interval)

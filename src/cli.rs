@@ -10,7 +10,7 @@ mod parse;
 mod serve;
 
 pub use log::{LogArgs, LogFilter, LogFormat};
-pub use serve::{RenewArgs, ServeArgs, SwapPolicy, TagDrift, TlsArgs};
+pub use serve::{Platforms, RenewArgs, ServeArgs, SwapPolicy, TagDrift, TlsArgs};
 
 /// Keep every image your cluster runs in your own registry (AWS ECR first),
 /// and keep ECR pull credentials fresh in clusters anywhere.
@@ -380,6 +380,10 @@ pub struct InstallArgs {
     #[arg(long, env = "PRIVATIZE_EXCLUDE_NAMESPACES", value_delimiter = ',')]
     pub exclude_namespaces: Vec<String>,
 
+    /// Platforms serve's copy Jobs copy of a multi-platform tag (serve's `--platforms`, set on its container when not `all`): `all`, `auto` (the cluster's nodes' platforms: only then does serve's ClusterRole get `list` and `watch` on nodes) or OS/ARCH[/VARIANT],...
+    #[arg(long, env = "PRIVATIZE_PLATFORMS", default_value = "all", value_parser = platforms)]
+    pub platforms: String,
+
     /// Env var KEY=VALUE of serve's container (repeatable): a `serve` setting by its env name (see `serve --help`), or an AWS setting such as AWS_REGION or AWS_ENDPOINT_URL (region, endpoint, STS, FIPS, dual-stack and retry settings reach the copy Jobs too; identity variables never do). Names install sets itself are refused, naming the flag that sets them
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = annotation)]
     pub env: Vec<(String, String)>,
@@ -403,6 +407,16 @@ fn annotation(text: &str) -> Result<(String, String), String> {
         Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
         _ => Err("expected KEY=VALUE".to_string()),
     }
+}
+
+/// A `--platforms` value as serve parses it (`serve::parse_platforms`),
+/// returned trimmed (`all` when it names none), so what is rendered is what
+/// was given.
+fn platforms(text: &str) -> Result<String, String> {
+    Ok(match serve::parse_platforms(text)? {
+        Platforms::All => "all".to_string(),
+        _ => text.trim().to_string(),
+    })
 }
 
 /// `privatize uninstall`

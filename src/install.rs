@@ -126,6 +126,7 @@ pub async fn uninstall(args: UninstallArgs) -> Result<()> {
         server_env: Vec::new(),
         aws_credentials_secret: None,
         exclude_namespaces: Vec::new(),
+        platforms: "all".into(),
     };
     let client = k8s::client().await?;
     let tls_secret = Object::new(&Secret {
@@ -401,6 +402,7 @@ fn settings(args: &InstallArgs) -> Result<Settings> {
         server_env: server_env(&args.env)?,
         aws_credentials_secret: args.aws_credentials_secret.clone(),
         exclude_namespaces: exclude_namespaces(&args.exclude_namespaces, &args.namespace),
+        platforms: args.platforms.clone(),
     })
 }
 

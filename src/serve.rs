@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod listener;
 pub mod metrics;
 pub mod passon;
+pub mod platforms;
 pub mod pods;
 pub mod presence;
 pub mod release;

@@ -141,6 +141,7 @@ fn chart_values_mirror_install_flags() {
             "--set", "kmsKey=alias/ecr",
             "--set", "ecrCredentials.namespaces={team-a,team-b}",
             "--set", "excludeNamespaces={monitoring,batch-*}",
+            "--set", "platforms=auto",
         ],
     );
     let install = install_dry_run(
@@ -166,9 +167,18 @@ fn chart_values_mirror_install_flags() {
             "team-a,team-b",
             "--exclude-namespaces",
             "monitoring,batch-*",
+            "--platforms",
+            "auto",
         ],
     );
     assert_same(&chart, &install);
+    assert!(
+        objects(&chart)["ClusterRole//privatize-webhook"]["rules"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!({"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]})),
+        "platforms auto: serve may list and watch Nodes, on both sides"
+    );
     assert!(
         objects(&chart).contains_key("RoleBinding/team-b/privatize-credentials"),
         "a RoleBinding per credential namespace"
@@ -517,7 +527,7 @@ fn web_identity_outside_aws_gives_serve_and_the_copy_jobs_each_their_own_role_an
         ..Default::default()
     };
     let image = privatize::image::ImageRef::parse("example.invalid/sample:1").unwrap();
-    let job = privatize::serve::jobs::copy_job(&settings, &image, &image, "");
+    let job = privatize::serve::jobs::copy_job(&settings, &image, &image, &[], "");
     let pod = job.spec.unwrap().template.spec.unwrap();
     assert_eq!(privatize::copy_job::template::clash(&pod), None);
     let pod = serde_json::to_value(pod).unwrap();

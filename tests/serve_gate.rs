@@ -38,6 +38,10 @@ mod tenants;
 #[path = "serve_gate/tags.rs"]
 mod tags;
 
+/// Platforms by what the cluster runs: --platforms auto (same lock).
+#[path = "serve_gate/platforms.rs"]
+mod platforms;
+
 /// 1,000 gated pods settle within the gate timeout (same lock).
 #[path = "serve_gate/scale.rs"]
 mod scale;

@@ -71,6 +71,46 @@ pub struct RenewArgs {
     pub webhook_config: String,
 }
 
+/// Which platforms serve's copy Jobs copy of a multi-platform tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Platforms {
+    /// Every platform of the image
+    All,
+    /// The platforms of the cluster's nodes
+    Auto,
+    /// These (`os/arch[/variant]`)
+    List(Vec<String>),
+}
+
+pub(super) fn parse_platforms(text: &str) -> Result<Platforms, String> {
+    match text.trim() {
+        "" | "all" => return Ok(Platforms::All),
+        "auto" => return Ok(Platforms::Auto),
+        _ => {}
+    }
+    let mut list = Vec::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let parts: Vec<&str> = entry.split('/').collect();
+        let plausible = |p: &&str| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
+        };
+        if !(2..=3).contains(&parts.len()) || !parts.iter().all(plausible) {
+            return Err(format!(
+                "{entry:?} is not OS/ARCH[/VARIANT] (e.g. linux/arm64); use `all`, `auto` or a comma-separated list"
+            ));
+        }
+        list.push(entry.to_string());
+    }
+    list.sort();
+    list.dedup();
+    if list.is_empty() {
+        return Ok(Platforms::All);
+    }
+    Ok(Platforms::List(list))
+}
+
 /// What serve does when a mirrored tag's source tag points elsewhere now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TagDrift {
@@ -124,6 +164,10 @@ pub struct ServeArgs {
     /// Rewrite a tag whose copy is in the mirror to `target:tag@sha256:…` of that copy, so every replica of a rollout runs the same bytes (a gated pod keeps the tag: its copy is not there yet)
     #[arg(long, env = "PRIVATIZE_PIN_DIGESTS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub pin_digests: bool,
+
+    /// Platforms a copy Job copies of a multi-platform tag: `all`, `auto` (those of the cluster's nodes, from their kubernetes.io/os and kubernetes.io/arch labels: serve then watches Nodes, and a node of a new platform gets the tags in use copied again with it) or OS/ARCH[/VARIANT],... (OS/ARCH is every variant). Digest-pinned references always get every platform: filtering would change their digest
+    #[arg(long, env = "PRIVATIZE_PLATFORMS", default_value = "all", value_parser = parse_platforms)]
+    pub platforms: Platforms,
 
     /// How long a tag's re-read source digest is trusted (e.g. `1h`, `15m`)
     #[arg(long, env = "PRIVATIZE_TAG_RECHECK_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]

@@ -17,6 +17,7 @@ fn settings() -> Settings {
         server_env: Vec::new(),
         aws_credentials_secret: None,
         exclude_namespaces: vec!["kube-system".into(), "mirror".into()],
+        platforms: "all".into(),
     }
 }
 
@@ -281,6 +282,7 @@ fn every_env_name_install_renders_is_refused_for_env() {
     s.copy_job_pod_template = Some("nodeSelector: {a: b}".into());
     s.registry_ca = Some("PEM".into());
     s.aws_credentials_secret = Some("keys".into());
+    s.platforms = "auto".into();
     let env = server_container(&s)["env"].as_array().unwrap().clone();
     for entry in env {
         let name = entry["name"].as_str().unwrap();
@@ -328,4 +330,150 @@ fn excluded_namespaces_default_to_kube_system_and_always_hold_the_install_namesp
         config["webhooks"][0]["namespaceSelector"]["matchExpressions"][0]["values"],
         serde_json::json!(["kube-system", "monitoring", "mirror"])
     );
+}
+
+/// Every RBAC object rendered for `args`, by `Kind/name`, with its rules.
+fn rules_by_role(args: &[&str]) -> Vec<(String, serde_json::Value)> {
+    objects(&super::settings(&install_args(args)).unwrap())
+        .unwrap()
+        .iter()
+        .filter(|o| o.describe().starts_with("ClusterRole/") || o.describe().starts_with("Role/"))
+        .map(|o| {
+            let value = serde_json::to_value(&o.object).unwrap();
+            (o.describe(), value["rules"].clone())
+        })
+        .collect()
+}
+
+#[test]
+fn serves_cluster_role_may_list_and_watch_nodes_only_with_platforms_auto() {
+    let nodes =
+        serde_json::json!({"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]});
+    let mentions_nodes = |rules: &serde_json::Value| rules.to_string().contains("nodes");
+    let auto = rules_by_role(&["--platforms", "auto"]);
+    let serve = &auto
+        .iter()
+        .find(|(name, _)| name == "ClusterRole/privatize-webhook")
+        .unwrap()
+        .1;
+    let serve = serve.as_array().unwrap();
+    assert_eq!(
+        serve.iter().filter(|r| **r == nodes).count(),
+        1,
+        "{serve:?}"
+    );
+    assert_eq!(
+        serve.iter().filter(|r| mentions_nodes(r)).count(),
+        1,
+        "no other rule names nodes: {serve:?}"
+    );
+    for (name, rules) in &auto {
+        if name != "ClusterRole/privatize-webhook" {
+            assert!(!mentions_nodes(rules), "{name} gets no Node right: {rules}");
+        }
+    }
+    for args in [
+        &[][..],
+        &["--platforms", "all"],
+        &["--platforms", ""],
+        &["--platforms", "linux/amd64,linux/arm64/v8"],
+    ] {
+        for (name, rules) in rules_by_role(args) {
+            assert!(
+                !mentions_nodes(&rules),
+                "{args:?}: {name} gets no Node right: {rules}"
+            );
+        }
+    }
+    // Otherwise the same rules: auto adds the one and changes nothing else.
+    let all = rules_by_role(&[]);
+    let serve_all = &all
+        .iter()
+        .find(|(name, _)| name == "ClusterRole/privatize-webhook")
+        .unwrap()
+        .1;
+    let without_nodes: Vec<_> = serve.iter().filter(|r| **r != nodes).cloned().collect();
+    assert_eq!(serde_json::Value::from(without_nodes), *serve_all);
+}
+
+#[test]
+fn platforms_reach_serves_env_only_when_not_all() {
+    let platforms_env = |args: &[&str]| {
+        let s = super::settings(&install_args(args)).unwrap();
+        let env = server_container(&s)["env"].as_array().unwrap().clone();
+        let found: Vec<_> = env
+            .iter()
+            .filter(|e| e["name"] == "PRIVATIZE_PLATFORMS")
+            .cloned()
+            .collect();
+        assert!(found.len() <= 1, "{found:?}");
+        found
+            .first()
+            .map(|e| e["value"].as_str().unwrap().to_string())
+    };
+    assert_eq!(platforms_env(&[]), None, "all is serve's default");
+    assert_eq!(platforms_env(&["--platforms", "all"]), None);
+    assert_eq!(platforms_env(&["--platforms", " all "]), None);
+    assert_eq!(platforms_env(&["--platforms", ""]), None);
+    assert_eq!(platforms_env(&["--platforms", ","]), None);
+    assert_eq!(
+        platforms_env(&["--platforms", "auto"]).as_deref(),
+        Some("auto")
+    );
+    assert_eq!(
+        platforms_env(&["--platforms", "linux/arm64,linux/amd64,linux/arm/v7"]).as_deref(),
+        Some("linux/arm64,linux/amd64,linux/arm/v7"),
+        "as given, like the chart renders it"
+    );
+    // serve's alone: neither the CronJob nor anything else carries it.
+    let s = super::settings(&install_args(&["--platforms", "auto"])).unwrap();
+    let yaml = render_yaml(&s, &objects(&s).unwrap()).unwrap();
+    assert_eq!(yaml.matches("PRIVATIZE_PLATFORMS").count(), 1, "{yaml}");
+}
+
+#[test]
+fn platforms_as_env_is_refused_naming_the_flag() {
+    let args = install_args(&["--env", "PRIVATIZE_PLATFORMS=linux/amd64"]);
+    assert_eq!(
+        super::settings(&args).unwrap_err().to_string(),
+        "--env PRIVATIZE_PLATFORMS: install sets it; use --platforms"
+    );
+}
+
+#[test]
+fn a_bad_platforms_value_is_a_usage_error() {
+    use clap::Parser;
+    for (bad, entry) in [
+        ("linux", "linux"),
+        ("Linux/AMD64", "Linux/AMD64"),
+        ("linux/amd64/v8/x", "linux/amd64/v8/x"),
+        ("linux//amd64", "linux//amd64"),
+        ("linux/amd64, windows", "windows"),
+        ("auto,linux/amd64", "auto"),
+        ("all,linux/amd64", "all"),
+        ("linux/amd-64", "linux/amd-64"),
+    ] {
+        let err = crate::cli::Cli::try_parse_from(["privatize", "install", "--platforms", bad])
+            .unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!(
+                "{entry:?} is not OS/ARCH[/VARIANT] (e.g. linux/arm64); use `all`, `auto` or a comma-separated list"
+            )),
+            "{bad}: {text}"
+        );
+    }
+    for good in [
+        "all",
+        "auto",
+        "linux/amd64",
+        "linux/arm64/v8, windows/amd64",
+        "linux/ppc64le,linux/s390x",
+    ] {
+        assert!(
+            crate::cli::Cli::try_parse_from(["privatize", "install", "--platforms", good]).is_ok(),
+            "{good}"
+        );
+    }
 }

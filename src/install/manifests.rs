@@ -72,6 +72,10 @@ pub struct Settings {
     /// Namespaces (globs) whose pods are never rewritten, the install
     /// namespace among them (serve's `PRIVATIZE_EXCLUDE_NAMESPACES`).
     pub exclude_namespaces: Vec<String>,
+    /// Platforms the copy Jobs copy (serve's `PRIVATIZE_PLATFORMS`, set when
+    /// not `all`): `all`, `auto` (serve then watches Nodes, and only then gets
+    /// the right to) or OS/ARCH[/VARIANT],... as given.
+    pub platforms: String,
 }
 
 /// The annotations of each of privatize's ServiceAccounts (e.g. an IRSA role):

@@ -72,7 +72,16 @@ impl Drifts {
         let (_, mirror, _) = self.checker.check_digest(target).await;
         let now = self.source_digest(source).await?;
         let mirror = mirror?;
-        (mirror != now).then_some(Drifted { mirror, now })
+        if mirror == now {
+            return None;
+        }
+        // A mirror of fewer platforms (`--platforms`) is the source's tag
+        // when the index it was filtered from is what the tag is now.
+        let facts = self.checker.index_facts(target, &mirror).await;
+        if facts.and_then(|f| f.filtered_from).as_deref() == Some(now.as_str()) {
+            return None;
+        }
+        Some(Drifted { mirror, now })
     }
 
     /// What `source`'s tag points at, read anonymously (cached for the
@@ -109,11 +118,6 @@ impl Drifts {
             (TagDrift::Sync, false) => Done::Immutable,
             _ => Done::Warned,
         }
-    }
-
-    /// How long a re-read tag is trusted: the pass runs this often.
-    pub fn interval(&self) -> Duration {
-        self.interval
     }
 }
 

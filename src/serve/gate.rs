@@ -41,6 +41,8 @@ pub struct GateConfig {
     pub checker: Arc<Checker>,
     pub sources: Arc<Sources>,
     pub jobs: JobSettings,
+    /// `--platforms`: what each copy Job copies of a tag.
+    pub platforms: Arc<super::platforms::CopyPlatforms>,
     pub caps: Caps,
     pub metrics: Arc<Metrics>,
     /// The admission's own selection rules, applied again to every record.

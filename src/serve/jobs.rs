@@ -84,12 +84,19 @@ pub fn summary(message: &str) -> Option<Summary> {
     })
 }
 
-pub fn job_name(source: &ImageRef, target: &ImageRef) -> String {
-    format!("privatize-sync-{}", source_hash(source, target))
+/// The Job of one copy: of `source` to `target`, restricted to `platforms`
+/// (empty: every platform; a Job per platform set, so a cluster that gains
+/// a platform gets a copy of its own).
+pub fn job_name(source: &ImageRef, target: &ImageRef, platforms: &[String]) -> String {
+    format!("privatize-sync-{}", source_hash(source, target, platforms))
 }
 
-fn source_hash(source: &ImageRef, target: &ImageRef) -> String {
-    let digest = sha256_digest(format!("{source} {target}").as_bytes());
+fn source_hash(source: &ImageRef, target: &ImageRef, platforms: &[String]) -> String {
+    let text = match platforms {
+        [] => format!("{source} {target}"),
+        _ => format!("{source} {target} {}", platforms.join(",")),
+    };
+    let digest = sha256_digest(text.as_bytes());
     digest.trim_start_matches("sha256:")[..16].to_string()
 }
 
@@ -98,9 +105,10 @@ pub fn copy_job(
     settings: &JobSettings,
     source: &ImageRef,
     target: &ImageRef,
+    platforms: &[String],
     requested_by: &str,
 ) -> Job {
-    let hash = source_hash(source, target);
+    let hash = source_hash(source, target, platforms);
     let selector = BTreeMap::from([
         (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
         (SOURCE_HASH_LABEL.to_string(), hash),
@@ -120,6 +128,13 @@ pub fn copy_job(
     pod_annotations.insert("sidecar.istio.io/inject".into(), "false".into());
 
     let mut env = settings.env.clone();
+    if !platforms.is_empty() {
+        env.push(EnvVar {
+            name: "PRIVATIZE_PLATFORMS".into(),
+            value: Some(platforms.join(",")),
+            ..Default::default()
+        });
+    }
     let mut volumes = Vec::new();
     let mut mounts = Vec::new();
     for (volume, mount) in &settings.volumes {
@@ -217,7 +232,7 @@ pub fn copy_job(
     settings.pod_template.apply(&mut pod);
     Job {
         metadata: ObjectMeta {
-            name: Some(job_name(source, target)),
+            name: Some(job_name(source, target, platforms)),
             namespace: Some(settings.namespace.clone()),
             labels: Some(labels),
             annotations: Some(annotations),
@@ -464,19 +479,48 @@ mod tests {
             b"docker.io/library/nginx:1.27 123.dkr.ecr.eu-west-1.amazonaws.com/docker.io/library/nginx:1.27",
         );
         assert_eq!(
-            job_name(&source, &target),
+            job_name(&source, &target, &[]),
             format!("privatize-sync-{}", &expected[7..23])
         );
         assert_eq!(
-            job_name(&source, &target).len(),
+            job_name(&source, &target, &[]).len(),
             "privatize-sync-".len() + 16
         );
     }
 
     #[test]
+    fn a_platform_set_is_a_job_of_its_own_and_its_env() {
+        let (source, target) = pair();
+        let two = ["linux/amd64".to_string(), "linux/arm64".to_string()];
+        let name = job_name(&source, &target, &two);
+        assert_ne!(name, job_name(&source, &target, &[]));
+        assert_ne!(name, job_name(&source, &target, &two[..1]));
+        let job = copy_job(&settings(), &source, &target, &two, "app");
+        assert_eq!(job.metadata.name.as_deref(), Some(name.as_str()));
+        let env = job.spec.unwrap().template.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap_or_default();
+        let platforms: Vec<_> = env
+            .iter()
+            .filter(|e| e.name == "PRIVATIZE_PLATFORMS")
+            .map(|e| e.value.as_deref())
+            .collect();
+        assert_eq!(platforms, [Some("linux/amd64,linux/arm64")]);
+        let whole = copy_job(&settings(), &source, &target, &[], "app");
+        let env = whole.spec.unwrap().template.spec.unwrap().containers[0]
+            .env
+            .clone();
+        assert!(!env
+            .unwrap_or_default()
+            .iter()
+            .any(|e| e.name == "PRIVATIZE_PLATFORMS"));
+    }
+
+    #[test]
     fn copy_job_runs_sync_image_without_an_api_token_as_non_root() {
         let (source, target) = pair();
-        let job = copy_job(&settings(), &source, &target, "app");
+        let job = copy_job(&settings(), &source, &target, &[], "app");
         let spec = job.spec.as_ref().unwrap();
         assert_eq!(spec.backoff_limit, Some(1));
         assert_eq!(spec.active_deadline_seconds, Some(900));
@@ -563,7 +607,7 @@ mod tests {
     #[test]
     fn the_requesting_namespace_labels_the_job_but_not_its_selector() {
         let (source, target) = pair();
-        let job = copy_job(&settings(), &source, &target, "team-a");
+        let job = copy_job(&settings(), &source, &target, &[], "team-a");
         assert_eq!(
             job.metadata.labels.as_ref().unwrap()[REQUESTED_BY_LABEL],
             "team-a"
@@ -577,7 +621,7 @@ mod tests {
         let (source, target) = pair();
         let mut s = settings();
         s.source_credentials_secret = Some("hub-creds".into());
-        let job = copy_job(&s, &source, &target, "app");
+        let job = copy_job(&s, &source, &target, &[], "app");
         let pod = job.spec.unwrap().template.spec.unwrap();
         let volume = &pod.volumes.unwrap()[0];
         assert_eq!(

@@ -64,6 +64,8 @@ pub struct Pods {
     pull_secrets: Flights<Option<String>>,
     /// `--tag-drift` checks; `None` under `ignore`.
     drifts: Option<Arc<Drifts>>,
+    /// How often the pass over the tags in use runs (`--tag-recheck-interval`).
+    recheck_interval: Duration,
 }
 
 impl Pods {
@@ -78,11 +80,15 @@ impl Pods {
         super::setup::pods(args, client, metrics, tokens, credentials).await
     }
 
-    /// The gate controller and the tag drift pass; returns when `shutdown` fires.
+    /// The gate controller, the Node watch of `--platforms auto` and the pass
+    /// over the tags in use; returns when `shutdown` fires.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Result<()> {
-        let passes = tokio::spawn(self.clone().drift_passes(shutdown.clone()));
+        let platforms = self.gate.config.platforms.clone();
+        let nodes = tokio::spawn(platforms.run(self.client.clone(), shutdown.clone()));
+        let passes = tokio::spawn(self.clone().passes(shutdown.clone()));
         let gate = self.gate.clone().run(shutdown).await;
         passes.abort();
+        nodes.abort();
         gate
     }
 
@@ -110,12 +116,14 @@ impl Pods {
             credentials,
             pull_secrets: Flights::default(),
             drifts: None,
+            recheck_interval: Duration::from_secs(3600),
         }
     }
 
-    /// With `--tag-drift` checks (`None`: `ignore`).
-    pub fn with_drifts(mut self, drifts: Option<Arc<Drifts>>) -> Self {
+    /// With `--tag-drift` checks (`None`: `ignore`) and the pass's interval.
+    pub fn with_drifts(mut self, drifts: Option<Arc<Drifts>>, interval: Duration) -> Self {
         self.drifts = drifts;
+        self.recheck_interval = interval;
         self
     }
 
@@ -220,11 +228,17 @@ impl Pods {
     /// the gate controller, which starts every other pod's copies.
     async fn start_copies(&self, decision: &Decision, namespace: &str) -> Result<()> {
         if !decision.copies.is_empty() {
+            let platforms: Vec<Vec<String>> = decision
+                .copies
+                .iter()
+                .map(|c| self.gate.config.platforms.for_copy(&c.source))
+                .collect();
             let wanted: Vec<(String, String)> = decision
                 .copies
                 .iter()
-                .map(|c| {
-                    let job = super::jobs::job_name(&c.source, &c.target);
+                .zip(&platforms)
+                .map(|(c, p)| {
+                    let job = super::jobs::job_name(&c.source, &c.target, p);
                     (namespace.to_string(), job)
                 })
                 .collect();
@@ -236,7 +250,7 @@ impl Pods {
             for i in admitted {
                 let copy = &decision.copies[i];
                 self.gate
-                    .ensure_copy(&copy.source, &copy.target, namespace)
+                    .ensure_copy(&copy.source, &copy.target, &platforms[i], namespace)
                     .await
                     .map_err(anyhow::Error::msg)?;
             }

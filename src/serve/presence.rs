@@ -12,6 +12,7 @@ use tokio::sync::Mutex;
 use super::flights::Flights;
 use crate::ecr::tokens::TokenCache;
 use crate::image::ImageRef;
+use crate::manifest::index_platforms;
 use crate::mutate::pods::Presence;
 use crate::registry::{self, Transport};
 
@@ -24,6 +25,18 @@ pub struct CacheTimes {
     pub missing: Duration,
     /// Time limit of one HEAD; past it the answer is `Unknown`.
     pub timeout: Duration,
+}
+
+/// How long what an index says is kept (it cannot change: only bounds memory).
+const INDEX_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// What a mirrored index says of itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexFacts {
+    /// `os/arch[/variant]` of its images.
+    pub platforms: Vec<String>,
+    /// The source index it was filtered from (`--platforms`), if it was.
+    pub filtered_from: Option<String>,
 }
 
 /// How privatize logs in to the target.
@@ -51,6 +64,9 @@ pub struct Checker {
     login: Mutex<Option<Login>>,
     /// Presence, and the digest when present.
     cache: Flights<(Presence, Option<String>)>,
+    /// What an index in the target says of itself, by `repository@digest`
+    /// (content-addressed: it never changes).
+    indexes: Flights<Option<IndexFacts>>,
     times: CacheTimes,
 }
 
@@ -61,6 +77,7 @@ impl Checker {
             auth,
             login: Mutex::new(None),
             cache: Flights::default(),
+            indexes: Flights::default(),
             times,
         }
     }
@@ -97,6 +114,42 @@ impl Checker {
     pub async fn fresh(self: &Arc<Self>, target: &ImageRef) -> Presence {
         self.cache.forget(&target.to_string());
         self.check(target).await.0
+    }
+
+    /// What the index `digest` of `target`'s repository says of itself
+    /// (platforms, and what it was filtered from); None for a single image
+    /// or when it cannot be read now (not cached then).
+    pub async fn index_facts(
+        self: &Arc<Self>,
+        target: &ImageRef,
+        digest: &str,
+    ) -> Option<IndexFacts> {
+        let this = self.clone();
+        let image = target.at_digest(digest);
+        let (facts, _) = self
+            .indexes
+            .get(&image.to_string(), move || async move {
+                let attempt = async {
+                    let client = this.client(&image).await?;
+                    registry::pull_manifest(&client, &image).await
+                };
+                match tokio::time::timeout(this.times.timeout, attempt).await {
+                    Ok(Ok((bytes, _))) => {
+                        let facts = index_platforms(&bytes).map(|(platforms, filtered_from)| IndexFacts {
+                            platforms,
+                            filtered_from,
+                        });
+                        (facts, INDEX_TTL)
+                    }
+                    Ok(Err(err)) => {
+                        tracing::debug!(image = %image, error = %format!("{err:#}"), "reading a mirrored index failed");
+                        (None, Duration::ZERO)
+                    }
+                    Err(_) => (None, Duration::ZERO),
+                }
+            })
+            .await;
+        facts
     }
 
     async fn head(&self, target: &ImageRef) -> (Presence, Option<String>) {

@@ -39,7 +39,7 @@ fn waits_of(pod: &Pod) -> Vec<Wait> {
 fn job_names(waits: &[Wait]) -> Vec<String> {
     waits
         .iter()
-        .map(|w| super::super::jobs::job_name(&w.source, &w.target))
+        .map(|w| super::super::jobs::job_name(&w.source, &w.target, &[]))
         .collect()
 }
 

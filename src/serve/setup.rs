@@ -13,6 +13,7 @@ use super::gate::{Gate, GateConfig};
 use super::jobs::{self, Caps, JobSettings};
 use super::metrics::Metrics;
 use super::passon;
+use super::platforms::CopyPlatforms;
 use super::pods::Pods;
 use super::presence::{CacheTimes, Checker, TargetAuth};
 use super::sources::Sources;
@@ -119,6 +120,7 @@ pub async fn pods(
         sweep_interval: args.sweep_interval,
         gate_timeout: args.gate_timeout,
         instance,
+        platforms: Arc::new(CopyPlatforms::new(args.platforms.clone())),
     }));
     let drifts = (args.tag_drift != TagDrift::Ignore).then(|| {
         Arc::new(Drifts::new(
@@ -141,7 +143,7 @@ pub async fn pods(
         args.pull_secret_name.clone(),
         credentials,
     )
-    .with_drifts(drifts))
+    .with_drifts(drifts, args.tag_recheck_interval))
 }
 
 /// serve's own pod, when it runs in one (POD_NAME / POD_NAMESPACE from the downward API).
@@ -167,7 +169,7 @@ fn read_pod_template(path: &Path) -> Result<PodTemplate> {
 /// The template merged into a sample Job must not clash with what privatize gives Jobs.
 fn check_merged(jobs: &JobSettings, path: &Path) -> Result<()> {
     let sample = ImageRef::parse("example.invalid/sample:1")?;
-    let job = jobs::copy_job(jobs, &sample, &sample, "sample");
+    let job = jobs::copy_job(jobs, &sample, &sample, &[], "sample");
     let pod = job.spec.and_then(|s| s.template.spec).unwrap_or_default();
     match template::clash(&pod) {
         Some(clash) => bail!("invalid copy-Job pod template {}: {clash}", path.display()),

@@ -56,8 +56,9 @@ struct Own {
     pod: Arc<Pod>,
     gated: bool,
     waits: Vec<Wait>,
-    /// The copy Job of each wait, index-aligned.
+    /// The copy Job of each wait, and the platforms it copies, index-aligned.
     jobs: Vec<String>,
+    platforms: Vec<Vec<String>>,
 }
 
 enum Action<'a> {
@@ -102,6 +103,7 @@ impl Action<'_> {
 struct Want {
     namespace: String,
     job: String,
+    platforms: Vec<String>,
     wait: Wait,
 }
 
@@ -137,15 +139,21 @@ impl Gate {
         for (pod, gated) in marked {
             match claim(&pod, &c.settings) {
                 Claim::Ours(waits) => {
+                    let platforms: Vec<Vec<String>> = waits
+                        .iter()
+                        .map(|w| c.platforms.for_copy(&w.source))
+                        .collect();
                     let jobs = waits
                         .iter()
-                        .map(|w| job_name(&w.source, &w.target))
+                        .zip(&platforms)
+                        .map(|(w, p)| job_name(&w.source, &w.target, p))
                         .collect();
                     own.push(Own {
                         pod,
                         gated,
                         waits,
                         jobs,
+                        platforms,
                     });
                 }
                 Claim::Foreign => {}
@@ -215,6 +223,7 @@ impl Gate {
                     wanted.push(Want {
                         namespace: namespace.clone(),
                         job: o.jobs[i].clone(),
+                        platforms: o.platforms[i].clone(),
                         wait: o.waits[i].clone(),
                     });
                 }
@@ -500,7 +509,12 @@ impl Gate {
         let mut starts = Vec::new();
         for i in admitted {
             let want = &wanted[i];
-            starts.push(self.ensure_copy(&want.wait.source, &want.wait.target, &want.namespace));
+            starts.push(self.ensure_copy(
+                &want.wait.source,
+                &want.wait.target,
+                &want.platforms,
+                &want.namespace,
+            ));
         }
         let mut work = stream::iter(starts).buffer_unordered(JOB_CONCURRENCY);
         let (mut done, mut made) = (0, false);
@@ -511,15 +525,16 @@ impl Gate {
         (done == total, made)
     }
 
-    /// Makes sure the copy Job of one image runs (single-flight, remembered
+    /// Makes sure the copy Job of one image (restricted to `platforms`) runs (single-flight, remembered
     /// for a while once it does).
     pub async fn ensure_copy(
         &self,
         source: &ImageRef,
         target: &ImageRef,
+        platforms: &[String],
         requested_by: &str,
     ) -> Result<Ensured, String> {
-        let job = jobs::copy_job(&self.config.jobs, source, target, requested_by);
+        let job = jobs::copy_job(&self.config.jobs, source, target, platforms, requested_by);
         let name = job.metadata.name.clone().unwrap_or_default();
         let client = self.config.client.clone();
         let metrics = self.config.metrics.clone();

@@ -6,6 +6,7 @@
                                     [--webhook-sa-annotation K=V ...] [--copy-job-sa-annotation K=V ...]
                                     [--refresh-sa-annotation K=V ...] [--source-credentials-secret NAME]
                                     [--kms-key KEY] [--credential-namespaces NS,...]
+                                    [--platforms all|auto|OS/ARCH[/VARIANT],...]
 
 Renders both sides with equivalent settings (helm values derived from the install flags),
 then compares every object semantically (parsed YAML, not text). Expected differences are
@@ -63,6 +64,7 @@ def main():
     ap.add_argument("--source-credentials-secret", default=None)
     ap.add_argument("--kms-key", default=None)
     ap.add_argument("--credential-namespaces", default=None)
+    ap.add_argument("--platforms", default=None)
     args = ap.parse_args()
 
     helm = args.helm or subprocess.run(
@@ -92,6 +94,9 @@ def main():
     if args.credential_namespaces:
         install += ["--credential-namespaces", args.credential_namespaces]
         values["ecrCredentials"] = {"namespaces": args.credential_namespaces.split(",")}
+    if args.platforms is not None:
+        install += ["--platforms", args.platforms]
+        values["platforms"] = args.platforms
     for flag, value in accounts:
         given = getattr(args, "%s_sa_annotation" % flag.replace("-", "_"))
         if given:
@@ -104,7 +109,7 @@ def main():
 
     env = dict(os.environ)
     for var in ("PRIVATIZE_NAMESPACE", "PRIVATIZE_IMAGE", "ECR_REGISTRY",
-                "PRIVATIZE_SOURCE_CREDENTIALS_SECRET", "PRIVATIZE_KMS_KEY"):
+                "PRIVATIZE_SOURCE_CREDENTIALS_SECRET", "PRIVATIZE_KMS_KEY", "PRIVATIZE_PLATFORMS"):
         env.pop(var, None)  # the flags above are the whole configuration
     if args.reference:
         with open(args.reference) as f:

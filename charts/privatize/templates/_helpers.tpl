@@ -107,9 +107,24 @@ The namespaces the pod webhook's namespaceSelector leaves out, as a JSON list: t
 {{- if and .Values.copyJob.aws.webIdentity.enabled (not .Values.copyJob.aws.webIdentity.roleArn) }}
 {{- fail "copyJob.aws.webIdentity.enabled needs copyJob.aws.webIdentity.roleArn" }}
 {{- end }}
+{{- $platforms := include "privatize.platforms" . }}
+{{- if not (has $platforms (list "all" "auto")) }}
+{{- range splitList "," $platforms }}
+{{- $entry := trim . }}
+{{- if and $entry (not (regexMatch "^[a-z0-9_.]+/[a-z0-9_.]+(/[a-z0-9_.]+)?$" $entry)) }}
+{{- fail (printf "invalid platforms %q: %q is not OS/ARCH[/VARIANT] (e.g. linux/arm64); use `all`, `auto` or a comma-separated list" $platforms $entry) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- with .Values.serviceAccount.annotations }}
 {{- fail "serviceAccount.annotations is gone: it put one identity on all three accounts; set serviceAccount.webhook.annotations (serve: pull), serviceAccount.copyJob.annotations (copy Jobs: push) and serviceAccount.refresh.annotations (no AWS identity); `privatize install --iam-policies` prints each role's policy" }}
 {{- end }}
+{{- end }}
+
+{{/* The platforms setting as install renders it: trimmed, "all" when it names none. */}}
+{{- define "privatize.platforms" -}}
+{{- $platforms := .Values.platforms | default "all" | toString | trim }}
+{{- if regexReplaceAll "[\\s,]" $platforms "" }}{{ $platforms }}{{ else }}all{{ end }}
 {{- end }}
 
 {{/* Where the projected web-identity token is mounted. */}}

@@ -32,7 +32,7 @@ pub const RETIRED_ROLE: &str = "privatize-webhook-jobs";
 pub(super) fn objects(s: &Settings) -> Result<Vec<Object>> {
     let mut out = Vec::new();
     for (name, account, rules) in [
-        (SERVER_ROLE, SERVER_ACCOUNT, server_cluster_rules()),
+        (SERVER_ROLE, SERVER_ACCOUNT, server_cluster_rules(s)),
         (REFRESH_ROLE, REFRESH_ACCOUNT, refresh_rules()),
     ] {
         out.push(Object::new(&ClusterRole {
@@ -108,10 +108,14 @@ pub(super) fn retired(s: &Settings) -> Result<Vec<Object>> {
 /// read one's labels for the pull Secret (credentials.rs, pods.rs); record
 /// Events on pods, Secrets and namespaces (kube's Recorder: events.k8s.io/v1,
 /// create then patch); read and patch the caBundle of its own webhook
-/// configuration when it renews its certificate (renew.rs). No Secret right
-/// here: those come from `privatize-credentials`.
-fn server_cluster_rules() -> Vec<PolicyRule> {
-    vec![
+/// configuration when it renews its certificate (renew.rs). With
+/// `--platforms auto` only, list and watch Nodes (platforms.rs: a
+/// metadata-only watch of their `kubernetes.io/os` and `kubernetes.io/arch`
+/// labels, the platforms copies keep); with `all` or a list serve never
+/// reads a Node, so it may not. No Secret right here: those come from
+/// `privatize-credentials`.
+fn server_cluster_rules(s: &Settings) -> Vec<PolicyRule> {
+    let mut rules = vec![
         rule([""], ["pods"], &["get", "list", "watch", "patch"]),
         rule([""], ["namespaces"], &["get", "list", "watch"]),
         rule(["events.k8s.io"], ["events"], &["create", "patch"]),
@@ -123,7 +127,11 @@ fn server_cluster_rules() -> Vec<PolicyRule> {
                 &["get", "patch"],
             )
         },
-    ]
+    ];
+    if s.platforms == "auto" {
+        rules.push(rule([""], ["nodes"], &["list", "watch"]));
+    }
+    rules
 }
 
 /// Managed pull Secrets where ECR credentials are enabled: serve watches

@@ -80,6 +80,9 @@ pub(super) fn deployment(s: &Settings) -> Deployment {
     if let Some(key) = &s.kms_key {
         env.push(env_value("PRIVATIZE_KMS_KEY", key));
     }
+    if s.platforms != "all" {
+        env.push(env_value("PRIVATIZE_PLATFORMS", &s.platforms));
+    }
     let (config_env, config_volumes, config_mounts) = super::config::server_wiring(s);
     env.extend(config_env);
     if let Some(secret) = &s.aws_credentials_secret {
@@ -287,6 +290,7 @@ pub const OWNED_ENV: &[(&str, Option<&str>)] = &[
         Some("--source-credentials-secret"),
     ),
     ("PRIVATIZE_KMS_KEY", Some("--kms-key")),
+    ("PRIVATIZE_PLATFORMS", Some("--platforms")),
     (
         "PRIVATIZE_COPY_JOB_POD_TEMPLATE",
         Some("--copy-job-pod-template"),

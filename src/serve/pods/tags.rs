@@ -67,7 +67,8 @@ impl Pods {
         namespace: &str,
     ) {
         let (source, target) = drift::sync_copy(source, target, now);
-        let name = job_name(&source, &target);
+        // Pinned: every platform (`for_copy` of a pinned source is empty).
+        let name = job_name(&source, &target, &[]);
         // One Job per build: a finished one (the tag moved, was left because
         // the source moved on again, or refused, IMMUTABLE) is not run again.
         let finished = self
@@ -86,7 +87,7 @@ impl Pods {
             self.metrics.copy_job_deferred();
             return;
         }
-        if let Err(err) = Box::pin(self.gate.ensure_copy(&source, &target, namespace)).await {
+        if let Err(err) = Box::pin(self.gate.ensure_copy(&source, &target, &[], namespace)).await {
             tracing::warn!(image = %source, target = %target, error = %err, "the copy Job that moves a drifted tag was not started");
         }
     }
