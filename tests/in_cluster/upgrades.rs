@@ -161,7 +161,9 @@ async fn under_load(installed: &Installed, names: &Names, mut upgrade: Command) 
     );
     assert!(
         not_answered.is_empty(),
-        "pod webhook calls the apiserver did not get an answer for: {not_answered:#?}"
+        "pod webhook calls the apiserver did not get an answer for: {not_answered:#?}\n\
+         the apiserver's log of them:\n{}",
+        webhook_call_failures()
     );
     assert!(
         answered >= created.len() as f64,
@@ -314,6 +316,20 @@ fn evicted(child: std::process::Child) -> Result<(), String> {
         true => Ok(()),
         false => Err(stderr(&out)),
     }
+}
+
+/// The cluster apiserver's log lines about pod webhook calls that failed
+/// (why: refused, reset, timed out, a TLS error), for a failure's message.
+fn webhook_call_failures() -> String {
+    let log = node().cluster.state.join("kube/kube-apiserver.log");
+    let text = std::fs::read_to_string(&log).unwrap_or_else(|e| format!("{}: {e}", log.display()));
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            l.contains(POD_WEBHOOK) && l.to_ascii_lowercase().contains("failed calling webhook")
+        })
+        .collect();
+    lines[lines.len().saturating_sub(10)..].join("\n")
 }
 
 /// The install namespace's Events, for a failure's message.
