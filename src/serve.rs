@@ -156,6 +156,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
+    // The listeners accept until `stop` (after the drain); their connections
+    // run on a tracker of their own, so the drain can see them go.
+    let stop = CancellationToken::new();
+    let connections = TaskTracker::new();
     let timeouts = Timeouts {
         header_read: args.header_read_timeout,
         idle: args.idle_timeout,
@@ -181,7 +185,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         http::admission_routes(state.clone()),
         timeouts,
         shutdown.clone(),
-        tracker.clone(),
+        stop.clone(),
+        connections.clone(),
     ));
     tracker.spawn(listener::serve(
         http,
@@ -189,7 +194,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         http::probe_routes(state),
         timeouts,
         shutdown.clone(),
-        tracker.clone(),
+        stop.clone(),
+        connections.clone(),
     ));
     let mut gate = tokio::spawn(pods.run(shutdown.clone()));
 
@@ -204,17 +210,26 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
 
     // Fail /readyz first so endpoints stop sending new admissions here, then
-    // close the listeners and let requests in flight finish.
+    // close the connections gracefully and let requests in flight finish.
+    // Whoever still connects (endpoints that have not caught up) is answered
+    // once; the listeners close when no connection has been open for QUIET.
     readiness.stopping.store(true, Ordering::SeqCst);
-    info!(delay = %humantime::format_duration(args.shutdown_delay), "/readyz fails now; listeners close after the delay");
+    info!(delay = %humantime::format_duration(args.shutdown_delay), "/readyz fails now; connections close after the delay");
+    let mut hurry = false;
     tokio::select! {
         _ = tokio::time::sleep(args.shutdown_delay) => {}
-        _ = sigterm.recv() => info!("second signal: closing at once"),
-        _ = sigint.recv() => info!("second signal: closing at once"),
+        _ = sigterm.recv() => { info!("second signal: closing at once"); hurry = true }
+        _ = sigint.recv() => { info!("second signal: closing at once"); hurry = true }
     }
     shutdown.cancel();
     tracker.close();
     let drained = tokio::time::timeout(args.shutdown_timeout, async {
+        if !hurry {
+            until_quiet(&connections, args.shutdown_delay.min(QUIET)).await;
+        }
+        stop.cancel();
+        connections.close();
+        connections.wait().await;
         tracker.wait().await;
         match gate_result {
             Some(result) => result,
@@ -233,6 +248,26 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             warn!(timeout = %humantime::format_duration(args.shutdown_timeout), "requests still in flight at the shutdown deadline; exiting anyway");
             Ok(())
         }
+    }
+}
+
+/// How long no connection may be open before a draining serve stops
+/// accepting (at most: never longer than `--shutdown-delay`, so a delay of 0
+/// closes the listeners at once).
+const QUIET: Duration = Duration::from_secs(2);
+
+/// Returns once no connection has been open for `quiet`.
+async fn until_quiet(connections: &TaskTracker, quiet: Duration) {
+    let mut quiet_since: Option<tokio::time::Instant> = None;
+    loop {
+        let now = tokio::time::Instant::now();
+        match (connections.is_empty(), quiet_since) {
+            (false, _) => quiet_since = None,
+            (true, None) => quiet_since = Some(now),
+            (true, Some(since)) if now - since >= quiet => return,
+            (true, Some(_)) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

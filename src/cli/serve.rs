@@ -270,11 +270,11 @@ pub struct ServeArgs {
     #[arg(long, env = "PRIVATIZE_IDLE_TIMEOUT", default_value = "90s", value_parser = humantime::parse_duration)]
     pub idle_timeout: std::time::Duration,
 
-    /// On SIGTERM, /readyz fails this long before the listeners close, so endpoints drop the pod first
+    /// On SIGTERM, /readyz fails this long before connections close, so endpoints drop the pod first; the listeners then keep answering late callers (each connection once) until none has been open for 2 s (at most this delay)
     #[arg(long, env = "PRIVATIZE_SHUTDOWN_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
     pub shutdown_delay: std::time::Duration,
 
-    /// After the listeners close, requests in flight get this long to finish
+    /// After the delay, the drain (late callers, requests in flight) gets this long
     #[arg(long, env = "PRIVATIZE_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: std::time::Duration,
 

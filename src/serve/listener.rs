@@ -1,6 +1,10 @@
 //! Accepting connections: TLS (when given) with a handshake deadline, HTTP/1.1
 //! and h2 through hyper-util with a header deadline, an idle bound, and a
-//! graceful close of every connection when shutdown fires.
+//! graceful close of every connection when shutdown fires. The listener
+//! keeps accepting while serve drains (until `stop`): a client still sent
+//! here by endpoints that have not caught up (kube-proxy lags under load)
+//! gets its request answered, and that connection closes after it, instead
+//! of a refused connection (which the apiserver counts as a failed call).
 
 use std::io;
 use std::pin::Pin;
@@ -30,15 +34,18 @@ pub struct Timeouts {
     pub idle: Duration,
 }
 
-/// Serves `routes` on `listener` until `shutdown`; each connection runs on
-/// `tracker`, so the caller can wait for requests in flight to finish.
+/// Serves `routes` on `listener` until `stop`; each connection runs on
+/// `connections`, so the caller can wait for requests in flight to finish.
+/// Once `shutdown` fires every connection closes gracefully, and one
+/// accepted after it closes after its first request.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     routes: BoxedFilter<(Response,)>,
     timeouts: Timeouts,
     shutdown: CancellationToken,
-    tracker: TaskTracker,
+    stop: CancellationToken,
+    connections: TaskTracker,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -48,7 +55,7 @@ pub async fn serve(
     builder.http2().timer(TokioTimer::new());
     loop {
         let tcp = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _)) => tcp,
                 Err(err) => {
@@ -66,7 +73,7 @@ pub async fn serve(
             timeouts,
             shutdown: shutdown.clone(),
         };
-        tracker.spawn(connection.run(tcp, tls.clone()));
+        connections.spawn(connection.run(tcp, tls.clone()));
     }
     // Dropping the listener refuses new connections at once.
     drop(listener);
@@ -118,6 +125,10 @@ impl Connection {
         let connection = self.builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(connection);
         let mut closing = false;
+        // Accepted while draining: answered, then closed after its first
+        // request (closed before it, an HTTP/1.1 client would see its
+        // request dropped; an h2 one would be sent back to the same endpoints).
+        let late = self.shutdown.is_cancelled();
         loop {
             let idle_check = tokio::time::sleep(activity.time_until_idle(self.timeouts.idle));
             tokio::select! {
@@ -127,8 +138,12 @@ impl Connection {
                     }
                     return;
                 }
-                _ = self.shutdown.cancelled(), if !closing => {
+                _ = self.shutdown.cancelled(), if !closing && !late => {
                     // HTTP/1.1 finishes the request in flight, h2 sends GOAWAY.
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                _ = activity.first_request.notified(), if late && !closing => {
                     connection.as_mut().graceful_shutdown();
                     closing = true;
                 }
@@ -154,6 +169,8 @@ struct Activity {
     start: Instant,
     last_millis: AtomicU64,
     in_flight: Arc<AtomicUsize>,
+    /// Told when a request begins (a permit is kept if nobody waits yet).
+    first_request: tokio::sync::Notify,
 }
 
 struct InFlight(Arc<AtomicUsize>);
@@ -170,6 +187,7 @@ impl Activity {
             start: Instant::now(),
             last_millis: AtomicU64::new(0),
             in_flight: Arc::new(AtomicUsize::new(0)),
+            first_request: tokio::sync::Notify::new(),
         }
     }
 
@@ -180,6 +198,7 @@ impl Activity {
 
     fn begin_request(&self) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.first_request.notify_one();
         InFlight(self.in_flight.clone())
     }
 
