@@ -23,6 +23,7 @@ pub mod setup;
 pub mod sources;
 pub mod sweep;
 pub mod tls;
+pub mod trust;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -84,6 +85,8 @@ impl Readiness {
         }
         if !self.certificate.is_loaded() {
             problems.push("no serving certificate loaded");
+        } else if !self.certificate.is_trusted() {
+            problems.push("the webhooks' caBundle does not trust the serving certificate yet");
         }
         if !self.kubernetes.load(Ordering::SeqCst) {
             problems.push("Kubernetes API not reached yet");
@@ -105,6 +108,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let acceptor = tls::acceptor(certificates.resolver(), args.tls.client_ca_file.as_deref())?;
 
     let client = crate::k8s::client().await?;
+    let certificates = certificates.with_trust(trust::Trust::new(
+        client.clone(),
+        args.renew.webhook_config.clone(),
+    ));
     let own_namespace =
         std::env::var("POD_NAMESPACE").unwrap_or_else(|_| args.copy_job_namespace.clone());
     let renewer = renew::Renewer::new(&args.renew, &own_namespace, client.clone(), metrics.clone());

@@ -106,6 +106,8 @@ async fn install_serve_credentials_gate_copy_login_and_refresh() {
             )
             .env("PRIVATIZE_SWEEP_INTERVAL", "1s")
             .env("PRIVATIZE_SHUTDOWN_DELAY", "0s")
+            // Its trust check reads no configuration another test registered.
+            .env("PRIVATIZE_WEBHOOK_CONFIG", "privatize-test-no-such-config")
             .args(["serve", "--listen-address", "127.0.0.1"])
             .args([
                 "--https-port",

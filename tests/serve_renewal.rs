@@ -434,3 +434,77 @@ async fn a_ca_bundle_patch_of_a_stale_read_is_refused_not_applied() {
     );
     assert_eq!(webhooks.ca_bundles(&client).await, vec![new.ca_pem; 2]);
 }
+
+/// A rotation written to the certificate files before the webhooks' caBundle
+/// learns the new CA (a `helm upgrade`: Helm applies the Secret before the
+/// MutatingWebhookConfiguration): serve keeps presenting the certificate the
+/// apiserver trusts, and a replica started with the new one is not ready,
+/// until the bundle trusts it; then both present it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_the_ca_bundle_does_not_trust_yet_waits_for_it() {
+    let ns = TestNamespace::new("serve-trust").await;
+    let client = ns.client.clone();
+    let old = short_lived(Duration::from_secs(3600));
+    let new = short_lived(Duration::from_secs(3600));
+    let webhooks = Webhooks::register(&client, &ns.name, &old.ca_pem).await;
+    let start = |cert: &Issued, ready: bool| {
+        let serve = Serve::start_with(ServeOptions {
+            cert: CertMode::MissingFiles,
+            wait_ready: false,
+            ..ServeOptions::default().args(["--webhook-config", &webhooks.name])
+        });
+        serve.write_certificate(&test_cert(cert));
+        if ready {
+            serve.wait_ready(Duration::from_secs(30));
+        }
+        serve
+    };
+    let running = start(&old, true);
+    webhooks.point_at(&client, &running).await;
+    admit_pod(&client, &ns.name, "before").await.unwrap();
+
+    // The files rotate first: still the old certificate, with one log line.
+    running.write_certificate(&test_cert(&new));
+    let late = start(&new, false);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let both = format!("{}{}", new.ca_pem, old.ca_pem);
+    assert_eq!(presented(&running, &both).await, Ok(der(&old.cert_pem)));
+    assert!(running
+        .log_text()
+        .contains("the new serving certificate waits until the webhooks' caBundle trusts its CA"));
+    admit_pod(&client, &ns.name, "files-rotated")
+        .await
+        .unwrap_or_else(|e| panic!("the rotated files were served too early: {e}"));
+    let (status, text) = late.get("/readyz");
+    assert_eq!(
+        (status, text.trim_end()),
+        (
+            503,
+            "not ready: the webhooks' caBundle does not trust the serving certificate yet"
+        )
+    );
+
+    // The bundle learns the new CA: both present the new certificate.
+    let ca = base64::engine::general_purpose::STANDARD.encode(&both);
+    let patch: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "replace", "path": "/webhooks/0/clientConfig/caBundle", "value": ca},
+        {"op": "replace", "path": "/webhooks/1/clientConfig/caBundle", "value": ca},
+    ]))
+    .unwrap();
+    Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .patch(
+            &webhooks.name,
+            &PatchParams::default(),
+            &Patch::Json::<()>(patch),
+        )
+        .await
+        .unwrap();
+    late.wait_ready(Duration::from_secs(10));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while presented(&running, &both).await != Ok(der(&new.cert_pem)) {
+        assert!(Instant::now() < deadline, "{}", running.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(presented(&late, &both).await, Ok(der(&new.cert_pem)));
+    admit_pod(&client, &ns.name, "after").await.unwrap();
+}

@@ -1,10 +1,13 @@
 //! TLS of the admission port: a rustls acceptor (TLS 1.2+, ALPN h2 and
 //! http/1.1) whose certificate comes from a resolver that a watcher swaps when
-//! the certificate files change. A bad new pair keeps the old one.
+//! the certificate files change. A bad new pair keeps the old one; a new pair
+//! the webhooks' caBundle does not trust yet waits for it (`trust.rs`), and a
+//! replica is not ready while the certificate it presents is not trusted.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use rustls::crypto::aws_lc_rs;
@@ -17,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::metrics::Metrics;
+use super::trust::Trust;
 use crate::cli::TlsArgs;
 use crate::tls::CertInfo;
 
@@ -65,12 +69,30 @@ impl CertSource {
 #[derive(Debug, Default)]
 pub struct ReloadingResolver {
     current: RwLock<Option<Arc<CertifiedKey>>>,
+    /// The webhooks' caBundle does not trust (or has not been seen to
+    /// trust) the certificate presented (part of readiness).
+    untrusted: AtomicBool,
 }
+
+/// How long a certificate the webhooks' caBundle does not trust waits for
+/// it: a rotation updates the bundle within seconds; past this the new
+/// certificate is served anyway (whoever manages the bundle may not verify
+/// against it), with a warning.
+pub const TRUST_WAIT: Duration = Duration::from_secs(120);
 
 impl ReloadingResolver {
     /// Whether a certificate is loaded (part of readiness).
     pub fn is_loaded(&self) -> bool {
         self.current.read().map(|c| c.is_some()).unwrap_or(false)
+    }
+
+    /// Whether the certificate presented is trusted, as far as serve can tell.
+    pub fn is_trusted(&self) -> bool {
+        !self.untrusted.load(Ordering::SeqCst)
+    }
+
+    fn current(&self) -> Option<Arc<CertifiedKey>> {
+        self.current.read().ok()?.clone()
     }
 
     fn set(&self, key: Arc<CertifiedKey>) {
@@ -157,6 +179,12 @@ pub struct CertWatcher {
     seen: Option<(Vec<u8>, Vec<u8>)>,
     last_read_error: Option<String>,
     info: Option<CertInfo>,
+    /// Reads the webhooks' caBundle (in a cluster).
+    trust: Option<Trust>,
+    /// Since when a new pair has waited for the caBundle to trust it.
+    waiting_since: Option<Instant>,
+    /// Since when the pair presented has not been seen trusted (None: it has).
+    unconfirmed_since: Option<Instant>,
 }
 
 impl CertWatcher {
@@ -168,7 +196,19 @@ impl CertWatcher {
             seen: None,
             last_read_error: None,
             info: None,
+            trust: None,
+            waiting_since: None,
+            unconfirmed_since: None,
         }
+    }
+
+    /// Checks every certificate against the webhooks' caBundle before it is
+    /// presented (and the one loaded, before serve is ready).
+    pub fn with_trust(mut self, trust: Trust) -> Self {
+        self.trust = Some(trust);
+        self.unconfirmed_since = Some(Instant::now());
+        self.resolver.untrusted.store(true, Ordering::SeqCst);
+        self
     }
 
     pub fn resolver(&self) -> Arc<ReloadingResolver> {
@@ -205,8 +245,53 @@ impl CertWatcher {
                 _ = ticker.tick() => {}
             }
             self.poll().await;
+            self.confirm_trust().await;
             self.export_expiry();
         }
+    }
+
+    /// Readiness: whether the caBundle trusts the certificate presented
+    /// (checked until it does, or for TRUST_WAIT).
+    async fn confirm_trust(&mut self) {
+        let (Some(trust), Some(since)) = (&self.trust, self.unconfirmed_since) else {
+            return;
+        };
+        let Some(current) = self.resolver.current() else {
+            return;
+        };
+        let trusted = trust.trusts(&current.cert).await != Some(false);
+        if trusted || since.elapsed() >= TRUST_WAIT {
+            if !trusted {
+                warn!(
+                    wait_s = TRUST_WAIT.as_secs(),
+                    "the webhooks' caBundle does not trust the serving certificate; ready anyway"
+                );
+            }
+            self.unconfirmed_since = None;
+            self.resolver.untrusted.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether a new pair may be presented now: the caBundle trusts it, or
+    /// there is nothing to ask, or it has waited TRUST_WAIT.
+    async fn may_present(&mut self, certified: &CertifiedKey) -> bool {
+        let Some(trust) = &self.trust else {
+            return true;
+        };
+        if trust.trusts(&certified.cert).await != Some(false) {
+            self.waiting_since = None;
+            return true;
+        }
+        let since = *self.waiting_since.get_or_insert_with(|| {
+            info!("the new serving certificate waits until the webhooks' caBundle trusts its CA");
+            Instant::now()
+        });
+        if since.elapsed() < TRUST_WAIT {
+            return false;
+        }
+        warn!(wait_s = TRUST_WAIT.as_secs(), "the webhooks' caBundle still does not trust the new serving certificate: presenting it anyway");
+        self.waiting_since = None;
+        true
     }
 
     fn export_expiry(&self) {
@@ -249,6 +334,10 @@ impl CertWatcher {
         match parse_pair(&pair.0, &pair.1) {
             Ok((certified, cert_info)) => {
                 let first = !self.resolver.is_loaded();
+                // Not marked seen while it waits: looked at again next time.
+                if !first && !self.may_present(&certified).await {
+                    return;
+                }
                 let not_after = cert_info.not_after;
                 self.resolver.set(certified);
                 self.info = Some(cert_info);

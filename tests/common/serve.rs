@@ -27,6 +27,9 @@ pub enum CertMode {
     MissingFiles,
 }
 
+/// A MutatingWebhookConfiguration name no test registers.
+pub const NO_WEBHOOK_CONFIG: &str = "privatize-test-no-such-config";
+
 /// The copy-Job namespace of these servers (shared, never deleted: it holds the CA ConfigMap).
 pub const COPY_JOB_NAMESPACE: &str = "privatize-serve-tests";
 
@@ -137,6 +140,7 @@ impl Serve {
             "PRIVATIZE_LOG_FORMAT",
             "PRIVATIZE_TLS_RELOAD_INTERVAL",
             "PRIVATIZE_SHUTDOWN_DELAY",
+            "PRIVATIZE_WEBHOOK_CONFIG",
         ] {
             cmd.env_remove(key);
         }
@@ -172,6 +176,10 @@ impl Serve {
             // Test defaults as environment, so `options.args` can override them.
             .env("PRIVATIZE_TLS_RELOAD_INTERVAL", "200ms")
             .env("PRIVATIZE_SHUTDOWN_DELAY", "200ms")
+            // No webhook configuration of that name: serve's trust check
+            // (does the caBundle trust my certificate?) has nothing to read,
+            // whatever other tests registered as `privatize`.
+            .env("PRIVATIZE_WEBHOOK_CONFIG", NO_WEBHOOK_CONFIG)
             // The pod side against the testbed: its TLS "ECR" as the target, moto as the ECR API.
             .env("ECR_REGISTRY", format!("{}/serve-tests", tb.target()))
             .env("PRIVATIZE_TARGET_KIND", "ecr")

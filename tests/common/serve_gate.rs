@@ -122,6 +122,8 @@ impl GateServe {
             .env("COPY_JOB_IMAGE", "127.0.0.1:15000/privatize/privatize:test")
             .env("PRIVATIZE_SWEEP_INTERVAL", "1s")
             .env("PRIVATIZE_SHUTDOWN_DELAY", "0s")
+            // Its trust check reads no configuration another test registered.
+            .env("PRIVATIZE_WEBHOOK_CONFIG", "privatize-test-no-such-config")
             .args(["serve", "--https-port", &https_port.to_string()])
             .args(["--http-port", &http_port.to_string()])
             .arg("--tls-cert-path")

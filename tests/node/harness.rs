@@ -164,6 +164,8 @@ impl System {
             )
             .env("PRIVATIZE_SWEEP_INTERVAL", "1s")
             .env("PRIVATIZE_SHUTDOWN_DELAY", "0s")
+            // Its trust check reads no configuration another test registered.
+            .env("PRIVATIZE_WEBHOOK_CONFIG", "privatize-test-no-such-config")
             // The credential writer: this system's namespaces only.
             .env("PRIVATIZE_CREDENTIAL_NAMESPACES", format!("{apps}*"))
             .envs(serve_env.iter().copied())
