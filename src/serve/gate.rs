@@ -305,6 +305,27 @@ impl Gate {
         }
     }
 
+    /// Whether the copy Job `name` has run to its end (succeeded or failed):
+    /// a Job of one build or platform set is not run again.
+    pub fn has_run(&self, name: &str) -> bool {
+        self.job_store
+            .state()
+            .iter()
+            .any(|job| job.name_any() == name && job_state(job) != JobState::Running)
+    }
+
+    /// Whether one more copy Job for a pod of `namespace` fits the caps now
+    /// (counted as deferred when it does not).
+    pub fn copy_fits(&self, namespace: &str, name: &str) -> bool {
+        let wanted = [(namespace.to_string(), name.to_string())];
+        let running = super::jobs::Running::of(self.job_store.state().iter().map(|j| j.as_ref()));
+        let fits = !super::jobs::admit_copies(&wanted, &running, self.config.caps).is_empty();
+        if !fits {
+            self.config.metrics.copy_job_deferred();
+        }
+        fits
+    }
+
     fn count_finished(&self, job: &Job, seen: &mut HashSet<String>) {
         let state = job_state(job);
         if state != JobState::Running {

@@ -19,13 +19,12 @@ use futures_util::{stream, StreamExt};
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::api::{Api, ListParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::ResourceExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{Pods, LOOKUP_CONCURRENCY};
 use crate::image::ImageRef;
 use crate::serve::drift::{self, Done, Drifts, PodKey};
-use crate::serve::jobs::{admit_copies, job_name, job_state, JobState, Running};
+use crate::serve::jobs::job_name;
 use crate::serve::platforms;
 use std::sync::Arc;
 
@@ -143,19 +142,10 @@ impl Pods {
             .await;
         for (source, target, wanted, has, namespace) in narrow {
             let name = job_name(&source, &target, &wanted);
-            let finished = self
-                .gate
-                .job_store
-                .state()
-                .iter()
-                .any(|job| job.name_any() == name && job_state(job) != JobState::Running);
-            if finished || self.settings.dry_run {
-                continue;
-            }
-            let keys = [(namespace.clone(), name.clone())];
-            let running = Running::of(self.gate.job_store.state().iter().map(|j| j.as_ref()));
-            if admit_copies(&keys, &running, self.gate.config.caps).is_empty() {
-                self.metrics.copy_job_deferred();
+            if self.settings.dry_run
+                || self.gate.has_run(&name)
+                || !self.gate.copy_fits(&namespace, &name)
+            {
                 continue;
             }
             tracing::info!(

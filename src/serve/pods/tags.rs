@@ -9,8 +9,7 @@ use super::{Pods, LOOKUP_CONCURRENCY};
 use crate::image::ImageRef;
 use crate::mutate::pods::{Candidate, Presence};
 use crate::serve::drift::{self, Done, Drifted};
-use crate::serve::jobs::{admit_copies, job_name, job_state, JobState, Running};
-use kube::ResourceExt;
+use crate::serve::jobs::job_name;
 
 impl Pods {
     /// Checks the admitted tags that are in the mirror for drift and acts on
@@ -71,20 +70,11 @@ impl Pods {
         let name = job_name(&source, &target, &[]);
         // One Job per build: a finished one (the tag moved, was left because
         // the source moved on again, or refused, IMMUTABLE) is not run again.
-        let finished = self
-            .gate
-            .job_store
-            .state()
-            .iter()
-            .any(|job| job.name_any() == name && job_state(job) != JobState::Running);
-        if finished {
+        if self.gate.has_run(&name) {
             tracing::debug!(job = %name, "the copy Job for this build has run");
             return;
         }
-        let wanted = [(namespace.to_string(), name)];
-        let running = Running::of(self.gate.job_store.state().iter().map(|j| j.as_ref()));
-        if admit_copies(&wanted, &running, self.gate.config.caps).is_empty() {
-            self.metrics.copy_job_deferred();
+        if !self.gate.copy_fits(namespace, &name) {
             return;
         }
         if let Err(err) = Box::pin(self.gate.ensure_copy(&source, &target, &[], namespace)).await {
