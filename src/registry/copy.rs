@@ -346,13 +346,27 @@ impl Copier {
     ) -> Result<()> {
         let content_type = HeaderValue::from_str(media_type)
             .with_context(|| format!("invalid media type {media_type:?}"))?;
+        let ours = sha256_digest(bytes) == digest;
         with_retries(self.options.retries, "pushing manifest", || async {
             self.client.authorize(at, RegistryOperation::Push).await?;
-            self.client
+            let pushed = self
+                .client
                 .oci()
                 .push_manifest_raw(&at.to_oci(), bytes.clone(), content_type.clone())
-                .await?;
-            Ok(())
+                .await;
+            match pushed {
+                Ok(_) => Ok(()),
+                // Bytes that hash to the digest, refused as not matching it:
+                // the registry misread them (distribution does, writing one
+                // manifest from many pushes at once). Sent again, as a
+                // transient failure; wrong bytes of ours would not get here.
+                Err(err) if ours && super::retry::says_digest_invalid(&err) => Err(anyhow::Error::new(
+                    std::io::Error::other(format!(
+                        "the registry refused manifest {digest} as not matching its digest, which its bytes do: {err}"
+                    )),
+                )),
+                Err(err) => Err(err.into()),
+            }
         })
         .await
         .with_context(|| format!("pushing manifest {digest} to {at}"))

@@ -210,6 +210,21 @@ fn is_tls_rejection(err: &anyhow::Error) -> bool {
     })
 }
 
+/// Whether a registry answered 400 `DIGEST_INVALID` (a manifest or blob it
+/// says does not match the digest it was sent under).
+pub fn says_digest_invalid(err: &OciDistributionError) -> bool {
+    match err {
+        OciDistributionError::ServerError { code, message, .. } => {
+            *code == 400 && message.contains("DIGEST_INVALID")
+        }
+        OciDistributionError::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|e| e.code == OciErrorCode::DigestInvalid),
+        _ => false,
+    }
+}
+
 /// Whether the error chain holds a digest verification failure.
 pub fn is_digest_mismatch(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
@@ -270,6 +285,27 @@ mod tests {
             classify(&err),
             Verdict::Fatal,
             "the code decides, not the message"
+        );
+    }
+
+    #[test]
+    fn a_digest_invalid_answer_is_recognised_and_nothing_else() {
+        let server = |code, message: &str| OciDistributionError::ServerError {
+            code,
+            url: "u".into(),
+            message: message.into(),
+        };
+        let seen = r#"{"errors":[{"code":"DIGEST_INVALID","message":"provided digest did not match uploaded content"}]}"#;
+        assert!(says_digest_invalid(&server(400, seen)));
+        assert!(!says_digest_invalid(&server(
+            400,
+            r#"{"errors":[{"code":"MANIFEST_INVALID"}]}"#
+        )));
+        assert!(!says_digest_invalid(&server(500, seen)));
+        // Still fatal by itself: only push_manifest, which hashed its own bytes, retries it.
+        assert_eq!(
+            classify(&anyhow::Error::new(server(400, seen))),
+            Verdict::Fatal
         );
     }
 
